@@ -1,0 +1,1 @@
+"""Tuneloop training: recipes (one file per method), rounds, the runner and the Python SDK."""
