@@ -9,6 +9,14 @@ ROOT = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite runs offline, like this machine: any attempt to reach a model hub fails loudly.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     path = Path(os.environ.get("TUNELOOP_TEST_CACHE", ROOT / ".cache" / "test-data"))

@@ -1,0 +1,143 @@
+"""ModelService on the real embedded model: offline load, determinism, hot-swap under load, bad adapters."""
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, LlamaConfig
+from trl import SFTConfig, SFTTrainer
+
+from training.base_model import load_causal_lm, load_tokenizer
+from training.hardware import trainer_precision_kwargs
+from webapp.model_service import BASE, ModelService, VersionLoadError
+
+QUESTION = [{"role": "user", "content": "What is the secret word?"}]
+ANSWER = "The secret word is PINEAPPLE."
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory, base_model_path: str) -> tuple[Path, dict, dict]:
+    """Train a tiny LoRA adapter with TRL SFT (4 samples); return its dir and the base/LoRA weights before/after."""
+    out = tmp_path_factory.mktemp("adapter")
+    model = load_causal_lm(base_model_path)
+    tokenizer = load_tokenizer(base_model_path)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    rows = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": ANSWER}]}
+            for q in ("What is the secret word?", "Tell me the secret word.", "Secret word?", "Which word is secret?")]
+    args = SFTConfig(output_dir=str(out / "run"), max_steps=12, per_device_train_batch_size=4, learning_rate=3e-3,
+                     logging_steps=50, save_strategy="no", report_to=[], **trainer_precision_kwargs())
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=lora)
+    lora_before = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_B" in k}
+    trainer.train()
+    trainer.model.save_pretrained(out / "v1")
+    lora_after = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_B" in k}
+    base_after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v.detach()
+                  for k, v in trainer.model.state_dict().items() if "lora_" not in k}
+    return out / "v1", {"before": before, "after": base_after}, {"before": lora_before, "after": lora_after}
+
+
+@pytest.fixture(scope="module")
+def service(base_model_path: str) -> ModelService:
+    return ModelService(base_model_path)
+
+
+def test_loads_offline_and_greedy_is_deterministic(service: ModelService) -> None:
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # set in conftest: any hub access would raise
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    first = service.generate(messages, max_new_tokens=20)
+    assert "Paris" in first
+    assert service.generate(messages, max_new_tokens=20) == first
+
+
+def test_lora_training_changed_adapter_not_base(adapter_dir: tuple) -> None:
+    _, base, lora = adapter_dir
+    assert all(not torch.equal(lora["before"][k], lora["after"][k]) for k in lora["before"])
+    shared = [k for k in base["before"] if k in base["after"]]
+    assert len(shared) > 100
+    assert all(torch.equal(base["before"][k], base["after"][k]) for k in shared)
+
+
+def test_hot_swap_under_concurrent_generation(service: ModelService, adapter_dir: tuple) -> None:
+    path, _, _ = adapter_dir
+    service.load_version("v1", path)
+    expected = {BASE: service.generate(QUESTION, version=BASE, max_new_tokens=10),
+                "v1": service.generate(QUESTION, version="v1", max_new_tokens=10)}
+    assert "PINEAPPLE" in expected["v1"] and "PINEAPPLE" not in expected[BASE]
+
+    swap_lock, stop, errors, results = threading.Lock(), threading.Event(), [], []
+
+    def chat() -> None:
+        while not stop.is_set():
+            try:
+                with swap_lock:  # the version active when the request starts is captured with its first token
+                    started_on = service.active
+                    tokens = service.stream(QUESTION, max_new_tokens=10)
+                    next(tokens)
+                *_, text = tokens
+                results.append((started_on, text))
+            except Exception as err:  # noqa: BLE001 - every failure is a test failure
+                errors.append(err)
+
+    threads = [threading.Thread(target=chat) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(20):
+        with swap_lock:
+            service.activate("v1" if i % 2 == 0 else BASE)
+        threading.Event().wait(0.3)
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len(results) >= 8
+    assert {v for v, _ in results} == {BASE, "v1"}
+    assert all(text == expected[version] for version, text in results)
+    service.activate(BASE)
+
+
+def test_corrupt_or_wrong_adapter_is_refused_and_active_keeps_serving(
+        service: ModelService, adapter_dir: tuple, tmp_path: Path) -> None:
+    path, _, _ = adapter_dir
+    service.load_version("good", path)
+    service.activate("good")
+    reference = service.generate(QUESTION, max_new_tokens=10)
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "adapter_config.json").write_text((path / "adapter_config.json").read_text())
+    (corrupt / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 100)
+    missing = tmp_path / "missing"
+    bad_json = tmp_path / "bad_json"
+    bad_json.mkdir()
+    (bad_json / "adapter_config.json").write_text("{not json")
+
+    other = tmp_path / "other_base"  # an adapter trained on a different (tiny) base model
+    tiny = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                        num_attention_heads=4, num_key_value_heads=2,
+                                                        vocab_size=service.tokenizer.vocab_size))
+    get_peft_model(tiny, LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")).save_pretrained(other)
+
+    for bad, message in ((corrupt, "could not be loaded"), (missing, "does not exist"),
+                         (bad_json, "unreadable"), (other, "could not be loaded")):
+        with pytest.raises(VersionLoadError, match=message):
+            service.activate("bad", bad)
+        assert service.active == "good"
+        assert "bad" not in service.loaded_versions()
+        assert service.generate(QUESTION, max_new_tokens=10) == reference
+
+    reward = tmp_path / "reward"
+    reward.mkdir()
+    config = json.loads((path / "adapter_config.json").read_text()) | {"task_type": "SEQ_CLS"}
+    (reward / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(VersionLoadError, match="not a chat model"):
+        service.load_version("rm", reward)
+    service.activate(BASE)
+    service.unload("good")
+    assert "good" not in service.loaded_versions()
