@@ -1,0 +1,10 @@
+"""Tuneloop's feedback store: `FeedbackStore` (the only code that writes SQL), dataset builders, importers.
+
+Map: `store` (FeedbackStore), `models` (dataclasses), `migrations` (schema), `connection` (per-thread
+connections), `review_queue` (what a reviewer sees next), `consensus` (majority per item), `agreement`
+(kappa/alpha), `datasets` (TRL datasets + data_check), `stats` (UI read-outs), `importers` / `exporters` (files).
+"""
+
+from feedback_db.store import FeedbackStore
+
+__all__ = ["FeedbackStore"]

@@ -1,0 +1,68 @@
+"""Command line for the store: users, imports, exports and data checks without the web app.
+
+python -m feedback_db create-user --db data/tuneloop.db admin admin      # asks for the password
+python -m feedback_db import --db data/tuneloop.db prefs.jsonl preferences [--split heldout]
+python -m feedback_db export --db data/tuneloop.db preference out/prefs.parquet
+python -m feedback_db check --db data/tuneloop.db dpo
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from feedback_db import FeedbackStore
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m feedback_db")
+    parser.add_argument("--db", default="data/tuneloop.db", help="path of the SQLite store")
+    commands = parser.add_subparsers(dest="command", required=True)
+    user = commands.add_parser("create-user", help="add a user (password read from the terminal)")
+    user.add_argument("username")
+    user.add_argument("role", choices=["admin", "reviewer", "viewer"])
+    imp = commands.add_parser("import", help="import a JSONL/CSV/Parquet file, all or nothing")
+    imp.add_argument("path")
+    imp.add_argument("kind", choices=["prompts", "demonstrations", "preferences", "unpaired"])
+    imp.add_argument("--split", choices=["train", "heldout"], default="train")
+    exp = commands.add_parser("export", help="export a dataset (sft|preference|kto) or a raw table")
+    exp.add_argument("name")
+    exp.add_argument("path", help="ends in .jsonl or .parquet")
+    exp.add_argument("--split", choices=["train", "heldout"], default="train")
+    check = commands.add_parser("check", help="is there enough data for a training method?")
+    check.add_argument("method", choices=["sft", "reward", "dpo", "kto", "online_rl"])
+    args = parser.parse_args(argv)
+
+    store = FeedbackStore(args.db)
+    if args.command == "create-user":
+        print(store.create_user(args.username, getpass.getpass("password: "), args.role))
+    elif args.command == "import":
+        from feedback_db.importers import ImportValidationError, import_file
+
+        try:
+            print(import_file(store, args.path, args.kind, split=args.split))
+        except ImportValidationError as exc:
+            print(f"{args.path}: {exc}; nothing was imported", file=sys.stderr)
+            return 1
+    elif args.command == "export":
+        from feedback_db.exporters import DATASETS, export_dataset, export_table
+
+        if args.name in DATASETS:
+            rows = export_dataset(store, args.name, args.path, split=args.split)
+        else:
+            rows = export_table(store, args.name, args.path)
+        print(f"wrote {rows} rows to {args.path}")
+    else:
+        from feedback_db.datasets import data_check
+
+        result = data_check(store, args.method)
+        print("ok" if result.ok else "not ready", result.counts)
+        for line in result.problems + result.warnings:
+            print(" -", line)
+        return 0 if result.ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

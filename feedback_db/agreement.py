@@ -1,0 +1,79 @@
+"""Inter-annotator agreement: Cohen's kappa (two reviewers) and Krippendorff's alpha (nominal, any number,
+missing judgments allowed), per kind of feedback (thumbs, Likert, pairwise winners)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
+from itertools import permutations
+
+from feedback_db.consensus import Votes, likert_votes, majority, pair_votes, thumbs_votes
+from feedback_db.models import Agreement
+from feedback_db.store import FeedbackStore
+
+
+def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:
+    """Kappa of two reviewers' labels on the same items; None when chance agreement is total (undefined)."""
+    if len(a) != len(b):
+        raise ValueError("both reviewers need a label for every item")
+    if not a:
+        return None
+    n = len(a)
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    ca, cb = Counter(a), Counter(b)
+    expected = sum(ca[label] * cb[label] for label in ca) / n**2
+    return None if expected == 1 else (observed - expected) / (1 - expected)
+
+
+def krippendorff_alpha(units: Sequence[Sequence[Hashable]]) -> float | None:
+    """Nominal alpha over units (each the labels it received); units with fewer than two labels are ignored."""
+    coincidences: dict[tuple[Hashable, Hashable], float] = defaultdict(float)
+    for labels in units:
+        if len(labels) < 2:
+            continue
+        for x, y in permutations(labels, 2):
+            coincidences[(x, y)] += 1 / (len(labels) - 1)
+    totals: Counter = Counter()
+    for (x, _), weight in coincidences.items():
+        totals[x] += weight
+    n = sum(totals.values())
+    observed = sum(w for (x, y), w in coincidences.items() if x != y)
+    expected = sum(totals[x] * totals[y] for x in totals for y in totals if x != y) / (n - 1) if n > 1 else 0
+    return None if expected == 0 else 1 - observed / expected
+
+
+def agreement_from_votes(kind: str, votes: Votes) -> Agreement:
+    shared = {item: by_user for item, by_user in votes.items() if len(by_user) >= 2}
+    reviewers = sorted({u for by_user in shared.values() for u in by_user})
+    disagreements = sum(majority(by_user.values()) is None for by_user in shared.values())
+    if len(reviewers) == 2:
+        both = [by_user for by_user in shared.values() if all(r in by_user for r in reviewers)]
+        method = "cohen_kappa"
+        overall = cohen_kappa([b[reviewers[0]] for b in both], [b[reviewers[1]] for b in both])
+    elif reviewers:
+        method, overall = "krippendorff_alpha", krippendorff_alpha([list(b.values()) for b in shared.values()])
+    else:
+        method, overall = "none", None
+    agree: Counter = Counter()
+    counted: Counter = Counter()
+    for by_user in shared.values():
+        for user, value in by_user.items():
+            others = majority(v for u, v in by_user.items() if u != user)
+            if others is not None:
+                counted[user] += 1
+                agree[user] += value == others
+    per_reviewer = {u: agree[u] / counted[u] for u in reviewers if counted[u]}
+    return Agreement(kind, method, overall, len(shared), disagreements, per_reviewer)
+
+
+def agreement(store: FeedbackStore, kind: str, snapshot: dict | None = None) -> Agreement:
+    """Agreement on `kind` = thumbs | likert | pairwise (comparisons and rankings, winners per pair)."""
+    if kind == "thumbs":
+        votes = thumbs_votes(store.list_ratings(snapshot))
+    elif kind == "likert":
+        votes = likert_votes(store.list_ratings(snapshot))
+    elif kind == "pairwise":
+        votes = pair_votes(store.list_comparisons(snapshot), store.list_rankings(snapshot))
+    else:
+        raise ValueError(f"kind must be thumbs, likert or pairwise; got {kind!r}")
+    return agreement_from_votes(kind, votes)

@@ -1,0 +1,210 @@
+"""Schema of the Tuneloop store as an ordered list of sqlite-utils `Migrations`.
+
+`m001_initial` is schema version 1; every later change is a new function appended below (never edit an applied
+one). `migrate(conn)` applies the pending ones under a write lock, so several processes opening the same fresh
+file do not race, and mirrors the count into `PRAGMA user_version`. Run by `FeedbackStore(path)` on open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+MIGRATIONS = Migrations("tuneloop")
+
+
+@MIGRATIONS()
+def m001_initial(db: Database) -> None:
+    _execute_all(
+        db,
+        """
+        CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'reviewer', 'viewer')),
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created TEXT NOT NULL
+        );
+        CREATE TABLE prompts (
+            id INTEGER PRIMARY KEY,
+            text TEXT NOT NULL,
+            source TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            split TEXT NOT NULL CHECK (split IN ('train', 'heldout')),
+            created TEXT NOT NULL
+        );
+        CREATE TABLE responses (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            text TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            settings TEXT NOT NULL DEFAULT '{}',
+            created TEXT NOT NULL
+        );
+        CREATE INDEX idx_responses_prompt ON responses(prompt_id);
+        CREATE TABLE demonstrations (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            completion TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        CREATE TABLE ratings (
+            id INTEGER PRIMARY KEY,
+            response_id INTEGER NOT NULL REFERENCES responses(id),
+            username TEXT NOT NULL,
+            thumbs INTEGER CHECK (thumbs IN (0, 1)),
+            likert INTEGER CHECK (likert BETWEEN 1 AND 5),
+            comment TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL
+        );
+        CREATE INDEX idx_ratings_response ON ratings(response_id);
+        CREATE TABLE comparisons (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            response_a INTEGER NOT NULL REFERENCES responses(id),
+            response_b INTEGER NOT NULL REFERENCES responses(id),
+            version_a TEXT NOT NULL,
+            version_b TEXT NOT NULL,
+            winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'both_bad')),
+            username TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        CREATE TABLE rankings (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            response_ids TEXT NOT NULL,
+            username TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        CREATE TABLE corrections (
+            id INTEGER PRIMARY KEY,
+            response_id INTEGER NOT NULL REFERENCES responses(id),
+            text TEXT NOT NULL,
+            username TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        CREATE TABLE preference_pairs (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            chosen TEXT NOT NULL,
+            rejected TEXT NOT NULL,
+            source TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        CREATE TABLE unpaired_labels (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            completion TEXT NOT NULL,
+            label INTEGER NOT NULL CHECK (label IN (0, 1)),
+            source TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        CREATE TABLE model_versions (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            parent TEXT,
+            method TEXT NOT NULL,
+            technique TEXT NOT NULL,
+            path TEXT NOT NULL,
+            base_model TEXT NOT NULL,
+            config TEXT NOT NULL DEFAULT '{}',
+            data_snapshot TEXT NOT NULL DEFAULT '{}',
+            metrics TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL CHECK (status IN ('candidate', 'active', 'archived', 'rejected')),
+            created TEXT NOT NULL,
+            activated TEXT
+        );
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            config TEXT NOT NULL,
+            stages TEXT NOT NULL,
+            username TEXT NOT NULL,
+            status TEXT NOT NULL,
+            pid INTEGER,
+            stage TEXT,
+            error TEXT,
+            log_tail TEXT NOT NULL DEFAULT '',
+            versions TEXT NOT NULL DEFAULT '[]',
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            finished TEXT
+        );
+        CREATE TABLE run_metrics (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            step INTEGER NOT NULL,
+            stage TEXT NOT NULL,
+            metrics TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        CREATE INDEX idx_run_metrics_run ON run_metrics(run_id, id);
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{}',
+            created TEXT NOT NULL
+        );
+        """,
+    )
+
+
+@MIGRATIONS()
+def m002_review_skips(db: Database) -> None:
+    """Skipped review items, and indexes for the per-reviewer queue queries."""
+    _execute_all(
+        db,
+        """
+        CREATE TABLE skips (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL,
+            mode TEXT NOT NULL CHECK (mode IN ('single', 'pairwise', 'ranking')),
+            item_key TEXT NOT NULL,
+            created TEXT NOT NULL,
+            UNIQUE (username, mode, item_key)
+        );
+        CREATE INDEX idx_ratings_user ON ratings(username, response_id);
+        CREATE INDEX idx_comparisons_pair ON comparisons(response_a, response_b);
+        CREATE INDEX idx_rankings_prompt ON rankings(prompt_id);
+        CREATE INDEX idx_prompts_text ON prompts(text);
+        """,
+    )
+
+
+@MIGRATIONS()
+def m003_prompt_messages(db: Database) -> None:
+    """Imported multi-turn prompts keep their whole conversation (JSON); NULL = a single user turn."""
+    db["prompts"].add_column("messages", str)
+
+
+def _execute_all(db: Database, script: str) -> None:
+    # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, stop_before: str | None = None) -> int:
+    """Apply pending migrations on an autocommit connection; returns the schema version (applied count).
+
+    `stop_before` leaves that migration and the later ones pending (used to build old-schema files in tests).
+    """
+    db = Database(conn, execute_plugins=False)
+    if MIGRATIONS.pending(db) and not (stop_before and MIGRATIONS.pending(db)[0].name == stop_before):
+        conn.execute("BEGIN IMMEDIATE")  # one writer migrates; the others wait here, then find nothing pending
+        try:
+            MIGRATIONS.apply(db, stop_before=stop_before)
+            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS.applied(db))}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return schema_version(conn)

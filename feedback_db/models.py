@@ -1,0 +1,243 @@
+"""Plain dataclasses returned by `FeedbackStore` and the dataset helpers.
+
+Rows come back from SQLite as these frozen values; JSON columns are already decoded into dicts/lists.
+Timestamps are UTC ISO-8601 strings (`2026-11-28T03:30:00.123456+00:00`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROLES = ("admin", "reviewer", "viewer")
+SPLITS = ("train", "heldout")
+REVIEW_MODES = ("single", "pairwise", "ranking")
+WINNERS = ("a", "b", "tie", "both_bad")
+METHODS = ("sft", "reward", "dpo", "kto", "online_rl", "sdk")
+TECHNIQUES = ("lora", "full", "freeze")
+VERSION_STATUSES = ("candidate", "active", "archived", "rejected")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINAL_RUN_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    role: str  # admin | reviewer | viewer
+    disabled: bool
+    created: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: int
+    text: str  # the (last) user turn
+    source: str
+    tags: tuple[str, ...]
+    split: str  # train | heldout
+    created: str
+    messages: list[dict] | None = None  # full conversation before the answer, when imported as one
+
+    def as_messages(self) -> list[dict]:
+        """The prompt in TRL conversational form."""
+        return self.messages or [{"role": "user", "content": self.text}]
+
+
+@dataclass(frozen=True)
+class Response:
+    id: int
+    prompt_id: int
+    text: str
+    model_version: str
+    settings: dict
+    created: str
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    id: int
+    prompt_id: int
+    completion: str
+    source: str
+    created: str
+
+
+@dataclass(frozen=True)
+class Rating:
+    id: int
+    response_id: int
+    username: str
+    thumbs: int | None  # 1 = up, 0 = down
+    likert: int | None  # 1..5
+    comment: str
+    created: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    id: int
+    prompt_id: int
+    response_a: int
+    response_b: int
+    version_a: str
+    version_b: str
+    winner: str  # a | b | tie | both_bad
+    username: str
+    created: str
+
+
+@dataclass(frozen=True)
+class Ranking:
+    id: int
+    prompt_id: int
+    response_ids: list[int]  # best first
+    username: str
+    created: str
+
+
+@dataclass(frozen=True)
+class Correction:
+    id: int
+    response_id: int
+    text: str
+    username: str
+    created: str
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """An imported preference pair (not tied to stored responses)."""
+
+    id: int
+    prompt_id: int
+    chosen: str
+    rejected: str
+    source: str
+    created: str
+
+
+@dataclass(frozen=True)
+class UnpairedLabel:
+    """An imported unpaired thumbs label (KTO data not tied to stored responses)."""
+
+    id: int
+    prompt_id: int
+    completion: str
+    label: bool
+    source: str
+    created: str
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """What the review tab shows next: one response (single), two (pairwise) or three or more (ranking)."""
+
+    mode: str
+    prompt: Prompt
+    responses: list[Response]
+
+    @property
+    def response_ids(self) -> list[int]:
+        return [r.id for r in self.responses]
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    id: int
+    name: str
+    parent: str | None
+    method: str
+    technique: str
+    path: str
+    base_model: str
+    config: dict
+    data_snapshot: dict
+    metrics: dict
+    status: str  # candidate | active | archived | rejected
+    created: str
+    activated: str | None
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    config: dict
+    stages: list[str]
+    username: str
+    status: str  # queued | running | succeeded | failed | cancelled | interrupted
+    pid: int | None
+    stage: str | None
+    error: str | None
+    log_tail: str
+    versions: list[str]
+    created: str
+    updated: str
+    finished: str | None
+
+
+@dataclass(frozen=True)
+class RunMetric:
+    id: int
+    run_id: int
+    step: int
+    stage: str
+    metrics: dict
+    created: str
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    username: str
+    action: str
+    detail: dict
+    created: str
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """Whether a training method has enough usable data; `problems` block training, `warnings` do not."""
+
+    ok: bool
+    counts: dict[str, int]
+    problems: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    path: str
+    kind: str  # prompts | demonstrations | preferences | unpaired
+    format: str  # jsonl | csv | parquet
+    rows: int
+    added: dict[str, int]  # table -> rows inserted
+    duplicates: int  # rows already in the store, skipped
+
+
+@dataclass(frozen=True)
+class FeedbackCount:
+    day: str  # YYYY-MM-DD (UTC)
+    mode: str  # rating | comparison | ranking | correction
+    username: str
+    count: int
+
+
+@dataclass(frozen=True)
+class WinRate:
+    version: str
+    wins: int
+    losses: int
+    ties: int  # ties and both_bad
+    win_rate: float | None  # wins / (wins + losses), None without decisive votes
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Inter-annotator agreement on items judged by two or more reviewers."""
+
+    kind: str  # thumbs | likert | pairwise
+    method: str  # cohen_kappa | krippendorff_alpha | none
+    overall: float | None
+    items: int  # items with two or more judgments
+    disagreements: int  # of those, items without a strict majority
+    per_reviewer: dict[str, float]  # share of a reviewer's shared items where they agree with the majority of others

@@ -1,0 +1,109 @@
+"""Which review item a reviewer sees next; the SQL behind `FeedbackStore.next_item` / `queue_progress`.
+
+Items per mode: `single` = one response; `pairwise` = two responses to one prompt from different model versions;
+`ranking` = the latest responses (3 to `MAX_RANKED`) of one prompt. An item is offered to a reviewer who has not
+judged or skipped it, while fewer than `annotators_per_item` reviewers have judged it, fewest judgments first.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+
+from feedback_db.connection import retry_locked
+
+MAX_RANKED = 5
+
+# every query yields (ids, n): the item's response ids comma-separated, and how many reviewers judged it
+_SINGLE = """
+WITH judges AS (
+    SELECT response_id, username FROM ratings UNION SELECT response_id, username FROM corrections
+)
+SELECT ids, n FROM (
+    SELECT CAST(r.id AS TEXT) AS ids, r.id AS k1, 0 AS k2,
+           (SELECT COUNT(*) FROM judges j WHERE j.response_id = r.id) AS n
+    FROM responses r
+    WHERE NOT EXISTS (SELECT 1 FROM judges j WHERE j.response_id = r.id AND j.username = :user)
+      AND NOT EXISTS (
+          SELECT 1 FROM skips s WHERE s.username = :user AND s.mode = 'single' AND s.item_key = CAST(r.id AS TEXT)
+      )
+)
+WHERE n < :k ORDER BY n, k1, k2 LIMIT :limit
+"""
+
+# pairs are compared in either order: (a, b) or (b, a), both served by idx_comparisons_pair
+_PAIR_VOTES = (
+    "FROM comparisons c "
+    "WHERE ((c.response_a = p.a AND c.response_b = p.b) OR (c.response_a = p.b AND c.response_b = p.a))"
+)
+_PAIRWISE = f"""
+WITH pairs AS (
+    SELECT r1.id AS a, r2.id AS b FROM responses r1
+    JOIN responses r2 ON r1.prompt_id = r2.prompt_id AND r1.id < r2.id AND r1.model_version != r2.model_version
+)
+SELECT ids, n FROM (
+    SELECT p.a || ',' || p.b AS ids, p.a AS k1, p.b AS k2, (SELECT COUNT(DISTINCT c.username) {_PAIR_VOTES}) AS n
+    FROM pairs p
+    WHERE NOT EXISTS (SELECT 1 {_PAIR_VOTES} AND c.username = :user)
+      AND NOT EXISTS (
+          SELECT 1 FROM skips s WHERE s.username = :user AND s.mode = 'pairwise' AND s.item_key = p.a || '-' || p.b
+      )
+)
+WHERE n < :k ORDER BY n, k1, k2 LIMIT :limit
+"""
+
+_RANKING = """
+WITH rankers AS (SELECT DISTINCT prompt_id, username FROM rankings)
+SELECT ids, n FROM (
+    SELECT (SELECT group_concat(id) FROM (
+                SELECT id FROM responses WHERE prompt_id = p.id ORDER BY id DESC LIMIT :max_ranked
+           )) AS ids,
+           p.id AS k1, 0 AS k2,
+           (SELECT COUNT(*) FROM rankers x WHERE x.prompt_id = p.id) AS n
+    FROM prompts p
+    WHERE (SELECT COUNT(*) FROM responses WHERE prompt_id = p.id) >= 3
+      AND NOT EXISTS (SELECT 1 FROM rankers x WHERE x.prompt_id = p.id AND x.username = :user)
+      AND NOT EXISTS (
+          SELECT 1 FROM skips s WHERE s.username = :user AND s.mode = 'ranking' AND s.item_key = CAST(p.id AS TEXT)
+      )
+)
+WHERE n < :k ORDER BY n, k1, k2 LIMIT :limit
+"""
+
+_QUERIES = {"single": _SINGLE, "pairwise": _PAIRWISE, "ranking": _RANKING}
+
+_JUDGED = {
+    "single": "SELECT COUNT(*) FROM (SELECT response_id FROM ratings WHERE username = :user "
+    "UNION SELECT response_id FROM corrections WHERE username = :user)",
+    "pairwise": "SELECT COUNT(*) FROM (SELECT DISTINCT MIN(response_a, response_b), MAX(response_a, response_b) "
+    "FROM comparisons WHERE username = :user)",
+    "ranking": "SELECT COUNT(DISTINCT prompt_id) FROM rankings WHERE username = :user",
+}
+
+
+def candidates(
+    conn: sqlite3.Connection, username: str, mode: str, annotators_per_item: int, limit: int | None
+) -> list[list[int]]:
+    """Response-id lists of the items `username` may judge next, in serving order."""
+    params = {"user": username, "k": annotators_per_item, "limit": -1 if limit is None else limit}
+    params["max_ranked"] = MAX_RANKED
+    rows = retry_locked(lambda: conn.execute(_QUERIES[mode], params).fetchall())
+    return [[int(i) for i in row[0].split(",")] for row in rows]
+
+
+def judged_count(conn: sqlite3.Connection, username: str, mode: str) -> int:
+    return retry_locked(lambda: conn.execute(_JUDGED[mode], {"user": username}).fetchone()[0])
+
+
+def item_key(mode: str, response_ids: list[int], prompt_id: int) -> str:
+    """How a skip names an item: the response (single), the unordered pair (pairwise), the prompt (ranking)."""
+    if mode == "single":
+        return str(response_ids[0])
+    if mode == "pairwise":
+        return f"{min(response_ids)}-{max(response_ids)}"
+    return str(prompt_id)
+
+
+def shuffled(response_ids: list[int]) -> list[int]:
+    """Random presentation order, so position (left/right, top) does not bias the judgment."""
+    return random.sample(response_ids, len(response_ids))

@@ -1,0 +1,554 @@
+"""`FeedbackStore`: the SQLite store behind Tuneloop (users, prompts, responses, feedback, versions, runs, audit).
+
+The only code that writes SQL. Safe to share between Gradio worker threads and between processes (the training
+process writes runs/metrics/versions to the same file): see `feedback_db.connection`. Feedback is append-only;
+a reviewer judging the same item again adds a row and the latest one counts, so `snapshot()` max ids pin exactly
+what a round trained on.
+
+    store = FeedbackStore("data/tuneloop.db")
+    pid = store.add_prompt("Why is the sky blue?")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from feedback_db import review_queue
+from feedback_db.connection import Connections, retry_locked
+from feedback_db.migrations import migrate, schema_version
+from feedback_db.models import (
+    FINAL_RUN_STATUSES,
+    METHODS,
+    REVIEW_MODES,
+    ROLES,
+    RUN_STATUSES,
+    SPLITS,
+    TECHNIQUES,
+    VERSION_STATUSES,
+    WINNERS,
+    AuditEntry,
+    Comparison,
+    Correction,
+    Demonstration,
+    FeedbackCount,
+    ModelVersion,
+    PreferencePair,
+    Prompt,
+    Ranking,
+    Rating,
+    Response,
+    ReviewItem,
+    Run,
+    RunMetric,
+    UnpairedLabel,
+    User,
+)
+from feedback_db.passwords import hash_password, verify_password
+
+# tables whose max id a snapshot pins; builders read no row past them
+SNAPSHOT_TABLES = (
+    "prompts",
+    "responses",
+    "demonstrations",
+    "ratings",
+    "comparisons",
+    "rankings",
+    "corrections",
+    "preference_pairs",
+    "unpaired_labels",
+)
+FEEDBACK_TABLES = ("ratings", "comparisons", "rankings", "corrections")
+EXPORTABLE_TABLES = (*SNAPSHOT_TABLES, "skips", "model_versions", "runs", "run_metrics", "audit")
+VERSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_DUMMY_HASH = hash_password("tuneloop-timing-equaliser")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class FeedbackStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = Connections(self.path)
+        conn = self._db.get()
+        retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+        retry_locked(lambda: migrate(conn))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def schema_version(self) -> int:
+        return schema_version(self._db.get())
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several store calls into one all-or-nothing write transaction."""
+        with self._db.write():
+            yield
+
+    def _insert(self, table: str, row: dict) -> int:
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        try:
+            with self._db.write() as conn:
+                return conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", tuple(row.values())).lastrowid
+        except sqlite3.IntegrityError as exc:
+            if "FOREIGN KEY" not in str(exc):
+                raise
+            refs = ", ".join(f"{k}={v}" for k, v in row.items() if k.endswith("_id"))
+            raise KeyError(f"{table}: no such row referenced by {refs}") from None
+
+    def _update(self, sql: str, params: tuple) -> int:
+        with self._db.write() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def _query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+        return self._db.query(sql, params)
+
+    # users ---
+
+    def create_user(self, username: str, password: str, role: str) -> User:
+        _check(bool(username.strip()), "username must not be empty")
+        _check(bool(password), "password must not be empty")
+        _check(role in ROLES, f"role must be one of {', '.join(ROLES)}; got {role!r}")
+        password_hash = hash_password(password)
+        try:
+            self._insert(
+                "users", {"username": username, "password_hash": password_hash, "role": role, "created": now()}
+            )
+        except sqlite3.IntegrityError:
+            raise ValueError(f"user {username!r} already exists") from None
+        return self._require_user(username)
+
+    def authenticate(self, username: str, password: str) -> User | None:
+        rows = self._query("SELECT password_hash FROM users WHERE username = ?", (username,))
+        if not rows:
+            verify_password(password, _DUMMY_HASH)  # same work for unknown users: no username probing by timing
+            return None
+        user = self.get_user(username)
+        if not verify_password(password, rows[0]["password_hash"]) or user is None or user.disabled:
+            return None
+        return user
+
+    def get_user(self, username: str) -> User | None:
+        rows = self._query("SELECT * FROM users WHERE username = ?", (username,))
+        return _user(rows[0]) if rows else None
+
+    def list_users(self) -> list[User]:
+        return [_user(r) for r in self._query("SELECT * FROM users ORDER BY username")]
+
+    def set_role(self, username: str, role: str) -> None:
+        _check(role in ROLES, f"role must be one of {', '.join(ROLES)}; got {role!r}")
+        self._require_changed(self._update("UPDATE users SET role = ? WHERE username = ?", (role, username)), username)
+
+    def set_disabled(self, username: str, disabled: bool) -> None:
+        changed = self._update("UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username))
+        self._require_changed(changed, username)
+
+    def set_password(self, username: str, password: str) -> None:
+        _check(bool(password), "password must not be empty")
+        changed = self._update(
+            "UPDATE users SET password_hash = ? WHERE username = ?", (hash_password(password), username)
+        )
+        self._require_changed(changed, username)
+
+    def _require_user(self, username: str) -> User:
+        user = self.get_user(username)
+        if user is None:
+            raise KeyError(f"no user {username!r}")
+        return user
+
+    @staticmethod
+    def _require_changed(rowcount: int, username: str) -> None:
+        if rowcount == 0:
+            raise KeyError(f"no user {username!r}")
+
+    # prompts and responses ---
+
+    def add_prompt(
+        self,
+        text: str,
+        source: str = "manual",
+        tags: Sequence[str] = (),
+        split: str = "train",
+        messages: list[dict] | None = None,
+    ) -> int:
+        _check(bool(text.strip()), "prompt text must not be empty")
+        _check(split in SPLITS, f"split must be 'train' or 'heldout'; got {split!r}")
+        row = {"text": text, "source": source, "tags": json.dumps(list(tags)), "split": split, "created": now()}
+        row["messages"] = json.dumps(messages) if messages else None
+        return self._insert("prompts", row)
+
+    def get_prompt(self, prompt_id: int) -> Prompt | None:
+        rows = self._query("SELECT * FROM prompts WHERE id = ?", (prompt_id,))
+        return _prompt(rows[0]) if rows else None
+
+    def list_prompts(self, split: str | None = None, snapshot: dict | None = None) -> list[Prompt]:
+        where, params = _upto("prompts", snapshot)
+        if split is not None:
+            where, params = f"{where} AND split = ?", [*params, split]
+        return [_prompt(r) for r in self._query(f"SELECT * FROM prompts WHERE {where} ORDER BY id", params)]
+
+    def set_prompt_split(self, prompt_id: int, split: str) -> None:
+        _check(split in SPLITS, f"split must be 'train' or 'heldout'; got {split!r}")
+        if self._update("UPDATE prompts SET split = ? WHERE id = ?", (split, prompt_id)) == 0:
+            raise KeyError(f"no prompt {prompt_id}")
+
+    def add_response(self, prompt_id: int, text: str, model_version: str, settings: dict | None = None) -> int:
+        row = {"prompt_id": prompt_id, "text": text, "model_version": model_version}
+        return self._insert("responses", {**row, "settings": json.dumps(settings or {}), "created": now()})
+
+    def get_response(self, response_id: int) -> Response | None:
+        rows = self._query("SELECT * FROM responses WHERE id = ?", (response_id,))
+        return _response(rows[0]) if rows else None
+
+    def list_responses(self, prompt_id: int | None = None, snapshot: dict | None = None) -> list[Response]:
+        where, params = _upto("responses", snapshot)
+        if prompt_id is not None:
+            where, params = f"{where} AND prompt_id = ?", [*params, prompt_id]
+        return [_response(r) for r in self._query(f"SELECT * FROM responses WHERE {where} ORDER BY id", params)]
+
+    def _require_response(self, response_id: int) -> Response:
+        response = self.get_response(response_id)
+        if response is None:
+            raise KeyError(f"no response {response_id}")
+        return response
+
+    # imported training data ---
+
+    def add_demonstration(self, prompt_id: int, completion: str, source: str = "import") -> int:
+        _check(bool(completion.strip()), "demonstration completion must not be empty")
+        row = {"prompt_id": prompt_id, "completion": completion, "source": source, "created": now()}
+        return self._insert("demonstrations", row)
+
+    def list_demonstrations(self, snapshot: dict | None = None) -> list[Demonstration]:
+        return [Demonstration(**dict(r)) for r in self._rows("demonstrations", snapshot)]
+
+    def add_preference_pair(self, prompt_id: int, chosen: str, rejected: str, source: str = "import") -> int:
+        row = {"prompt_id": prompt_id, "chosen": chosen, "rejected": rejected, "source": source, "created": now()}
+        return self._insert("preference_pairs", row)
+
+    def list_preference_pairs(self, snapshot: dict | None = None) -> list[PreferencePair]:
+        return [PreferencePair(**dict(r)) for r in self._rows("preference_pairs", snapshot)]
+
+    def add_unpaired_label(self, prompt_id: int, completion: str, label: bool, source: str = "import") -> int:
+        row = {"prompt_id": prompt_id, "completion": completion, "label": int(label), "source": source}
+        return self._insert("unpaired_labels", {**row, "created": now()})
+
+    def list_unpaired_labels(self, snapshot: dict | None = None) -> list[UnpairedLabel]:
+        return [
+            UnpairedLabel(**{**dict(r), "label": bool(r["label"])}) for r in self._rows("unpaired_labels", snapshot)
+        ]
+
+    def _rows(self, table: str, snapshot: dict | None) -> list[sqlite3.Row]:
+        where, params = _upto(table, snapshot)
+        return self._query(f"SELECT * FROM {table} WHERE {where} ORDER BY id", params)
+
+    # feedback ---
+
+    def add_rating(
+        self, response_id: int, username: str, thumbs: int | None = None, likert: int | None = None, comment: str = ""
+    ) -> int:
+        _check(thumbs is None or thumbs in (0, 1), f"thumbs must be 1 (up) or 0 (down); got {thumbs!r}")
+        _check(likert is None or likert in range(1, 6), f"likert must be 1..5; got {likert!r}")
+        _check(
+            thumbs is not None or likert is not None or bool(comment.strip()),
+            "a rating needs thumbs, likert or a comment",
+        )
+        self._require_response(response_id)
+        row = {"response_id": response_id, "username": username, "thumbs": thumbs, "likert": likert}
+        return self._insert("ratings", {**row, "comment": comment, "created": now()})
+
+    def add_comparison(self, response_a: int, response_b: int, winner: str, username: str) -> int:
+        _check(winner in WINNERS, f"winner must be one of {', '.join(WINNERS)}; got {winner!r}")
+        _check(response_a != response_b, "a comparison needs two different responses")
+        a, b = self._require_response(response_a), self._require_response(response_b)
+        _check(a.prompt_id == b.prompt_id, "compared responses must answer the same prompt")
+        row = {"prompt_id": a.prompt_id, "response_a": a.id, "response_b": b.id, "version_a": a.model_version}
+        row |= {"version_b": b.model_version, "winner": winner, "username": username, "created": now()}
+        return self._insert("comparisons", row)
+
+    def add_ranking(self, response_ids_best_first: list[int], username: str) -> int:
+        ids = list(response_ids_best_first)
+        _check(len(ids) >= 2 and len(set(ids)) == len(ids), "a ranking needs two or more distinct responses")
+        prompts = {self._require_response(i).prompt_id for i in ids}
+        _check(len(prompts) == 1, "ranked responses must answer the same prompt")
+        row = {"prompt_id": prompts.pop(), "response_ids": json.dumps(ids), "username": username, "created": now()}
+        return self._insert("rankings", row)
+
+    def add_correction(self, response_id: int, text: str, username: str) -> int:
+        _check(bool(text.strip()), "a correction must not be empty")
+        self._require_response(response_id)
+        return self._insert(
+            "corrections", {"response_id": response_id, "text": text, "username": username, "created": now()}
+        )
+
+    def list_ratings(self, snapshot: dict | None = None) -> list[Rating]:
+        return [Rating(**dict(r)) for r in self._rows("ratings", snapshot)]
+
+    def list_comparisons(self, snapshot: dict | None = None) -> list[Comparison]:
+        return [Comparison(**dict(r)) for r in self._rows("comparisons", snapshot)]
+
+    def list_rankings(self, snapshot: dict | None = None) -> list[Ranking]:
+        return [
+            Ranking(**{**dict(r), "response_ids": json.loads(r["response_ids"])})
+            for r in self._rows("rankings", snapshot)
+        ]
+
+    def list_corrections(self, snapshot: dict | None = None) -> list[Correction]:
+        return [Correction(**dict(r)) for r in self._rows("corrections", snapshot)]
+
+    # review queue ---
+
+    def next_item(self, username: str, mode: str, annotators_per_item: int = 1) -> ReviewItem | None:
+        """The next item for `username`: not yet judged or skipped by them, fewest judgments first."""
+        _check(mode in REVIEW_MODES, f"mode must be one of {', '.join(REVIEW_MODES)}; got {mode!r}")
+        _check(annotators_per_item >= 1, "annotators_per_item must be at least 1")
+        candidates = review_queue.candidates(self._db.get(), username, mode, annotators_per_item, limit=1)
+        if not candidates:
+            return None
+        ids = review_queue.shuffled(candidates[0])
+        responses = [self._require_response(i) for i in ids]
+        return ReviewItem(mode=mode, prompt=self.get_prompt(responses[0].prompt_id), responses=responses)
+
+    def queue_progress(self, username: str, mode: str, annotators_per_item: int = 1) -> tuple[int, int]:
+        """(items `username` judged in this mode, items still waiting for them)."""
+        _check(mode in REVIEW_MODES, f"mode must be one of {', '.join(REVIEW_MODES)}; got {mode!r}")
+        conn = self._db.get()
+        done = review_queue.judged_count(conn, username, mode)
+        return done, len(review_queue.candidates(conn, username, mode, annotators_per_item, limit=None))
+
+    def skip_item(self, username: str, mode: str, response_ids: list[int]) -> None:
+        """Never serve this item (the responses of a `ReviewItem`) to `username` again."""
+        _check(mode in REVIEW_MODES, f"mode must be one of {', '.join(REVIEW_MODES)}; got {mode!r}")
+        key = review_queue.item_key(mode, response_ids, self._require_response(response_ids[0]).prompt_id)
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO skips (username, mode, item_key, created) VALUES (?, ?, ?, ?)",
+                (username, mode, key, now()),
+            )
+
+    # model versions ---
+
+    def register_version(
+        self,
+        name: str,
+        parent: str | None,
+        method: str,
+        technique: str,
+        path: str,
+        base_model: str,
+        config: dict,
+        data_snapshot: dict,
+        metrics: dict,
+        status: str = "candidate",
+    ) -> ModelVersion:
+        _check(VERSION_NAME.fullmatch(name) is not None and name != "base", f"invalid version name {name!r}")
+        _check(method in METHODS, f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        _check(technique in TECHNIQUES, f"technique must be one of {', '.join(TECHNIQUES)}; got {technique!r}")
+        _check(status in VERSION_STATUSES, f"status must be one of {', '.join(VERSION_STATUSES)}; got {status!r}")
+        row = {"name": name, "parent": parent, "method": method, "technique": technique, "path": str(path)}
+        row |= {"base_model": base_model, "config": json.dumps(config), "data_snapshot": json.dumps(data_snapshot)}
+        row |= {"metrics": json.dumps(metrics), "status": "candidate", "created": now()}
+        with self._db.write():
+            try:
+                self._insert("model_versions", row)
+            except sqlite3.IntegrityError:
+                raise ValueError(f"version {name!r} already exists") from None
+            if status == "active":
+                self.set_active(name)
+            elif status != "candidate":
+                self.set_version_status(name, status)
+        return self.get_version(name)
+
+    def next_version_name(self, method: str) -> str:
+        numbers = [int(m.group(1)) for (n,) in self._query("SELECT name FROM model_versions") if (m := _VN.match(n))]
+        return f"v{max(numbers, default=0) + 1}-{method}"
+
+    def get_version(self, name: str) -> ModelVersion | None:
+        rows = self._query("SELECT * FROM model_versions WHERE name = ?", (name,))
+        return _version(rows[0]) if rows else None
+
+    def list_versions(self) -> list[ModelVersion]:
+        return [_version(r) for r in self._query("SELECT * FROM model_versions ORDER BY id")]
+
+    def update_version_metrics(self, name: str, metrics: dict) -> None:
+        """Merge `metrics` into the version's metrics."""
+        with self._db.write():
+            version = self._require_version(name)
+            merged = json.dumps({**version.metrics, **metrics})
+            self._update("UPDATE model_versions SET metrics = ? WHERE name = ?", (merged, name))
+
+    def set_active(self, name: str | None, username: str = "system") -> None:
+        """Serve `name` (None = the base model); the previously active version becomes archived."""
+        with self._db.write():
+            if name is not None:
+                version = self._require_version(name)
+                _check(version.method != "reward", f"{name!r} is a reward model and cannot be served")
+            previous = self.active_version()
+            self._update("UPDATE model_versions SET status = 'archived' WHERE status = 'active'", ())
+            if name is not None:
+                self._update(
+                    "UPDATE model_versions SET status = 'active', activated = ? WHERE name = ?", (now(), name)
+                )
+            detail = {"version": name or "base", "previous": previous.name if previous else "base"}
+            self.audit(username, "activate_version", detail)
+
+    def active_version(self) -> ModelVersion | None:
+        rows = self._query("SELECT * FROM model_versions WHERE status = 'active'")
+        return _version(rows[0]) if rows else None
+
+    def archive_version(self, name: str) -> None:
+        self.set_version_status(name, "archived")
+
+    def set_version_status(self, name: str, status: str) -> None:
+        _check(status in VERSION_STATUSES, f"status must be one of {', '.join(VERSION_STATUSES)}; got {status!r}")
+        _check(status != "active", "use set_active() to activate a version")
+        if self._update("UPDATE model_versions SET status = ? WHERE name = ?", (status, name)) == 0:
+            raise KeyError(f"no version {name!r}")
+
+    def _require_version(self, name: str) -> ModelVersion:
+        version = self.get_version(name)
+        if version is None:
+            raise KeyError(f"no version {name!r}")
+        return version
+
+    # runs ---
+
+    def create_run(self, config: dict, stages: list[str], username: str) -> int:
+        row = {"config": json.dumps(config), "stages": json.dumps(list(stages)), "username": username}
+        return self._insert("runs", {**row, "status": "queued", "created": now(), "updated": now()})
+
+    def update_run(
+        self,
+        run_id: int,
+        *,
+        status: str | None = None,
+        pid: int | None = None,
+        stage: str | None = None,
+        error: str | None = None,
+        log_tail: str | None = None,
+        versions: list[str] | None = None,
+    ) -> None:
+        """Set the given fields (None = leave as is); a final status also stamps `finished`."""
+        _check(status is None or status in RUN_STATUSES, f"status must be one of {', '.join(RUN_STATUSES)}")
+        fields = {"status": status, "pid": pid, "stage": stage, "error": error, "log_tail": log_tail}
+        fields["versions"] = None if versions is None else json.dumps(list(versions))
+        changes = {k: v for k, v in fields.items() if v is not None} | {"updated": now()}
+        if status in FINAL_RUN_STATUSES:
+            changes["finished"] = changes["updated"]
+        assignments = ", ".join(f"{k} = ?" for k in changes)
+        if self._update(f"UPDATE runs SET {assignments} WHERE id = ?", (*changes.values(), run_id)) == 0:
+            raise KeyError(f"no run {run_id}")
+
+    def add_run_metrics(self, run_id: int, step: int, stage: str, metrics: dict) -> int:
+        row = {"run_id": run_id, "step": step, "stage": stage, "metrics": json.dumps(metrics), "created": now()}
+        return self._insert("run_metrics", row)
+
+    def get_run(self, run_id: int) -> Run:
+        rows = self._query("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise KeyError(f"no run {run_id}")
+        return _run(rows[0])
+
+    def list_runs(self, limit: int | None = None) -> list[Run]:
+        rows = self._query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (-1 if limit is None else limit,))
+        return [_run(r) for r in rows]
+
+    def run_metrics(self, run_id: int, after_id: int = 0) -> list[RunMetric]:
+        """Metrics rows of a run in logging order; `after_id` returns only rows newer than one already seen."""
+        rows = self._query("SELECT * FROM run_metrics WHERE run_id = ? AND id > ? ORDER BY id", (run_id, after_id))
+        return [RunMetric(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
+
+    def mark_interrupted_runs(self) -> int:
+        """At app start: runs left queued/running by a previous app process become `interrupted`."""
+        stamp = now()
+        return self._update(
+            "UPDATE runs SET status = 'interrupted', updated = ?, finished = ? WHERE status IN ('queued', 'running')",
+            (stamp, stamp),
+        )
+
+    # snapshot, audit, stats, export ---
+
+    def snapshot(self) -> dict:
+        """The max id of every table the dataset builders read, taken in one read transaction."""
+        conn = self._db.get()
+        union = " UNION ALL ".join(f"SELECT '{t}', COALESCE(MAX(id), 0) FROM {t}" for t in SNAPSHOT_TABLES)
+        max_ids = {table: max_id for table, max_id in retry_locked(lambda: conn.execute(union).fetchall())}
+        feedback_max_id = max(max_ids[t] for t in FEEDBACK_TABLES)
+        return {"max_ids": max_ids, "feedback_max_id": feedback_max_id, "taken_at": now()}
+
+    def audit(self, username: str, action: str, detail: dict) -> int:
+        row = {"username": username, "action": action, "detail": json.dumps(detail), "created": now()}
+        return self._insert("audit", row)
+
+    def list_audit(self, limit: int = 100) -> list[AuditEntry]:
+        rows = self._query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [AuditEntry(**{**dict(r), "detail": json.loads(r["detail"])}) for r in rows]
+
+    def feedback_counts(self) -> list[FeedbackCount]:
+        """Judgments per UTC day, mode (rating|comparison|ranking|correction) and reviewer."""
+        union = " UNION ALL ".join(
+            f"SELECT substr(created, 1, 10) AS day, '{t[:-1]}' AS mode, username FROM {t}" for t in FEEDBACK_TABLES
+        )
+        rows = self._query(
+            f"SELECT day, mode, username, COUNT(*) AS count FROM ({union}) GROUP BY day, mode, username "
+            "ORDER BY day, mode, username"
+        )
+        return [FeedbackCount(**dict(r)) for r in rows]
+
+    def table_rows(self, table: str) -> list[dict]:
+        """Every row of a table as stored (JSON columns as text), for raw exports. Password hashes never leave."""
+        _check(table in EXPORTABLE_TABLES, f"table must be one of {', '.join(EXPORTABLE_TABLES)}; got {table!r}")
+        return [dict(r) for r in self._query(f"SELECT * FROM {table} ORDER BY id")]
+
+    def count(self, table: str) -> int:
+        _check(table in (*EXPORTABLE_TABLES, "users"), f"unknown table {table!r}")
+        return self._query(f"SELECT COUNT(*) FROM {table}")[0][0]
+
+
+_VN = re.compile(r"v(\d+)-")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _upto(table: str, snapshot: dict | None) -> tuple[str, list]:
+    if snapshot is None:
+        return "1", []
+    return "id <= ?", [snapshot["max_ids"][table]]
+
+
+def _user(row: sqlite3.Row) -> User:
+    return User(row["id"], row["username"], row["role"], bool(row["disabled"]), row["created"])
+
+
+def _prompt(row: sqlite3.Row) -> Prompt:
+    messages = json.loads(row["messages"]) if row["messages"] else None
+    return Prompt(
+        row["id"], row["text"], row["source"], tuple(json.loads(row["tags"])), row["split"], row["created"], messages
+    )
+
+
+def _response(row: sqlite3.Row) -> Response:
+    return Response(**{**dict(row), "settings": json.loads(row["settings"])})
+
+
+def _version(row: sqlite3.Row) -> ModelVersion:
+    decoded = {k: json.loads(row[k]) for k in ("config", "data_snapshot", "metrics")}
+    return ModelVersion(**{**dict(row), **decoded})
+
+
+def _run(row: sqlite3.Row) -> Run:
+    decoded = {k: json.loads(row[k]) for k in ("config", "stages", "versions")}
+    return Run(**{**dict(row), **decoded})

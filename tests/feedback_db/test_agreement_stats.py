@@ -1,0 +1,53 @@
+"""Agreement statistics against hand-computed values, and the stats tab's read-outs."""
+
+import pytest
+
+from feedback_db import FeedbackStore
+from feedback_db.agreement import agreement, cohen_kappa, krippendorff_alpha
+from feedback_db.stats import feedback_counts, head_to_head, win_rates
+
+
+def test_cohen_kappa_textbook_example() -> None:
+    # 50 items: both yes 20, both no 15, a-yes/b-no 5, a-no/b-yes 10 -> p_o = .7, p_e = .5 -> kappa = .4
+    a = ["y"] * 20 + ["n"] * 15 + ["y"] * 5 + ["n"] * 10
+    b = ["y"] * 20 + ["n"] * 15 + ["n"] * 5 + ["y"] * 10
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa(["y", "y"], ["y", "y"]) is None  # chance agreement is total: undefined
+
+
+def test_krippendorff_alpha_nominal() -> None:
+    assert krippendorff_alpha([["a", "a"], ["b", "b"], ["a", "a", "a"]]) == pytest.approx(1.0)
+    # two coders, 4 units: coincidences o_aa=2, o_bb=4, o_ab=o_ba=1 -> n=8, D_o=2, D_e=2*3*5/7 -> alpha = 1 - 7/15
+    assert krippendorff_alpha([["a", "a"], ["a", "b"], ["b", "b"], ["b", "b"]]) == pytest.approx(1 - 7 / 15)
+    assert krippendorff_alpha([["a"], ["b"]]) is None
+
+
+def test_store_agreement_win_rates_and_counts(store: FeedbackStore) -> None:
+    ids = []
+    for n in range(3):
+        p = store.add_prompt(f"Q{n}")
+        ids.append((store.add_response(p, "old", "base"), store.add_response(p, "new", "v1-sft")))
+    for (old, new), (ann, bob) in zip(ids, [("b", "b"), ("b", "a"), ("tie", "tie")], strict=True):
+        store.add_comparison(old, new, ann, "ann")
+        store.add_comparison(new, old, {"a": "b", "b": "a"}.get(bob, bob), "bob")  # swapped sides, same meaning
+    pairwise = agreement(store, "pairwise")
+    assert (pairwise.method, pairwise.items, pairwise.disagreements) == ("cohen_kappa", 3, 1)
+    assert pairwise.per_reviewer == {"ann": pytest.approx(2 / 3), "bob": pytest.approx(2 / 3)}
+    rates = {r.version: r for r in win_rates(store)}
+    assert (rates["v1-sft"].wins, rates["v1-sft"].losses, rates["v1-sft"].ties) == (3, 1, 2)
+    assert rates["base"].win_rate == pytest.approx(0.25)
+    assert head_to_head(store, "v1-sft", "base").win_rate == pytest.approx(0.75)
+    store.add_rating(ids[0][0], "ann", thumbs=1)
+    store.add_rating(ids[0][0], "bob", thumbs=1)
+    store.add_rating(ids[0][0], "cy", thumbs=0)
+    thumbs = agreement(store, "thumbs")
+    assert (thumbs.method, thumbs.items, thumbs.disagreements) == ("krippendorff_alpha", 1, 0)
+    assert thumbs.per_reviewer == {"cy": 0.0}  # ann's and bob's "others" (1 up, 1 down) have no majority
+    counts = {(c.mode, c.username): c.count for c in feedback_counts(store)}
+    assert counts == {
+        ("comparison", "ann"): 3,
+        ("comparison", "bob"): 3,
+        ("rating", "ann"): 1,
+        ("rating", "bob"): 1,
+        ("rating", "cy"): 1,
+    }

@@ -1,0 +1,296 @@
+"""Importing JSONL/CSV/Parquet files: good files land whole, bad files land nothing and say where and why."""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from feedback_db import FeedbackStore
+from feedback_db.datasets import build_kto_dataset, build_preference_dataset, build_sft_dataset
+from feedback_db.exporters import export_dataset, export_table
+from feedback_db.importers import ImportLimits, ImportValidationError, import_file
+from feedback_db.store import EXPORTABLE_TABLES
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def _dump(store: FeedbackStore) -> dict:
+    return {t: store.table_rows(t) for t in EXPORTABLE_TABLES} | {"users": store.count("users")}
+
+
+def test_tiny_fixtures_import_and_reimport_as_duplicates(store: FeedbackStore) -> None:
+    report = import_file(store, ASSETS / "import_prompts_tiny.csv", "prompts")
+    assert (report.format, report.rows, report.added["prompts"], report.duplicates) == ("csv", 3, 3, 0)
+    splits = {p.text: (p.split, p.tags) for p in store.list_prompts()}
+    assert splits["Name a prime number greater than 10."] == ("heldout", ("math",))
+    assert splits["What is the capital of France?"] == ("train", ("geo", "easy"))
+
+    sft = import_file(store, ASSETS / "import_sft_tiny.jsonl", "demonstrations")
+    assert (sft.rows, sft.added["demonstrations"]) == (5, 5)
+    messages = [r["messages"] for r in build_sft_dataset(store)]
+    assert [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}] == messages[1][:2]
+    assert {"role": "assistant", "content": "Blue."} in [m[-1] for m in messages]  # Gradient form, </s> stripped
+    assert {"role": "assistant", "content": "Apple."} in [m[-1] for m in messages]  # ... and without </s>
+
+    prefs = import_file(store, ASSETS / "import_prefs_tiny.parquet", "preferences")
+    assert (prefs.format, prefs.added["preference_pairs"]) == ("parquet", 3)
+    unpaired = import_file(store, ASSETS / "import_unpaired_tiny.csv", "unpaired")
+    assert [r["label"] for r in build_kto_dataset(store)] == [True, False, True] and unpaired.rows == 3
+
+    again = import_file(store, ASSETS / "import_prefs_tiny.parquet", "preferences")
+    assert (again.added["preference_pairs"], again.duplicates) == (0, 3)
+
+
+def test_trl_conversational_fixtures_import(store: FeedbackStore) -> None:
+    assert import_file(store, ASSETS / "sft_tiny.jsonl", "demonstrations").added["demonstrations"] > 0
+    assert import_file(store, ASSETS / "pairs_tiny.jsonl", "preferences").added["preference_pairs"] > 0
+    assert import_file(store, ASSETS / "kto_tiny.jsonl", "unpaired").added["unpaired_labels"] > 0
+
+
+def test_heldout_import_stays_out_of_train(store: FeedbackStore) -> None:
+    import_file(store, ASSETS / "import_prefs_tiny.parquet", "preferences", split="heldout")
+    assert len(build_preference_dataset(store)) == 0
+    assert len(build_preference_dataset(store, split="heldout")) == 3
+
+
+def test_exports_round_trip(store: FeedbackStore, tmp_path: Path) -> None:
+    import_file(store, ASSETS / "import_prefs_tiny.parquet", "preferences")
+    import_file(store, ASSETS / "import_sft_tiny.jsonl", "demonstrations")
+    for suffix in ("jsonl", "parquet"):
+        out = tmp_path / f"prefs.{suffix}"
+        assert export_dataset(store, "preference", out) == 3
+        other = FeedbackStore(tmp_path / f"other-{suffix}.db")
+        import_file(other, out, "preferences")
+        assert build_preference_dataset(other).to_list() == build_preference_dataset(store).to_list()
+    assert export_dataset(store, "sft", tmp_path / "sft.jsonl") == 5
+    assert export_table(store, "demonstrations", tmp_path / "demos.parquet") == 5
+    assert pq.read_table(tmp_path / "demos.parquet").num_rows == 5
+    with pytest.raises(ValueError, match="jsonl or .parquet"):
+        export_table(store, "ratings", tmp_path / "x.xlsx")
+
+
+GOOD_PAIR = {"prompt": "Q", "chosen": "good", "rejected": "bad"}
+
+
+def _jsonl(rows: list) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def _parquet(rows: list[dict]) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    return sink.getvalue().to_pybytes()
+
+
+BAD = [
+    # (id, kind, file name, content, limits, expected message)
+    (
+        "bad-json-line-57",
+        "preferences",
+        "p.jsonl",
+        _jsonl([GOOD_PAIR] * 56) + b'{"prompt": "Q" "chosen": "x"}\n',
+        None,
+        r"^line 57: invalid JSON \(Expecting ',' delimiter\)$",
+    ),
+    ("empty-file", "prompts", "p.jsonl", b"", None, "the file is empty"),
+    ("blank-lines-only", "prompts", "p.jsonl", b"\n  \n\n", None, "the file has no rows"),
+    ("header-only-csv", "prompts", "p.csv", b"prompt\n", None, "the file has no rows"),
+    (
+        "binary",
+        "prompts",
+        "p.jsonl",
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        None,
+        r"binary file \(NUL byte at offset 8\)",
+    ),
+    ("latin-1", "prompts", "p.csv", "prompt\ncaf\u00e9\n".encode("latin-1"), None, "not UTF-8 text.*0xe9"),
+    (
+        "missing-chosen-row-3",
+        "preferences",
+        "p.csv",
+        b"prompt,chosen,rejected\nQ,a,b\nR,c,d\nS,,f\n",
+        None,
+        "^row 3: field 'chosen' is missing",
+    ),
+    (
+        "wrong-columns",
+        "demonstrations",
+        "d.csv",
+        b"question,answer\nQ,A\n",
+        None,
+        r"^row 1: field 'prompt' is missing \(fields present: 'question', 'answer'\)",
+    ),
+    (
+        "gradient-no-response-marker",
+        "demonstrations",
+        "d.jsonl",
+        _jsonl([{"inputs": "<s>### Instruction:\nQ\n\n### Answer:\nA</s>"}]),
+        None,
+        "^line 1: field 'inputs' has no '### Response:' marker",
+    ),
+    (
+        "gradient-no-instruction",
+        "demonstrations",
+        "d.jsonl",
+        _jsonl([{"inputs": "Q\n### Response:\nA"}]),
+        None,
+        "must start with '<s>### Instruction:'",
+    ),
+    (
+        "gradient-empty-answer",
+        "demonstrations",
+        "d.jsonl",
+        _jsonl([{"inputs": "<s>### Instruction:\nQ\n\n### Response:\n</s>"}]),
+        None,
+        "empty instruction or response",
+    ),
+    (
+        "huge-field",
+        "demonstrations",
+        "d.jsonl",
+        _jsonl([{"prompt": "Q", "completion": "x" * 2000}]),
+        ImportLimits(max_field_chars=1000),
+        "^line 1: field 'completion' is 2,000 characters long; the limit is 1,000$",
+    ),
+    (
+        "too-many-rows",
+        "prompts",
+        "p.jsonl",
+        _jsonl([{"prompt": f"q{i}"} for i in range(6)]),
+        ImportLimits(max_rows=5),
+        "6 rows; the limit is 5 per file",
+    ),
+    (
+        "file-too-large",
+        "prompts",
+        "p.jsonl",
+        _jsonl([{"prompt": "q" * 100}]),
+        ImportLimits(max_bytes=50),
+        "the limit is 50 bytes",
+    ),
+    (
+        "array-not-object",
+        "prompts",
+        "p.jsonl",
+        b'{"prompt": "a"}\n["b"]\n',
+        None,
+        "^line 2: expected a JSON object, got a list$",
+    ),
+    (
+        "chosen-wrong-type",
+        "preferences",
+        "p.jsonl",
+        _jsonl([GOOD_PAIR, {**GOOD_PAIR, "chosen": 42}]),
+        None,
+        "^line 2: field 'chosen' must be a string or a list of messages, got a number$",
+    ),
+    (
+        "label-not-boolean",
+        "unpaired",
+        "u.csv",
+        b"prompt,completion,label\nQ,A,maybe\n",
+        None,
+        "^row 1: field 'label' must be true/false",
+    ),
+    (
+        "messages-without-answer",
+        "demonstrations",
+        "d.jsonl",
+        _jsonl([{"messages": [{"role": "user", "content": "Q"}]}]),
+        None,
+        "field 'messages' must end with the assistant's answer",
+    ),
+    (
+        "message-bad-role",
+        "demonstrations",
+        "d.jsonl",
+        _jsonl([{"messages": [{"role": "human", "content": "Q"}, {"role": "assistant", "content": "A"}]}]),
+        None,
+        "field 'messages' message 0 needs a 'role'",
+    ),
+    (
+        "chosen-equals-rejected",
+        "preferences",
+        "p.jsonl",
+        _jsonl([{**GOOD_PAIR, "rejected": "good"}]),
+        None,
+        "fields 'chosen' and 'rejected' are the same text",
+    ),
+    ("unsupported-extension", "prompts", "p.txt", b"hello\n", None, "unsupported file type '.txt'"),
+    ("corrupt-parquet", "preferences", "p.parquet", b"PAR1garbagegarbagePAR1", None, "not a readable Parquet file"),
+    ("not-parquet", "preferences", "p.parquet", b"prompt,chosen\n", None, "missing the PAR1 header"),
+    (
+        "parquet-missing-column",
+        "preferences",
+        "p.parquet",
+        _parquet([{"prompt": "Q", "chosen": "a"}]),
+        None,
+        "^row 1: field 'rejected' is missing",
+    ),
+    ("csv-extra-values", "prompts", "p.csv", b"prompt\nQ,extra\n", None, "^row 1: more values than the header"),
+    (
+        "bad-split",
+        "prompts",
+        "p.jsonl",
+        _jsonl([{"prompt": "Q", "split": "test"}]),
+        None,
+        "field 'split' must be 'train' or 'heldout'",
+    ),
+    ("blank-prompt", "prompts", "p.jsonl", _jsonl([{"text": "   "}]), None, "^line 1: field 'text' is empty$"),
+    (
+        "implicit-prompt-mismatch",
+        "preferences",
+        "p.jsonl",
+        _jsonl(
+            [
+                {
+                    "chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}],
+                    "rejected": [{"role": "user", "content": "R"}, {"role": "assistant", "content": "b"}],
+                }
+            ]
+        ),
+        None,
+        "do not share a prompt conversation",
+    ),
+    (
+        "bad-row-after-good-rows",
+        "unpaired",
+        "u.jsonl",
+        _jsonl([{"prompt": "Q", "completion": f"A{i}", "label": True} for i in range(9)] + [{"prompt": "Q"}]),
+        None,
+        "^line 10: field 'completion' is missing",
+    ),
+]
+
+
+@pytest.fixture()
+def busy_store(store: FeedbackStore) -> FeedbackStore:
+    """A store that already holds data, so "nothing changed" is checked against something."""
+    import_file(store, ASSETS / "import_sft_tiny.jsonl", "demonstrations")
+    import_file(store, ASSETS / "import_prefs_tiny.parquet", "preferences")
+    p = store.add_prompt("Q")
+    store.add_rating(store.add_response(p, "A", "base"), "ann", thumbs=1)
+    return store
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "content", "limits", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
+)
+def test_bad_file_imports_nothing_and_names_line_and_field(
+    busy_store: FeedbackStore, tmp_path: Path, kind: str, name: str, content: bytes, limits, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    before = _dump(busy_store)
+    with pytest.raises(ImportValidationError, match=message):
+        import_file(busy_store, path, kind, limits=limits or ImportLimits())
+    assert _dump(busy_store) == before
+
+
+def test_import_validation_error_is_a_value_error(store: FeedbackStore, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        import_file(store, tmp_path / "missing.jsonl", "prompts")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        import_file(store, ASSETS / "import_sft_tiny.jsonl", "sft")
