@@ -1,0 +1,105 @@
+"""Tuneloop web app: the composition root — parse args, build the services, build_ui(services).launch().
+
+    python app.py                                           # http://127.0.0.1:7860 (--host 0.0.0.0 to expose it)
+    python app.py create-user --role admin --username alice  # prompts for the password
+    TUNELOOP_ADMIN=alice:secret-pass python app.py          # creates that admin on first start (no users yet)
+    python app.py --base-model ./my-hf-folder --data-dir data --port 7860
+"""
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from pathlib import Path
+
+from feedback_db import datasets, importers, stats
+from feedback_db.store import EXPORTABLE_TABLES, FeedbackStore
+from training import runner
+from training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
+from webapp.auth import ROLES, Auth
+from webapp.model_service import ModelService
+from webapp.services import DataOps, Runner, Services
+from webapp.ui import build_ui, launch_options
+
+log = logging.getLogger("tuneloop.app")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", nargs="?", choices=["serve", "create-user"], default="serve")
+    parser.add_argument("--base-model", default=DEFAULT_BASE_MODEL, help="Embedded default, a local HF folder or a "
+                                                                          "hub id.")
+    parser.add_argument("--data-dir", default="data", type=Path)
+    parser.add_argument("--host", default="127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the app.")
+    parser.add_argument("--port", default=7860, type=int)
+    parser.add_argument("--annotators-per-item", default=1, type=int,
+                        help="Reviewers who judge each review item (2+ measures agreement between them).")
+    parser.add_argument("--username", help="create-user: the new user's name (prompted when missing).")
+    parser.add_argument("--password", help="create-user: the password (prompted when missing).")
+    parser.add_argument("--role", choices=ROLES, default="reviewer", help="create-user: the new user's role.")
+    return parser.parse_args(argv)
+
+
+def open_store(data_dir: Path) -> FeedbackStore:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return FeedbackStore(data_dir / "tuneloop.db")
+
+
+def create_user(args: argparse.Namespace) -> None:
+    username = args.username or input("Username: ").strip()
+    password = args.password or getpass.getpass("Password: ")
+    open_store(args.data_dir).create_user(username, password, args.role)
+    print(f"Created {args.role} {username!r} in {args.data_dir / 'tuneloop.db'}.")
+
+
+def first_admin(store: FeedbackStore, spec: str | None) -> None:
+    """TUNELOOP_ADMIN=name:password creates the first admin of an empty store; ignored once users exist."""
+    if store.list_users():
+        return
+    if not spec or ":" not in spec:
+        log.warning("No users yet: run `python app.py create-user --role admin` or set TUNELOOP_ADMIN=name:password.")
+        return
+    username, password = spec.split(":", 1)
+    store.create_user(username, password, "admin")
+    store.audit("system", "create_user", {"username": username, "role": "admin", "via": "TUNELOOP_ADMIN"})
+    log.info("Created admin %r from TUNELOOP_ADMIN.", username)
+
+
+def build_services(args: argparse.Namespace) -> Services:
+    store = open_store(args.data_dir)
+    interrupted = store.mark_interrupted_runs()
+    if interrupted:
+        log.warning("Marked %d unfinished run(s) from a previous start as interrupted.", interrupted)
+    first_admin(store, os.environ.get("TUNELOOP_ADMIN"))
+    base_model = resolve_base_model(args.base_model, args.data_dir)  # prints progress during the one-time conversion
+    models = ModelService(base_model, args.data_dir / "versions")
+    services = Services(
+        store=store, models=models, auth=Auth(store), data_dir=args.data_dir, base_model=base_model,
+        annotators_per_item=args.annotators_per_item,
+        runner=Runner(request=runner.RoundRequest, start_round=runner.start_round, cancel_run=runner.cancel_run,
+                      poll_runs=runner.poll_runs, log_tail=runner.log_tail),
+        data=DataOps(import_file=importers.import_file, data_check=datasets.data_check,
+                     win_rates=stats.win_rates, agreement=stats.agreement,
+                     builders={"sft": datasets.build_sft_dataset, "preferences": datasets.build_preference_dataset,
+                               "kto": datasets.build_kto_dataset},
+                     tables=EXPORTABLE_TABLES),
+    )
+    services.sync_active()  # a missing/corrupt active version: serve the base model, say why in banner and log
+    return services
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="[tuneloop] %(levelname)s %(message)s", stream=sys.stderr)
+    args = parse_args(argv)
+    if args.command == "create-user":
+        create_user(args)
+        return
+    services = build_services(args)
+    services.start_poller(interval_s=1.0)
+    build_ui(services).queue(default_concurrency_limit=4).launch(
+        server_name=args.host, server_port=args.port, **launch_options(services))
+
+
+if __name__ == "__main__":
+    main()

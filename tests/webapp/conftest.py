@@ -1,0 +1,133 @@
+"""Fixtures for the web app: the real store in a temp dir, a fake model service and a fake training runner.
+
+`call(demo, "api_name", *inputs, user="alice")` runs an event's handler directly, as Gradio would, with a
+gr.Request carrying the logged-in username (None = anonymous).
+"""
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from feedback_db import datasets
+from feedback_db.models import Agreement, ImportReport, WinRate
+from feedback_db.store import EXPORTABLE_TABLES, FeedbackStore
+from webapp.auth import Auth
+from webapp.model_service import BASE, VersionLoadError
+from webapp.services import DataOps, Runner, Services
+from webapp.ui import build_ui
+
+PASSWORD = "correct-horse"
+USERS = {"alice": "admin", "rita": "reviewer", "vic": "viewer"}
+
+
+class FakeModels:
+    """ModelService's contract without torch: answers say which version wrote them."""
+
+    def __init__(self) -> None:
+        self.active = BASE
+        self.loaded = {BASE}
+        self.calls: list[tuple[str, str]] = []
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self.loaded
+
+    def loaded_versions(self) -> list[str]:
+        return sorted(self.loaded)
+
+    def load_version(self, name: str, path: Path) -> None:
+        if not Path(path).is_dir():
+            raise VersionLoadError(f"Version {name!r}: directory {path} does not exist.")
+        self.loaded.add(name)
+
+    def activate(self, name: str) -> None:
+        if name not in self.loaded:
+            raise VersionLoadError(f"{name} not loaded")
+        self.active = name
+
+    def stream(self, messages: list[dict], version: str | None = None, **kwargs) -> Iterator[str]:
+        version = version or self.active
+        self.calls.append((version, messages[-1]["content"]))
+        answer = f"[{version}] answer to: {messages[-1]['content']}"
+        for i in range(0, len(answer), 8):
+            yield answer[: i + 8]
+
+    def generate(self, messages: list[dict], version: str | None = None, **kwargs) -> str:
+        return list(self.stream(messages, version, **kwargs))[-1]
+
+
+@dataclass
+class FakeRunner:
+    started: list = field(default_factory=list)
+    cancelled: list = field(default_factory=list)
+
+    def start_round(self, store, data_dir, request) -> int:
+        run_id = store.create_run(config=dict(request), stages=request["stages"], username=request["username"])
+        self.started.append(run_id)
+        return run_id
+
+    def cancel_run(self, store, run_id: int) -> bool:
+        self.cancelled.append(run_id)
+        store.update_run(run_id, status="cancelled")
+        return True
+
+
+def fake_import(store, path: str, kind: str, split: str = "train") -> ImportReport:
+    lines = Path(path).read_text().splitlines()
+    bad = [i + 1 for i, line in enumerate(lines) if not line.strip().startswith("{")]
+    if bad:
+        raise ValueError(f"{path}: line {bad[0]}: not a JSON object")
+    for line in lines:
+        store.add_prompt(line, split=split)
+    return ImportReport(path=path, kind=kind, format="jsonl", rows=len(lines), added={"prompts": len(lines)},
+                        duplicates=0)
+
+
+def make_services(store: FeedbackStore, data_dir: Path, models=None, import_file=fake_import) -> Services:
+    runner = FakeRunner()
+    return Services(
+        store=store, models=models or FakeModels(), auth=Auth(store), data_dir=data_dir, base_model="fake-base",
+        runner=Runner(request=lambda **kw: kw, start_round=runner.start_round, cancel_run=runner.cancel_run,
+                      poll_runs=lambda store, data_dir: [], log_tail=lambda data_dir, run_id: "log"),
+        data=DataOps(import_file=import_file, data_check=datasets.data_check,
+                     win_rates=lambda store: [WinRate("v1-dpo", 3, 1, 0, 0.75)],
+                     agreement=lambda store, kind: Agreement(kind, "none", None, 0, 0, {}),
+                     builders={"preferences": datasets.build_preference_dataset}, tables=EXPORTABLE_TABLES),
+    )
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> FeedbackStore:
+    store = FeedbackStore(tmp_path / "tuneloop.db")
+    for username, role in USERS.items():
+        store.create_user(username, PASSWORD, role)
+    return store
+
+
+@pytest.fixture()
+def services(store: FeedbackStore, tmp_path: Path) -> Services:
+    return make_services(store, tmp_path)
+
+
+@pytest.fixture()
+def demo(services: Services) -> gr.Blocks:
+    return build_ui(services)
+
+
+def handler(demo: gr.Blocks, api_name: str):
+    matches = [f.fn for f in demo.fns.values() if f.api_name == api_name]
+    assert len(matches) == 1, f"no single event with api_name {api_name!r}"
+    return matches[0]
+
+
+def call(demo: gr.Blocks, api_name: str, *inputs, user: str | None = None):
+    """Run a handler as Gradio would; generators are drained and their last value returned."""
+    fn = handler(demo, api_name)
+    result = fn(*inputs, gr.Request(username=user))
+    if inspect.isgenerator(result):
+        values = list(result)
+        return values[-1] if values else None
+    return result

@@ -1,0 +1,116 @@
+"""HTTP API tests: every admin endpoint refuses anonymous, viewer and reviewer callers and works for an admin.
+
+The admin-only list comes from the app's own registry (`services.auth.admin_only()`), and the endpoints are also
+enumerated from the running app's /config, so an event added without registering its roles fails here.
+"""
+
+import json
+import socket
+
+import httpx
+import pytest
+
+from tests.webapp.conftest import PASSWORD, make_services
+from webapp.ui import build_ui, launch_options
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def app(store, tmp_path):
+    services = make_services(store, tmp_path)
+    (tmp_path / "versions" / "v1-sft").mkdir(parents=True)
+    store.register_version(name="v1-sft", parent=None, method="sft", technique="lora",
+                           path=str(tmp_path / "versions" / "v1-sft"), base_model="fake-base", config={},
+                           data_snapshot={}, metrics={})
+    for i in range(5):
+        prompt_id = store.add_prompt(f"question {i}", split="heldout" if i == 0 else "train")
+        store.add_demonstration(prompt_id, f"answer {i}")
+    demo = build_ui(services)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                **launch_options(services))
+    yield services, f"http://127.0.0.1:{port}"
+    demo.close()
+
+
+def session(url: str, username: str | None) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=60)
+    if username:
+        assert client.post("/login", data={"username": username, "password": PASSWORD}).status_code == 200
+    return client
+
+
+def call(client: httpx.Client, api_name: str, data: list) -> tuple[str, object]:
+    """POST /gradio_api/call/<name>, then read its event stream: ("complete", data) or ("error", message)."""
+    started = client.post(f"/gradio_api/call/{api_name}", json={"data": data})
+    if started.status_code != 200:
+        return f"http {started.status_code}", started.text
+    event, payload = "", None
+    with client.stream("GET", f"/gradio_api/call/{api_name}/{started.json()['event_id']}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                return event, json.loads(line.split(":", 1)[1])
+    return event, payload
+
+
+def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
+    """Valid inputs for every admin endpoint, in an order where each one can succeed."""
+    upload = tmp_path / "prompts.jsonl"
+    upload.write_text('{"prompt": "imported"}\n')
+    with upload.open("rb") as f:
+        (uploaded,) = client.post("/gradio_api/upload", files={"files": f}).json()
+    file_data = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
+    return {
+        "data_counts": [], "data_import": [file_data, "prompts", "heldout"], "data_candidates": [],
+        "data_generate": ["pairwise", "v1-sft", 3, "train", 16, 0.7], "data_export": ["prompts"],
+        "rounds_check": [["sft"]], "rounds_start": [["sft"], "lora", 4, "active", 2, None, 8, 0.1, True, True],
+        "rounds_progress": [None], "rounds_cancel": [1],
+        "versions_list": [], "versions_compare": ["base", "v1-sft", 1], "versions_promote": ["v1-sft"],
+        "versions_rollback": [], "versions_archive": ["v1-sft"],
+        "users_list": [], "users_add": ["newbie", "long-enough", "viewer"], "users_set_role": ["newbie", "reviewer"],
+        "users_disable": ["newbie"], "users_enable": ["newbie"], "audit_list": [20],
+    }
+
+
+def test_config_endpoints_match_the_role_registry(app):
+    services, url = app
+    config = session(url, "vic").get("/config").json()
+    names = {d["api_name"] for d in config["dependencies"] if d.get("api_visibility", "public") != "private"}
+    assert names == set(services.auth.endpoints)
+
+
+def test_admin_endpoints_refuse_everyone_but_admins(app, tmp_path):
+    services, url = app
+    admin = session(url, "alice")
+    calls = admin_calls(admin, tmp_path)
+    assert set(calls) == set(services.auth.admin_only()), "give every admin endpoint valid inputs here"
+    clients = {"anonymous": session(url, None), "viewer": session(url, "vic"), "reviewer": session(url, "rita")}
+    for api_name, data in calls.items():
+        for who, client in clients.items():
+            event, message = call(client, api_name, data)
+            if who == "anonymous":
+                assert event == "http 401", (api_name, event, message)
+            else:
+                assert event == "error" and "Permission denied" in str(message), (api_name, who, event, message)
+        event, result = call(admin, api_name, data)
+        assert event == "complete", (api_name, result)
+    assert services.store.get_user("newbie").role == "reviewer"
+    assert services.store.active_version() is None and services.models.active == "base"  # promoted, rolled back
+    assert len(services.store.list_prompts()) == 6  # the uploaded file was imported
+
+
+def test_viewer_can_chat_but_not_review(app):
+    _, url = app
+    viewer = session(url, "vic")
+    event, result = call(viewer, "chat", ["Hi", [], "active", 32, 0.0])  # gr.State inputs are not API parameters
+    history = result[1]
+    assert event == "complete" and history[-1]["content"] == [{"type": "text", "text": "[base] answer to: Hi"}]
+    event, message = call(viewer, "review_next", ["pairwise"])
+    assert event == "error" and "Permission denied" in str(message)

@@ -1,0 +1,257 @@
+"""Handler-level tests: the real store in a temp dir, fake models and runner; handlers called as Gradio would."""
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from feedback_db.importers import import_file
+from tests.webapp.conftest import PASSWORD, call, handler, make_services
+from webapp.tabs.common import safe_markdown
+from webapp.ui import build_ui
+
+
+def add_pair(store, prompt="What is 2+2?", versions=("base", "v1-sft")) -> tuple[int, list[int]]:
+    prompt_id = store.add_prompt(prompt)
+    return prompt_id, [store.add_response(prompt_id, f"answer from {v}", v) for v in versions]
+
+
+def register(store, tmp_path: Path, name="v1-sft", method="sft") -> Path:
+    path = tmp_path / "versions" / name
+    path.mkdir(parents=True)
+    store.register_version(name=name, parent=None, method=method, technique="lora", path=str(path),
+                           base_model="fake-base", config={}, data_snapshot={},
+                           metrics={"gate_passed": True, "win_rate_vs_active": 0.7})
+    return path
+
+
+# ----- auth ---------------------------------------------------------------------------------------------------
+def test_login_checks_password_and_disabled_users(services, store):
+    assert services.auth.login("alice", PASSWORD)
+    assert not services.auth.login("alice", "wrong")
+    store.set_disabled("rita", True)
+    assert not services.auth.login("rita", PASSWORD)
+
+
+def test_every_public_event_is_in_the_role_registry(demo, services):
+    public = {f.api_name for f in demo.fns.values() if f.api_visibility != "private"}
+    assert public == set(services.auth.endpoints)
+    assert {"users_add", "rounds_start", "versions_promote", "data_import"} <= set(services.auth.admin_only())
+
+
+@pytest.mark.parametrize("user", [None, "vic", "rita", "ghost"])
+def test_admin_handlers_refuse_non_admins(demo, services, user):
+    for api_name in services.auth.admin_only():
+        fn = handler(demo, api_name)
+        n_inputs = len([f for f in demo.fns.values() if f.api_name == api_name][0].inputs)
+        with pytest.raises(gr.Error, match="Permission denied"):
+            result = fn(*[None] * n_inputs, gr.Request(username=user))
+            list(result) if hasattr(result, "__next__") else None
+
+
+def test_disabled_admin_is_refused(demo, store):
+    store.create_user("bob", PASSWORD, "admin")
+    store.set_disabled("bob", True)
+    with pytest.raises(gr.Error, match="Permission denied"):
+        call(demo, "users_list", user="bob")
+
+
+def test_reviewer_endpoints_refuse_viewers(demo):
+    with pytest.raises(gr.Error, match="Permission denied: admin or reviewer"):
+        call(demo, "review_next", "pairwise", user="vic")
+
+
+# ----- chat -----------------------------------------------------------------------------------------------------
+def test_chat_streams_from_the_active_version_and_thumbs_become_feedback(demo, services, store):
+    _, history, served = call(demo, "chat", "Hello?", [], "active", 64, 0.0, {}, user="vic")
+    assert history[-1] == {"role": "assistant", "content": "[base] answer to: Hello?"}
+    like = gr.LikeData(None, {"index": 1, "value": history[1]["content"], "liked": True})
+    handler(demo, "chat_thumbs")(history, served, like, gr.Request(username="vic"))
+    (rating,) = store.list_ratings()
+    assert (rating.username, rating.thumbs) == ("vic", 1)
+    response = store.get_response(rating.response_id)
+    assert (response.model_version, response.text) == ("base", "[base] answer to: Hello?")
+    assert store.get_prompt(response.prompt_id).text == "Hello?"
+
+
+def test_side_by_side_answers_with_the_second_version(demo, services, store, tmp_path):
+    register(store, tmp_path)
+    history, _ = call(demo, "chat_compare", "Hi", [], "v1-sft", 64, 0.0, {}, True, user="rita")
+    assert history[-1]["content"].startswith("[v1-sft]")
+    history, _ = call(demo, "chat_compare", "Hi", [], "v1-sft", 64, 0.0, {}, False, user="rita")
+    assert history == []
+
+
+def test_chat_with_an_unloadable_version_is_a_clear_error(demo, store, tmp_path):
+    register(store, tmp_path).rmdir()
+    with pytest.raises(gr.Error, match="does not exist"):
+        call(demo, "chat", "Hi", [], "v1-sft", 64, 0.0, {}, user="vic")
+
+
+def test_markdown_in_answers_is_escaped_outside_code():
+    text = "Hi <script>alert(1)</script> <img src=x onerror=alert(1)> `a<b` \n```\n<div>\n```"
+    out = safe_markdown(text)
+    assert "<script>" not in out and "<img" not in out and "&lt;script&gt;" in out
+    assert "`a<b`" in out and "```\n<div>\n```" in out
+
+
+# ----- review ---------------------------------------------------------------------------------------------------
+def test_pairwise_vote_records_both_versions_and_serves_the_next_item(demo, store):
+    add_pair(store, "first?")
+    add_pair(store, "second?")
+    shown = call(demo, "review_next", "pairwise", user="rita")
+    item, progress = shown[0], shown[1]
+    assert item["mode"] == "pairwise" and "**0** done · **2** remaining" in progress
+    shown = call(demo, "review_vote_a", item, user="rita")
+    (vote,) = store.list_comparisons()
+    assert (vote.response_a, vote.response_b) == tuple(item["response_ids"])
+    assert {vote.version_a, vote.version_b} == {"base", "v1-sft"} and vote.winner == "a"
+    assert "**1** done · **1** remaining" in shown[1]
+    with pytest.raises(gr.Error, match="No single item"):
+        call(demo, "review_rate", shown[0], "up", "4", "", user="rita")
+
+
+def test_single_rating_correction_ranking_and_skip(demo, store):
+    prompt_id = store.add_prompt("Explain <b>HTML</b>")
+    ids = [store.add_response(prompt_id, f"answer {i}", "base", {"seed": i}) for i in range(3)]
+    shown = call(demo, "review_next", "single", user="rita")
+    assert "&lt;b&gt;" in shown[2]
+    item = shown[0]
+    with pytest.raises(gr.Error, match="Give a thumbs"):
+        call(demo, "review_rate", item, None, None, "  ", user="rita")
+    assert call(demo, "review_correct", item, item["response_ids"][0], "A better answer.", user="rita") == ""
+    call(demo, "review_rate", item, "down", "2", "too short", user="rita")
+    (rating,) = store.list_ratings()
+    assert (rating.thumbs, rating.likert, rating.comment) == (0, 2, "too short")
+    assert store.list_corrections()[0].text == "A better answer."
+
+    item = call(demo, "review_next", "ranking", user="rita")[0]
+    with pytest.raises(gr.Error, match="exactly once"):
+        call(demo, "review_rank", item, "1,1,2", user="rita")
+    call(demo, "review_rank", item, "3,1,2", user="rita")
+    assert store.list_rankings()[0].response_ids == [item["response_ids"][i] for i in (2, 0, 1)]
+    assert sorted(ids) == sorted(item["response_ids"])
+
+    next_single = call(demo, "review_next", "single", user="rita")[0]
+    after_skip = call(demo, "review_skip", next_single, "single", user="rita")[0]
+    assert after_skip is None or after_skip["response_ids"] != next_single["response_ids"]
+
+
+# ----- admin: data, versions, rounds, users ---------------------------------------------------------------------
+def test_import_error_names_the_line_and_imports_nothing(demo, store, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a"}\nnot json\n')
+    with pytest.raises(gr.Error, match="Nothing imported.*line 2"):
+        call(demo, "data_import", str(bad), "prompts", "train", user="alice")
+    assert store.list_prompts() == []
+
+
+def test_generate_pairwise_candidates_fills_the_review_queue(demo, services, store, tmp_path):
+    register(store, tmp_path)
+    for i in range(3):
+        store.add_prompt(f"prompt {i}")
+    message, _ = call(demo, "data_generate", "pairwise", "v1-sft", 3, "train", 32, 0.7, user="alice")
+    assert "6 answers" in message
+    assert {r.model_version for r in store.list_responses()} == {"base", "v1-sft"}
+    assert store.queue_progress("rita", "pairwise") == (0, 3)
+    with pytest.raises(gr.Error, match="already has answers"):
+        call(demo, "data_generate", "pairwise", "v1-sft", 3, "train", 32, 0.7, user="alice")
+    assert store.list_audit()[0].action == "generate_candidates"
+
+
+def test_export_writes_jsonl(demo, store, tmp_path):
+    add_pair(store)
+    path = call(demo, "data_export", "responses", user="alice")
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    assert len(rows) == 2 and Path(path).parent == tmp_path / "exports"
+
+
+def test_promote_hot_swaps_and_rollback_returns_to_the_parent(demo, services, store, tmp_path):
+    register(store, tmp_path)
+    call(demo, "versions_promote", "v1-sft", user="alice")
+    assert services.models.active == "v1-sft" and store.active_version().name == "v1-sft"
+    assert call(demo, "chat", "Hi", [], "active", 64, 0.0, {}, user="vic")[1][-1]["content"].startswith("[v1-sft]")
+    call(demo, "versions_rollback", user="alice")
+    assert services.models.active == "base" and store.active_version() is None
+    assert {"promote", "rollback"} <= {e.action for e in store.list_audit()}
+
+
+def test_promoting_a_broken_version_keeps_the_active_one(demo, services, store, tmp_path):
+    register(store, tmp_path).rmdir()
+    with pytest.raises(gr.Error, match="base keeps serving"):
+        call(demo, "versions_promote", "v1-sft", user="alice")
+    assert services.models.active == "base" and store.active_version() is None
+
+
+def test_poller_sync_follows_the_store_and_reports_broken_versions(services, store, tmp_path):
+    register(store, tmp_path)
+    store.set_active("v1-sft", username="gate")
+    services.sync_active()
+    assert services.models.active == "v1-sft"
+    register(store, tmp_path, "v2-dpo", "dpo").rmdir()
+    store.set_active("v2-dpo", username="gate")
+    services.sync_active()
+    assert services.models.active == "v1-sft"
+    assert "v2-dpo could not be loaded" in services.banner()
+
+
+def test_rounds_start_needs_passing_data_check(demo, services, store):
+    with pytest.raises(gr.Error, match="Data check failed"):
+        call(demo, "rounds_start", ["sft"], "lora", 4, "active", 5, None, 8, 0.1, True, True, user="alice")
+    for i in range(5):
+        prompt_id = store.add_prompt(f"question {i}")
+        store.add_demonstration(prompt_id, f"good answer {i}")
+        store.add_preference_pair(prompt_id, f"good answer {i}", f"bad answer {i}")
+    report, _, run_id = call(demo, "rounds_start", ["sft", "dpo"], "freeze", 2, "active", 5, 1e-4, 8, 0.2, True,
+                             False, user="alice")
+    run = store.get_run(run_id["value"])
+    assert run.config["stage_args"] == {"sft": {"learning_rate": 1e-4, "freeze_top_n": 2},
+                                        "dpo": {"learning_rate": 1e-4, "freeze_top_n": 2, "beta": 0.2}}
+    assert run.config["max_steps"] == 5 and run.config["auto_promote"] is False
+    call(demo, "rounds_cancel", run.id, user="alice")
+    assert store.get_run(run.id).status == "cancelled"
+    runs, status, *_ = call(demo, "rounds_progress", None, user="alice")
+    assert f"Run {run.id}" in status and "cancelled" in status
+
+
+def test_users_add_change_disable_and_audit(demo, store):
+    call(demo, "users_add", "newbie", "long-enough", "viewer", user="alice")
+    call(demo, "users_set_role", "newbie", "reviewer", user="alice")
+    table = call(demo, "users_disable", "newbie", user="alice")
+    assert store.get_user("newbie").role == "reviewer" and store.get_user("newbie").disabled
+    assert "newbie" in set(table.username)
+    with pytest.raises(gr.Error, match="disable yourself"):
+        call(demo, "users_disable", "alice", user="alice")
+    with pytest.raises(gr.Error, match="at least 8"):
+        call(demo, "users_add", "x", "short", "viewer", user="alice")
+    actions = list(call(demo, "audit_list", 50, user="alice").action)
+    assert actions[:3] == ["disable_user", "set_role", "create_user"]
+
+
+def test_stats_are_readable_by_viewers(demo, store):
+    _, ids = add_pair(store)
+    store.add_comparison(*ids, "b", "rita")
+    counts, per_reviewer, agreement, _, win_rates, _ = call(demo, "stats", user="vic")
+    assert counts["count"].sum() == 1 and list(per_reviewer.username) == ["rita"]
+    assert list(win_rates.version) == ["v1-dpo"] and len(agreement) == 3
+
+
+def test_session_hides_tabs_by_role(demo):
+    who, banner, review, admin, timer = call(demo, "session", user="vic")
+    assert "vic" in who and "Serving `base`" in banner
+    assert review["visible"] is False and admin["visible"] is False
+    _, _, review, admin, _ = call(demo, "session", user="alice")
+    assert review["visible"] and admin["visible"]
+
+
+def test_real_importer_reports_the_line_and_imports_nothing(store, tmp_path):
+    demo = build_ui(make_services(store, tmp_path, import_file=import_file))
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": ""}\n')
+    with pytest.raises(gr.Error, match="Nothing imported.*line 2"):
+        call(demo, "data_import", str(bad), "prompts", "heldout", user="alice")
+    assert store.list_prompts() == []
+    bad.write_text('{"prompt": "fine"}\n{"prompt": "also fine"}\n')
+    message, counts = call(demo, "data_import", str(bad), "prompts", "heldout", user="alice")
+    assert "Imported 2 rows" in message and [p.split for p in store.list_prompts()] == ["heldout", "heldout"]

@@ -1,0 +1,53 @@
+"""Login and role checks for the web app.
+
+Every Gradio event is also an HTTP endpoint, so the UI hiding a button protects nothing: each handler's first
+line is `user = services.auth.require(request, *roles)`. Each event is wired with
+`api_name=services.auth.endpoint("name", *roles)`, which records who may call it; the API tests read that
+registry to try every admin endpoint as anonymous, viewer and reviewer.
+"""
+
+import gradio as gr
+
+from feedback_db.models import User
+
+ADMIN, REVIEWER, VIEWER = "admin", "reviewer", "viewer"
+ROLES = (ADMIN, REVIEWER, VIEWER)
+EVERYONE = (ADMIN, REVIEWER, VIEWER)
+REVIEWERS = (ADMIN, REVIEWER)
+ADMINS = (ADMIN,)
+
+
+class PermissionDenied(gr.Error):
+    """Raised by `require`; a gr.Error, so the browser shows the message and HTTP clients get it as the error."""
+
+
+class Auth:
+    """Checks a request's logged-in user against the store; holds the endpoint → roles registry of one app."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.endpoints: dict[str, tuple[str, ...]] = {}
+
+    def login(self, username: str, password: str) -> bool:
+        """The `launch(auth=...)` callable: disabled users and wrong passwords are refused."""
+        return self.store.authenticate(username, password) is not None
+
+    def require(self, request: gr.Request | None, *roles: str) -> User:
+        """Return the caller's user if their role is one of `roles`; raise PermissionDenied otherwise."""
+        username = request.username if request is not None else None
+        user = self.store.get_user(username) if username else None
+        if user is None or user.disabled:
+            raise PermissionDenied("Permission denied: please log in.")
+        if user.role not in roles:
+            raise PermissionDenied(f"Permission denied: {' or '.join(roles)} role required.")
+        return user
+
+    def endpoint(self, api_name: str, *roles: str) -> str:
+        """Record who may call `api_name` and return it, for `api_name=` in an event listener."""
+        if api_name in self.endpoints and self.endpoints[api_name] != roles:
+            raise ValueError(f"Endpoint {api_name!r} registered twice with different roles.")
+        self.endpoints[api_name] = roles
+        return api_name
+
+    def admin_only(self) -> list[str]:
+        return sorted(name for name, roles in self.endpoints.items() if roles == ADMINS)

@@ -1,0 +1,204 @@
+"""The Services bundle handed to `build_ui(services)`: the store, the served models, auth, the training runner.
+
+Built once by app.py (or with fakes by the tests). Holds the few operations that several tabs share and that
+touch both the store and the model service: which versions can be served, promoting (hot-swap + store + audit),
+generating on-policy candidates, and the background poller that follows the store's active version.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from webapp.auth import Auth
+from webapp.model_service import BASE, VersionLoadError
+
+log = logging.getLogger("tuneloop.webapp")
+
+
+@dataclass
+class Runner:
+    """training.runner's entry points, injected so tests can fake a training process."""
+
+    request: Callable  # RoundRequest(**fields)
+    start_round: Callable  # (store, data_dir, request) -> run_id
+    cancel_run: Callable  # (store, run_id) -> bool (False: already finished)
+    poll_runs: Callable  # (store, data_dir): marks runs whose process died without a final status as failed
+    log_tail: Callable  # (data_dir, run_id) -> str
+
+
+@dataclass
+class DataOps:
+    """feedback_db's file and dataset helpers (no SQL in the tabs; fakes in the tests)."""
+
+    import_file: Callable  # (store, path, kind) -> ImportReport; all-or-nothing
+    data_check: Callable  # (store, method) -> DataCheck
+    win_rates: Callable  # (store) -> list[WinRate] from blind A/B votes
+    agreement: Callable  # (store, kind: thumbs | likert | pairwise) -> Agreement
+    builders: dict[str, Callable]  # export kind -> rows(store) -> list[dict] (feedback_db.datasets.*_rows)
+    tables: tuple[str, ...] = ()  # raw tables that can be exported (store.table_rows)
+
+
+@dataclass
+class Services:
+    store: object  # feedback_db.FeedbackStore
+    models: object  # webapp.model_service.ModelService
+    auth: Auth
+    runner: Runner
+    data: DataOps
+    data_dir: Path
+    base_model: str
+    annotators_per_item: int = 1  # reviewers who judge each item (2+ gives the agreement stats something to measure)
+    notices: list[str] = field(default_factory=list)  # start-up / hot-swap problems, shown in the banner
+    _failed_version: str | None = None  # a version that failed to load; not retried every poll
+    _swap_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ----- versions -------------------------------------------------------------------------------------
+    def servable_versions(self) -> list[str]:
+        """`base` plus every chat-model version (reward models are not servable), newest first."""
+        versions = [v for v in self.store.list_versions() if v.method != "reward" and v.status != "rejected"]
+        return [BASE, *(v.name for v in sorted(versions, key=lambda v: -v.id))]
+
+    def ensure_loaded(self, name: str) -> None:
+        """Load a stored version into the model service if needed; raise VersionLoadError when it is unusable."""
+        if self.models.is_loaded(name):
+            return
+        version = self.store.get_version(name)
+        if version is None:
+            raise VersionLoadError(f"Version {name!r} does not exist.")
+        if version.method == "reward":
+            raise VersionLoadError(f"Version {name!r} is a reward model, not a chat model.")
+        self.models.load_version(name, Path(version.path))
+
+    def promote(self, name: str, username: str) -> None:
+        """Hot-swap `name` in (no restart) and record it as the store's active version."""
+        with self._swap_lock:
+            self.ensure_loaded(name)
+            self.models.activate(name)
+            self.store.set_active(None if name == BASE else name, username=username)
+            self._failed_version = None
+        self.store.audit(username, "promote", {"version": name})
+
+    def sync_active(self) -> None:
+        """Follow the store's active version (set by the evaluation gate, the SDK or another app process)."""
+        active = self.store.active_version()
+        name = active.name if active else BASE
+        if name == self.models.active or name == self._failed_version:
+            return
+        with self._swap_lock:
+            try:
+                self.ensure_loaded(name)
+                self.models.activate(name)
+                log.info("Hot-swapped to %s", name)
+            except VersionLoadError as err:
+                self._failed_version = name
+                message = f"Active version {name} could not be loaded, serving {self.models.active}: {err}"
+                log.error(message)
+                self.notices.append(message)
+
+    def banner(self) -> str:
+        active = self.store.active_version()
+        serving = self.models.active
+        detail = f" ({active.method}, {active.technique}, parent {active.parent or 'base'})" if (
+            active and active.name == serving) else ""
+        lines = [f"**Serving `{serving}`**{detail} · base model `{Path(self.base_model).name}`"]
+        lines += [f"⚠️ {notice}" for notice in self.notices[-3:]]
+        return "  \n".join(lines)
+
+    def start_poller(self, interval_s: float = 1.0) -> threading.Event:
+        """Background thread: reap dead training processes, hot-swap when the store's active version changes."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    self.runner.poll_runs(self.store, self.data_dir)
+                    self.sync_active()
+                except Exception:  # a poll failure must not kill the thread; the next poll retries
+                    log.exception("poller")
+
+        threading.Thread(target=loop, name="tuneloop-poller", daemon=True).start()
+        return stop
+
+    def record_chat_thumbs(self, messages: list[dict], answer: str, version: str, liked: bool,
+                           username: str) -> int:
+        """A thumbs on a chat answer: store the prompt and the answer as a response, then the rating."""
+        prompt_id = self.store.add_prompt(messages[-1]["content"], source="chat")
+        response_id = self.store.add_response(prompt_id, answer, version, {"source": "chat"})
+        return self.store.add_rating(response_id, username, thumbs=1 if liked else 0)
+
+    def compare(self, a: str, b: str, prompts: list, max_new_tokens: int = 128,
+                progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
+        """Greedy answers of versions `a` and `b` to each prompt: [[prompt, answer a, answer b], ...]."""
+        self.ensure_loaded(a)
+        self.ensure_loaded(b)
+        rows = []
+        for i, prompt in enumerate(prompts):
+            rows.append([prompt.text, *(self.models.generate(prompt.as_messages(), version=v,
+                                                             max_new_tokens=max_new_tokens) for v in (a, b))])
+            if progress:
+                progress(i + 1, len(prompts))
+        return rows
+
+    # ----- rounds -----------------------------------------------------------------------------------------
+    def round_request(self, stages: list[str], technique: str, freeze_top_n: int, parent: str, max_steps: int,
+                      learning_rate: float | None, lora_r: int, beta: float, evaluate: bool, auto_promote: bool,
+                      username: str):
+        """The admin form → a training.runner.RoundRequest; hyper-parameters go to the stages that take them."""
+        stage_args: dict[str, dict] = {}
+        for stage in stages:
+            args = stage_args.setdefault(stage, {})
+            if learning_rate:
+                args["learning_rate"] = float(learning_rate)
+            if technique == "lora" or stage == "reward":
+                args["lora_r"] = lora_r
+            if technique == "freeze" and stage != "reward":
+                args["freeze_top_n"] = freeze_top_n
+            if stage in ("dpo", "kto"):
+                args["beta"] = beta
+        return self.runner.request(stages=stages, technique=technique, base_model=self.base_model, parent=parent,
+                                   username=username, max_steps=max_steps, stage_args=stage_args, evaluate=evaluate,
+                                   auto_promote=auto_promote)
+
+    def run_log(self, run_id: int) -> str:
+        return self.runner.log_tail(self.data_dir, run_id)
+
+    # ----- data -------------------------------------------------------------------------------------------
+    def prompts_needing(self, versions: list[str], split: str = "train") -> list[int]:
+        """Prompts of `split` that lack an answer from at least one of `versions`."""
+        answered: dict[int, set[str]] = {}
+        for response in self.store.list_responses():
+            answered.setdefault(response.prompt_id, set()).add(response.model_version)
+        return [p.id for p in self.store.list_prompts(split=split) if not set(versions) <= answered.get(p.id, set())]
+
+    def export_kinds(self) -> list[str]:
+        return [*self.data.builders, *self.data.tables]
+
+    def export_rows(self, kind: str) -> list[dict]:
+        """Training-ready rows (sft / preferences / kto, as the recipes see them) or a raw table."""
+        if kind in self.data.builders:
+            return list(self.data.builders[kind](self.store))
+        return self.store.table_rows(kind)
+
+    # ----- candidates -----------------------------------------------------------------------------------
+    def generate_candidates(self, prompt_ids: Iterable[int], versions: list[str], samples: int = 1,
+                            max_new_tokens: int = 128, temperature: float = 0.7,
+                            progress: Callable[[int, int], None] | None = None) -> int:
+        """Answer each prompt with each version (`samples` each); store the responses. Returns how many."""
+        prompt_ids = list(prompt_ids)
+        for name in versions:
+            self.ensure_loaded(name)
+        total, done = len(prompt_ids) * len(versions) * samples, 0
+        for prompt_id in prompt_ids:
+            prompt = self.store.get_prompt(prompt_id)
+            for name in versions:
+                for sample in range(samples):
+                    settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": sample}
+                    text = self.models.generate(prompt.as_messages(), version=name, max_new_tokens=max_new_tokens,
+                                                temperature=temperature, seed=sample)
+                    self.store.add_response(prompt_id, text, name, settings)
+                    done += 1
+                    if progress:
+                        progress(done, total)
+        return done

@@ -1,0 +1,118 @@
+"""Admin › Data: import files (all-or-nothing, errors with line numbers), generate on-policy candidates, export."""
+
+import json
+from datetime import UTC, datetime
+
+import gradio as gr
+import pandas as pd
+
+from webapp.auth import ADMINS
+from webapp.model_service import BASE, VersionLoadError
+
+IMPORT_KINDS = ["prompts", "demonstrations", "preferences", "unpaired"]
+COUNTED = ["prompts", "responses", "demonstrations", "preference_pairs", "unpaired_labels", "ratings", "comparisons",
+           "rankings", "corrections"]
+REVIEW_MODES = [("Blind A/B: active vs candidate (pairwise)", "pairwise"), ("Single answer from active", "single"),
+                ("Ranking: N samples from active", "ranking")]
+
+
+def build_data_tab(services, tab: gr.Tab) -> None:
+    auth, store = services.auth, services.store
+
+    def counts() -> pd.DataFrame:
+        return pd.DataFrame([[t, store.count(t)] for t in COUNTED], columns=["table", "rows"])
+
+    def data_counts(request: gr.Request) -> pd.DataFrame:
+        auth.require(request, *ADMINS)
+        return counts()
+
+    def data_import(path: str | None, kind: str, split: str, request: gr.Request) -> tuple[str, pd.DataFrame]:
+        admin = auth.require(request, *ADMINS)
+        if not path:
+            raise gr.Error("Choose a .jsonl, .csv or .parquet file first.")
+        try:
+            report = services.data.import_file(store, path, kind, split=split)
+        except (ValueError, KeyError) as err:  # the importer names the line and field; nothing was imported
+            raise gr.Error(f"Nothing imported. {err}") from err
+        store.audit(admin.username, "import", {"kind": kind, "split": split, "rows": report.rows,
+                                               "added": report.added})
+        added = ", ".join(f"{n} {table}" for table, n in report.added.items())
+        return f"✅ Imported {report.rows} rows: {added}; {report.duplicates} duplicates skipped.", counts()
+
+    def data_generate(mode: str, candidate: str, samples: float, prompts: str, max_new_tokens: float,
+                      temperature: float, request: gr.Request, progress=gr.Progress()  # noqa: B008 (Gradio injects it)
+                      ) -> tuple[str, pd.DataFrame]:
+        admin = auth.require(request, *ADMINS)
+        versions = {"single": [services.models.active], "ranking": [services.models.active],
+                    "pairwise": [services.models.active, candidate]}[mode]
+        if mode == "pairwise" and candidate == services.models.active:
+            raise gr.Error(f"Pick a candidate other than the active version ({candidate}) for A/B.")
+        prompt_ids = services.prompts_needing(versions, split=prompts)
+        if not prompt_ids:
+            raise gr.Error(f"Every {prompts} prompt already has answers from {', '.join(versions)}: import more.")
+        samples = int(samples) if mode == "ranking" else 1
+        try:
+            made = services.generate_candidates(prompt_ids, versions, samples, int(max_new_tokens), float(temperature),
+                                                progress=lambda done, total: progress((done, total), unit="answers"))
+        except VersionLoadError as err:
+            raise gr.Error(str(err)) from err
+        store.audit(admin.username, "generate_candidates", {"versions": versions, "prompts": len(prompt_ids),
+                                                            "responses": made, "mode": mode})
+        summary = f"✅ {made} answers from {', '.join(versions)} for {len(prompt_ids)} prompts → *{mode}* queue."
+        return summary, counts()
+
+    def data_candidates(request: gr.Request) -> dict:
+        auth.require(request, *ADMINS)
+        choices = [v for v in services.servable_versions() if v != services.models.active]
+        return gr.update(choices=choices, value=choices[1] if len(choices) > 1 and choices[0] == BASE else
+                         (choices[0] if choices else None))
+
+    def data_export(kind: str, request: gr.Request) -> str:
+        admin = auth.require(request, *ADMINS)
+        rows = services.export_rows(kind)
+        folder = services.data_dir / "exports"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}.jsonl"
+        path.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
+        store.audit(admin.username, "export", {"kind": kind, "rows": len(rows), "path": str(path)})
+        return str(path)
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            gr.Markdown("#### Import\nJSONL, CSV or Parquet. **All or nothing**: any bad line aborts the import "
+                        "and the error names the line and field.")
+            upload = gr.File(label="File", file_types=[".jsonl", ".csv", ".parquet"], type="filepath")
+            with gr.Row():
+                kind = gr.Radio(IMPORT_KINDS, value="prompts", label="Kind")
+                split = gr.Radio(["train", "heldout"], value="train", label="Split (held-out prompts feed the "
+                                 "evaluation gate and Compare)")
+            import_btn = gr.Button("Import", variant="primary")
+            import_result = gr.Markdown()
+        with gr.Column(scale=2):
+            table = gr.Dataframe(pd.DataFrame(columns=["table", "rows"]), label="Store contents", interactive=False)
+            refresh = gr.Button("↻ Refresh", size="sm")
+    gr.Markdown("#### Generate candidates (on-policy)\nAnswers from the versions being trained and evaluated go "
+                "into the review queue: every vote is training data *and* an evaluation of those versions.")
+    with gr.Row():
+        mode = gr.Radio(REVIEW_MODES, value="pairwise", label="Review task", scale=3)
+        candidate = gr.Dropdown([BASE], value=BASE, label="Candidate (B side)", scale=2, allow_custom_value=True)
+        samples = gr.Slider(3, 5, value=3, step=1, label="N for ranking", scale=1)
+    with gr.Row():
+        prompts = gr.Radio(["train", "heldout"], value="train", label="Prompts (only those without answers yet)")
+        max_new_tokens = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
+        temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature")
+    generate = gr.Button("Generate", variant="primary")
+    generate_result = gr.Markdown()
+    gr.Markdown("#### Export")
+    with gr.Row():
+        export_kind = gr.Dropdown(services.export_kinds(), value="preferences", label="Dataset or table", scale=2)
+        export_btn = gr.Button("Export JSONL", scale=1)
+        export_file = gr.File(label="Download", scale=2)
+
+    gr.on([refresh.click, tab.select], data_counts, None, table, api_name=auth.endpoint("data_counts", *ADMINS))
+    import_btn.click(data_import, [upload, kind, split], [import_result, table],
+                     api_name=auth.endpoint("data_import", *ADMINS))
+    generate.click(data_generate, [mode, candidate, samples, prompts, max_new_tokens, temperature],
+                   [generate_result, table], api_name=auth.endpoint("data_generate", *ADMINS))
+    candidate.focus(data_candidates, None, candidate, api_name=auth.endpoint("data_candidates", *ADMINS))
+    export_btn.click(data_export, export_kind, export_file, api_name=auth.endpoint("data_export", *ADMINS))

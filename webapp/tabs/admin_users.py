@@ -1,0 +1,104 @@
+"""Admin › Users (add, change role, disable) and Admin › Audit log. Every change is audited."""
+
+import json
+
+import gradio as gr
+import pandas as pd
+
+from webapp.auth import ADMINS, ROLES
+
+USER_COLUMNS = ["username", "role", "disabled", "created"]
+AUDIT_COLUMNS = ["created", "username", "action", "detail"]
+
+
+def build_users_tab(services, tab: gr.Tab) -> None:
+    auth, store = services.auth, services.store
+
+    def table() -> pd.DataFrame:
+        return pd.DataFrame([[u.username, u.role, u.disabled, u.created] for u in store.list_users()],
+                            columns=USER_COLUMNS)
+
+    def users_list(request: gr.Request) -> pd.DataFrame:
+        auth.require(request, *ADMINS)
+        return table()
+
+    def users_add(username: str, password: str, role: str, request: gr.Request) -> tuple[pd.DataFrame, str]:
+        admin = auth.require(request, *ADMINS)
+        if not username.strip() or len(password) < 8:
+            raise gr.Error("Give a username and a password of at least 8 characters.")
+        if store.get_user(username.strip()):
+            raise gr.Error(f"User {username.strip()!r} already exists.")
+        store.create_user(username.strip(), password, role)
+        store.audit(admin.username, "create_user", {"username": username.strip(), "role": role})
+        return table(), ""
+
+    def users_set_role(username: str, role: str, request: gr.Request) -> pd.DataFrame:
+        admin = auth.require(request, *ADMINS)
+        check_not_self(admin.username, username, "change your own role")
+        store.set_role(username, role)
+        store.audit(admin.username, "set_role", {"username": username, "role": role})
+        return table()
+
+    def users_set_disabled(username: str, disabled: bool, request: gr.Request) -> pd.DataFrame:
+        admin = auth.require(request, *ADMINS)
+        check_not_self(admin.username, username, "disable yourself")
+        store.set_disabled(username, disabled)
+        store.audit(admin.username, "disable_user" if disabled else "enable_user", {"username": username})
+        return table()
+
+    def users_disable(username: str, request: gr.Request) -> pd.DataFrame:
+        return users_set_disabled(username, True, request)
+
+    def users_enable(username: str, request: gr.Request) -> pd.DataFrame:
+        return users_set_disabled(username, False, request)
+
+    # Initial values land in /config, which every logged-in user can read: admin data is only loaded by handlers.
+    users = gr.Dataframe(pd.DataFrame(columns=USER_COLUMNS), label="Users", interactive=False)
+    refresh = gr.Button("↻ Refresh", size="sm")
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("#### Add a user")
+            new_name = gr.Textbox(label="Username")
+            new_password = gr.Textbox(label="Password (8+ characters)", type="password")
+            new_role = gr.Radio(list(ROLES), value="reviewer", label="Role")
+            add = gr.Button("Add user", variant="primary")
+        with gr.Column():
+            gr.Markdown("#### Change a user")
+            who = gr.Textbox(label="Username")
+            role = gr.Radio(list(ROLES), value="reviewer", label="Role")
+            set_role = gr.Button("Set role")
+            with gr.Row():
+                disable = gr.Button("Disable", variant="stop")
+                enable = gr.Button("Enable")
+
+    gr.on([refresh.click, tab.select], users_list, None, users, api_name=auth.endpoint("users_list", *ADMINS))
+    add.click(users_add, [new_name, new_password, new_role], [users, new_password],
+              api_name=auth.endpoint("users_add", *ADMINS))
+    set_role.click(users_set_role, [who, role], users, api_name=auth.endpoint("users_set_role", *ADMINS))
+    disable.click(users_disable, who, users,
+                  api_name=auth.endpoint("users_disable", *ADMINS))
+    enable.click(users_enable, who, users,
+                 api_name=auth.endpoint("users_enable", *ADMINS))
+
+
+def check_not_self(admin: str, username: str, what: str) -> None:
+    """An admin locking themselves out would leave nobody to undo it."""
+    if admin == username:
+        raise gr.Error(f"You cannot {what}; ask another admin.")
+
+
+def build_audit_tab(services, tab: gr.Tab) -> None:
+    auth, store = services.auth, services.store
+
+    def audit_list(limit: float, request: gr.Request) -> pd.DataFrame:
+        auth.require(request, *ADMINS)
+        rows = [[e.created[:19], e.username, e.action, json.dumps(e.detail, ensure_ascii=False)]
+                for e in store.list_audit(int(limit))]
+        return pd.DataFrame(rows, columns=AUDIT_COLUMNS)
+
+    with gr.Row():
+        limit = gr.Number(200, label="Last N entries", precision=0, scale=1)
+        refresh = gr.Button("↻ Refresh", scale=1)
+    log = gr.Dataframe(pd.DataFrame(columns=AUDIT_COLUMNS), label="Admin actions, newest first", interactive=False,
+                       wrap=True)
+    gr.on([refresh.click, tab.select], audit_list, limit, log, api_name=auth.endpoint("audit_list", *ADMINS))

@@ -1,0 +1,112 @@
+"""Admin › Versions: lineage, metrics and the evaluation gate; promote (hot-swap), roll back, archive, compare."""
+
+import gradio as gr
+import pandas as pd
+
+from webapp.auth import ADMINS
+from webapp.model_service import BASE, VersionLoadError
+
+VERSION_COLUMNS = ["name", "status", "parent", "method", "technique", "gate", "metrics", "created"]
+COMPARE_COLUMNS = ["prompt", "A", "B"]
+
+
+GATE_KEYS = ("gate_passed", "win_rate_vs_active", "gate_reason", "promoted")  # written by training.evaluate
+
+
+def gate_text(metrics: dict) -> str:
+    """The evaluation gate's verdict as training.evaluate recorded it in the version's metrics."""
+    if "gate_passed" not in metrics:
+        return "not evaluated"
+    win_rate = metrics.get("win_rate_vs_active")
+    verdict = "✅ passed" if metrics["gate_passed"] else "❌ failed"
+    return verdict + (f", win-rate {win_rate:.2f}" if win_rate is not None else "") + (
+        f" ({metrics['gate_reason']})" if metrics.get("gate_reason") else "") + (
+        ", promoted" if metrics.get("promoted") else "")
+
+
+def build_versions_tab(services, tab: gr.Tab) -> None:
+    auth, store = services.auth, services.store
+
+    def table() -> pd.DataFrame:
+        rows = [[v.name, v.status + (" · serving" if v.name == services.models.active else ""), v.parent or BASE,
+                 v.method, v.technique, gate_text(v.metrics),
+                 ", ".join(f"{k}={x:.3g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.metrics.items()
+                           if k not in GATE_KEYS), v.created[:19]]
+                for v in sorted(store.list_versions(), key=lambda v: -v.id)]
+        return pd.DataFrame(rows, columns=VERSION_COLUMNS)
+
+    def refreshed() -> tuple:
+        names = services.servable_versions()
+        return table(), gr.update(choices=[v.name for v in store.list_versions()]), gr.update(choices=names), \
+            gr.update(choices=names)
+
+    def versions_list(request: gr.Request) -> tuple:
+        auth.require(request, *ADMINS)
+        return refreshed()
+
+    def versions_promote(name: str | None, request: gr.Request) -> tuple:
+        admin = auth.require(request, *ADMINS)
+        promote(name or "", admin.username)
+        gr.Info(f"{name} is live.")
+        return refreshed()
+
+    def versions_rollback(request: gr.Request) -> tuple:
+        admin = auth.require(request, *ADMINS)
+        active = store.active_version()
+        if active is None:
+            raise gr.Error("The base model is serving; there is nothing to roll back.")
+        promote(active.parent or BASE, admin.username)
+        store.audit(admin.username, "rollback", {"from": active.name, "to": active.parent or BASE})
+        gr.Info(f"Rolled back to {active.parent or BASE}.")
+        return refreshed()
+
+    def versions_archive(name: str | None, request: gr.Request) -> tuple:
+        admin = auth.require(request, *ADMINS)
+        if not name or name == services.models.active:
+            raise gr.Error("Pick a version that is not serving (promote another one first).")
+        store.archive_version(name)
+        store.audit(admin.username, "archive", {"version": name})
+        return refreshed()
+
+    def versions_compare(a: str, b: str, count: float, request: gr.Request,
+                         progress=gr.Progress()) -> pd.DataFrame:  # noqa: B008 (Gradio injects it)
+        auth.require(request, *ADMINS)
+        prompts = store.list_prompts(split="heldout")[: int(count)]
+        if not prompts:
+            raise gr.Error("No held-out prompts: import prompts with split=heldout first.")
+        try:
+            rows = services.compare(a, b, prompts,
+                                    progress=lambda done, total: progress((done, total), unit="answers"))
+        except VersionLoadError as err:
+            raise gr.Error(str(err)) from err
+        return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+    def promote(name: str, username: str) -> None:
+        try:
+            services.promote(name, username)
+        except (VersionLoadError, KeyError, ValueError) as err:
+            raise gr.Error(f"Not promoted, {services.models.active} keeps serving: {err}") from err
+
+    versions = gr.Dataframe(pd.DataFrame(columns=VERSION_COLUMNS), label="Versions (newest first)", interactive=False,
+                            wrap=True)
+    with gr.Row():
+        pick = gr.Dropdown([], label="Version", scale=3, allow_custom_value=True)
+        refresh = gr.Button("↻ Refresh", scale=1)
+        promote_btn = gr.Button("Promote (hot-swap)", variant="primary", scale=1)
+        rollback = gr.Button("Roll back to parent", scale=1)
+        archive = gr.Button("Archive", variant="stop", scale=1)
+    gr.Markdown("#### Compare two versions on held-out prompts")
+    with gr.Row():
+        version_a = gr.Dropdown([BASE], value=BASE, label="A", allow_custom_value=True)
+        version_b = gr.Dropdown([BASE], value=BASE, label="B", allow_custom_value=True)
+        count = gr.Slider(1, 20, value=5, step=1, label="Prompts")
+        compare = gr.Button("Compare", variant="primary")
+    answers = gr.Dataframe(pd.DataFrame(columns=COMPARE_COLUMNS), label="Answers", interactive=False, wrap=True)
+
+    shown = [versions, pick, version_a, version_b]
+    gr.on([refresh.click, tab.select], versions_list, None, shown, api_name=auth.endpoint("versions_list", *ADMINS))
+    promote_btn.click(versions_promote, pick, shown, api_name=auth.endpoint("versions_promote", *ADMINS))
+    rollback.click(versions_rollback, None, shown, api_name=auth.endpoint("versions_rollback", *ADMINS))
+    archive.click(versions_archive, pick, shown, api_name=auth.endpoint("versions_archive", *ADMINS))
+    compare.click(versions_compare, [version_a, version_b, count], answers,
+                  api_name=auth.endpoint("versions_compare", *ADMINS))

@@ -1,0 +1,92 @@
+"""Demo chat (everyone): streaming answers from the active or a picked version, side-by-side, thumbs as feedback."""
+
+from collections.abc import Iterator
+
+import gradio as gr
+
+from webapp.auth import EVERYONE
+from webapp.model_service import VersionLoadError
+from webapp.tabs.common import plain_messages, text_of
+
+ACTIVE = "active"
+
+
+def build_chat_tab(services) -> None:
+    auth = services.auth
+
+    def version_choices() -> list[tuple[str, str]]:
+        return [(f"Active version ({services.models.active})", ACTIVE),
+                *((name, name) for name in services.servable_versions())]
+
+    def resolve(version: str) -> str:
+        name = services.models.active if version == ACTIVE else version
+        try:
+            services.ensure_loaded(name)
+        except VersionLoadError as err:
+            raise gr.Error(str(err)) from err
+        return name
+
+    def chat(message: str, history: list[dict], version: str, max_new_tokens: int, temperature: float,
+             served: dict, request: gr.Request) -> Iterator[tuple[str, list[dict], dict]]:
+        auth.require(request, *EVERYONE)
+        if not message.strip():
+            raise gr.Error("Type a message first.")
+        name = resolve(version)
+        history = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        served = {**served, str(len(history) - 1): name}  # which version wrote each answer, for thumbs
+        for text in services.models.stream(plain_messages(history[:-1]), version=name,
+                                           max_new_tokens=int(max_new_tokens), temperature=float(temperature)):
+            history[-1]["content"] = text
+            yield "", history, served
+        yield "", history, served
+
+    def chat_compare(message: str, history: list[dict], version: str, max_new_tokens: int, temperature: float,
+                     served: dict, side_by_side: bool, request: gr.Request) -> Iterator[tuple[list[dict], dict]]:
+        if side_by_side:
+            for _, answered, now_served in chat(message, history, version, max_new_tokens, temperature, served,
+                                                request):
+                yield answered, now_served
+        else:
+            auth.require(request, *EVERYONE)
+            yield history, served
+
+    def like(history: list[dict], served: dict, data: gr.LikeData, request: gr.Request) -> None:
+        user = auth.require(request, *EVERYONE)
+        index = data.index if isinstance(data.index, int) else data.index[0]
+        services.record_chat_thumbs(plain_messages(history[:index]), text_of(history[index]["content"]),
+                                    served.get(str(index), services.models.active), bool(data.liked), user.username)
+        gr.Info("Thanks, feedback saved.")
+
+    with gr.Row():
+        version_a = gr.Dropdown(version_choices(), value=ACTIVE, label="Version", scale=3,
+                                allow_custom_value=True)
+        side_by_side = gr.Checkbox(label="Side-by-side: same prompt to two versions", scale=2)
+        version_b = gr.Dropdown(version_choices(), value="base", label="Compare with", visible=False,
+                                scale=3, allow_custom_value=True)
+        refresh = gr.Button("↻ Versions", size="sm", scale=1)
+    with gr.Row():
+        chat_a = gr.Chatbot(label="Answer", height=440, sanitize_html=True, buttons=["copy"])
+        chat_b = gr.Chatbot(label="Compared version", height=440, sanitize_html=True, buttons=["copy"], visible=False)
+    served_a, served_b = gr.State({}), gr.State({})
+    with gr.Row():
+        message = gr.Textbox(placeholder="Ask something… (Enter to send)", show_label=False, scale=8, autofocus=True)
+        send = gr.Button("Send", variant="primary", scale=1)
+        clear = gr.Button("Clear", scale=1)
+    with gr.Accordion("Generation settings", open=False):
+        max_new_tokens = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens")
+        temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+    gr.Markdown("👍/👎 on an answer stores it as feedback for the next training round.")
+
+    # Both sides read the message box when the user sends; the main side clears it with its first update.
+    gr.on([message.submit, send.click], chat, [message, chat_a, version_a, max_new_tokens, temperature, served_a],
+          [message, chat_a, served_a], api_name=auth.endpoint("chat", *EVERYONE))
+    gr.on([message.submit, send.click], chat_compare,
+          [message, chat_b, version_b, max_new_tokens, temperature, served_b, side_by_side], [chat_b, served_b],
+          api_name=auth.endpoint("chat_compare", *EVERYONE))
+    chat_a.like(like, [chat_a, served_a], None, api_name=auth.endpoint("chat_thumbs", *EVERYONE))
+    chat_b.like(like, [chat_b, served_b], None, api_name=auth.endpoint("chat_compare_thumbs", *EVERYONE))
+    clear.click(lambda: ([], [], {}, {}), None, [chat_a, chat_b, served_a, served_b], api_visibility="private")
+    side_by_side.change(lambda on: (gr.update(visible=on), gr.update(visible=on)), side_by_side,
+                        [version_b, chat_b], api_visibility="private")
+    refresh.click(lambda: (gr.update(choices=version_choices()),) * 2, None, [version_a, version_b],
+                  api_visibility="private")

@@ -1,0 +1,156 @@
+"""Review (reviewers): a per-reviewer queue of on-policy candidates — rate one, blind A/B, rank N, correct, skip.
+
+The store serves the next item for the reviewer and shuffles the responses, so A/B stays blind and randomised;
+the model versions behind A and B are recorded with the vote (from the responses), never shown here.
+Shortcuts (webapp/ui.py): a/b/t/x vote, 1–5 Likert, u/d thumbs, Enter submit, s skip.
+"""
+
+import gradio as gr
+
+from webapp.auth import REVIEWERS
+from webapp.tabs.common import safe_markdown
+
+GUIDELINES = """
+* Judge **helpfulness first**, then correctness, then tone. A short correct answer beats a long wrong one.
+* **A/B**: pick the better answer; **Tie** when they are equally good, **Both bad** when neither is acceptable.
+* **Ranking**: type the answers' numbers best first, e.g. `2,1,3`.
+* Anything could be improved? Open *Write a better answer*: your text becomes a training demonstration.
+* Unsure or out of your depth? **Skip** — it will not come back to you.
+
+Keys (outside text boxes): `a` `b` `t` `x` vote · `1`–`5` Likert · `u`/`d` thumbs · `Enter` submit · `s` skip
+"""
+
+
+def build_review_tab(services) -> None:
+    auth, store = services.auth, services.store
+
+    def show(username: str, mode: str) -> tuple:
+        """Fetch the reviewer's next item in `mode` and lay it out; every review handler ends with this."""
+        item = store.next_item(username, mode, services.annotators_per_item)
+        done, remaining = store.queue_progress(username, mode, services.annotators_per_item)
+        progress = f"**{done}** done · **{remaining}** remaining in *{mode}*"
+        if item is None:
+            hidden = (gr.update(visible=False),) * 3
+            return (None, progress, "🎉 Nothing left in this queue. Try another mode or ask an admin for more "
+                    "candidates.", *hidden, "", "", "", "", gr.update(choices=[], value=None))
+        texts = [safe_markdown(r.text) for r in item.responses]
+        labels = ["A", "B"] if mode == "pairwise" else [str(i + 1) for i in range(len(texts))]
+        state = {"mode": mode, "prompt_id": item.prompt.id, "response_ids": item.response_ids}
+        ranked = "\n\n---\n\n".join(f"#### {label}\n\n{text}" for label, text in zip(labels, texts, strict=True))
+        return (state, progress, f"### Prompt\n\n{safe_markdown(item.prompt.text)}",
+                gr.update(visible=mode == "single"), gr.update(visible=mode == "pairwise"),
+                gr.update(visible=mode == "ranking"), texts[0], texts[0], texts[-1], ranked,
+                gr.update(choices=list(zip(labels, item.response_ids, strict=True)), value=item.response_ids[0]))
+
+    def current(item: dict | None, mode: str) -> dict:
+        if not item or item["mode"] != mode:
+            raise gr.Error(f"No {mode} item loaded: press Next item.")
+        return item
+
+    def review_next(mode: str, request: gr.Request) -> tuple:
+        user = auth.require(request, *REVIEWERS)
+        return show(user.username, mode)
+
+    def review_rate(item: dict | None, thumbs: str | None, likert: str | None, comment: str,
+                    request: gr.Request) -> tuple:
+        user = auth.require(request, *REVIEWERS)
+        item = current(item, "single")
+        if thumbs is None and likert is None and not comment.strip():
+            raise gr.Error("Give a thumbs, a 1–5 score or a comment (or skip).")
+        store.add_rating(item["response_ids"][0], user.username,
+                         thumbs=None if thumbs is None else int(thumbs == "up"),
+                         likert=int(likert) if likert else None, comment=comment.strip())
+        return show(user.username, "single")
+
+    def vote(winner: str):
+        def review_compare(item: dict | None, request: gr.Request) -> tuple:
+            user = auth.require(request, *REVIEWERS)
+            a, b = current(item, "pairwise")["response_ids"]
+            store.add_comparison(a, b, winner, user.username)
+            return show(user.username, "pairwise")
+        return review_compare
+
+    def review_rank(item: dict | None, order: str, request: gr.Request) -> tuple:
+        user = auth.require(request, *REVIEWERS)
+        ids = current(item, "ranking")["response_ids"]
+        try:
+            picks = [int(x) for x in order.replace(" ", ",").split(",") if x]
+        except ValueError as err:
+            raise gr.Error(f"Ranking {order!r}: use the answers' numbers, best first, e.g. 2,1,3.") from err
+        if sorted(picks) != list(range(1, len(ids) + 1)):
+            raise gr.Error(f"Ranking {order!r}: give each of 1..{len(ids)} exactly once, best first.")
+        store.add_ranking([ids[p - 1] for p in picks], user.username)
+        return show(user.username, "ranking")
+
+    def review_correct(item: dict | None, response_id: int | None, text: str, request: gr.Request) -> str:
+        user = auth.require(request, *REVIEWERS)
+        if not item or response_id not in item["response_ids"]:
+            raise gr.Error("Pick which answer you are improving.")
+        if not text.strip():
+            raise gr.Error("Write the better answer first.")
+        store.add_correction(int(response_id), text.strip(), user.username)
+        gr.Info("Correction saved: it will be used as a demonstration.")
+        return ""
+
+    def review_skip(item: dict | None, mode: str, request: gr.Request) -> tuple:
+        user = auth.require(request, *REVIEWERS)
+        if item:
+            store.skip_item(user.username, item["mode"], item["response_ids"])
+        return show(user.username, mode)
+
+    with gr.Column(elem_id="tl-review"):
+        with gr.Row(equal_height=True):
+            mode = gr.Radio([("Single answer", "single"), ("Blind A/B", "pairwise"), ("Ranking", "ranking")],
+                            value="pairwise", label="Queue", scale=3)
+            progress = gr.Markdown(scale=2)
+            next_btn = gr.Button("Next item", variant="primary", scale=1)
+        with gr.Accordion("Guidelines & shortcuts", open=False):
+            gr.Markdown(GUIDELINES)
+        item = gr.State(None)
+        prompt_md = gr.Markdown("Press **Next item** to start.")
+        with gr.Group(visible=False) as single_box:
+            single_md = gr.Markdown(elem_classes="tl-response")
+            with gr.Row():
+                thumbs = gr.Radio([("👍 Good (u)", "up"), ("👎 Bad (d)", "down")], label="Thumbs", elem_id="rv-thumbs")
+                likert = gr.Radio(["1", "2", "3", "4", "5"], label="Quality 1–5 (keys 1–5)", elem_id="rv-likert")
+            comment = gr.Textbox(label="Comment (optional)", lines=2)
+            submit = gr.Button("Submit (Enter)", variant="primary", elem_id="rv-submit")
+        with gr.Group(visible=False) as pair_box:
+            with gr.Row(equal_height=True):
+                with gr.Column():
+                    gr.Markdown("**Answer A**")
+                    a_md = gr.Markdown(elem_classes="tl-response")
+                with gr.Column():
+                    gr.Markdown("**Answer B**")
+                    b_md = gr.Markdown(elem_classes="tl-response")
+            with gr.Row():
+                a_btn = gr.Button("A is better (a)", elem_id="rv-a", variant="primary")
+                b_btn = gr.Button("B is better (b)", elem_id="rv-b", variant="primary")
+                tie_btn = gr.Button("Tie (t)", elem_id="rv-tie")
+                bad_btn = gr.Button("Both bad (x)", elem_id="rv-bad", variant="stop")
+        with gr.Group(visible=False) as rank_box:
+            rank_md = gr.Markdown(elem_classes="tl-response")
+            with gr.Row():
+                order = gr.Textbox(label="Order, best first (e.g. 2,1,3)", scale=4)
+                rank_btn = gr.Button("Submit ranking", variant="primary", scale=1)
+        with gr.Accordion("✍️ Write a better answer", open=False):
+            which = gr.Dropdown(label="Improve answer", choices=[])
+            correction = gr.Textbox(label="Better answer (Markdown)", lines=6)
+            correct_btn = gr.Button("Save correction")
+        skip = gr.Button("Skip (s)", elem_id="rv-skip", size="sm")
+
+    shown = [item, progress, prompt_md, single_box, pair_box, rank_box, single_md, a_md, b_md, rank_md, which]
+    clear = [thumbs, likert, comment, order]
+    reset = (lambda: (None, None, "", ""), None, clear)
+    gr.on([next_btn.click, mode.change], review_next, mode, shown,
+          api_name=auth.endpoint("review_next", *REVIEWERS)).then(*reset, api_visibility="private")
+    submit.click(review_rate, [item, thumbs, likert, comment], shown,
+                 api_name=auth.endpoint("review_rate", *REVIEWERS)).then(*reset, api_visibility="private")
+    for button, winner in ((a_btn, "a"), (b_btn, "b"), (tie_btn, "tie"), (bad_btn, "both_bad")):
+        button.click(vote(winner), item, shown, api_name=auth.endpoint(f"review_vote_{winner}", *REVIEWERS))
+    rank_btn.click(review_rank, [item, order], shown, api_name=auth.endpoint("review_rank", *REVIEWERS)).then(
+        *reset, api_visibility="private")
+    correct_btn.click(review_correct, [item, which, correction], correction,
+                      api_name=auth.endpoint("review_correct", *REVIEWERS))
+    skip.click(review_skip, [item, mode], shown, api_name=auth.endpoint("review_skip", *REVIEWERS)).then(
+        *reset, api_visibility="private")

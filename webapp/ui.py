@@ -1,0 +1,81 @@
+"""build_ui(services) -> gr.Blocks: the banner and one Tab per module (chat, review, admin, stats).
+
+Tabs a role may not use are hidden after login, but that is only cosmetic: every handler checks the caller's
+role itself (webapp/auth.py). `launch_options(services)` holds what Gradio 6 takes at launch (login, head JS, CSS).
+"""
+
+import gradio as gr
+
+from webapp.auth import ADMIN, EVERYONE, REVIEWERS
+from webapp.tabs.admin import build_admin_tab
+from webapp.tabs.chat import build_chat_tab
+from webapp.tabs.review import build_review_tab
+from webapp.tabs.stats import build_stats_tab
+
+# Review shortcuts. Ignored while typing in a text field and when the Review tab is not on screen.
+SHORTCUTS_JS = """
+<script>
+document.addEventListener("keydown", (e) => {
+  const t = e.target;
+  const typing = t.isContentEditable || t.tagName === "TEXTAREA" || t.tagName === "SELECT" ||
+    (t.tagName === "INPUT" && !["radio", "checkbox", "button"].includes(t.type));
+  if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+  const review = document.getElementById("tl-review");
+  if (!review || review.offsetParent === null) return;
+  const click = (el) => { if (el && el.offsetParent !== null) { el.click(); e.preventDefault(); } };
+  const radio = (group, value) => click(document.querySelector(`#${group} input[value="${value}"]`));
+  const buttons = {a: "rv-a", b: "rv-b", t: "rv-tie", x: "rv-bad", s: "rv-skip", Enter: "rv-submit"};
+  if (/^[1-5]$/.test(e.key)) radio("rv-likert", e.key);
+  else if (e.key === "u") radio("rv-thumbs", "up");
+  else if (e.key === "d") radio("rv-thumbs", "down");
+  else if (buttons[e.key]) click(document.getElementById(buttons[e.key]));
+});
+</script>
+"""
+
+CSS = """
+#tl-banner { padding: 6px 12px; border-radius: 8px; background: var(--block-background-fill); }
+.tl-response { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 12px;
+               max-height: 420px; overflow-y: auto; }
+.tl-kbd { font-size: 0.85em; opacity: 0.75; }
+"""
+
+
+def launch_options(services) -> dict:
+    """Keyword arguments for `build_ui(services).launch(...)`: login against the store, shortcuts, styling."""
+    return {"auth": services.auth.login, "auth_message": "Tuneloop: sign in with your Tuneloop account.",
+            "head": SHORTCUTS_JS, "css": CSS, "theme": gr.themes.Soft(), "footer_links": ["api"]}
+
+
+def build_ui(services) -> gr.Blocks:
+    auth = services.auth
+
+    def session(request: gr.Request) -> tuple:
+        user = auth.require(request, *EVERYONE)
+        reviewer, admin = user.role in REVIEWERS, user.role == ADMIN
+        return (f"Signed in as **{user.username}** ({user.role}) · [log out](/logout)", services.banner(),
+                gr.update(visible=reviewer), gr.update(visible=admin), gr.Timer(active=admin))
+
+    def banner(request: gr.Request) -> str:
+        auth.require(request, *EVERYONE)
+        return services.banner()
+
+    with gr.Blocks(title="Tuneloop") as demo:
+        with gr.Row(equal_height=True):
+            gr.Markdown("## 🔁 Tuneloop")
+            banner_md = gr.Markdown(elem_id="tl-banner")
+            who = gr.Markdown()
+        with gr.Tabs():
+            with gr.Tab("Chat"):
+                build_chat_tab(services)
+            with gr.Tab("Review", visible=False) as review_tab:
+                build_review_tab(services)
+            with gr.Tab("Admin", visible=False) as admin_tab:
+                rounds_timer = build_admin_tab(services)
+            with gr.Tab("Stats") as stats_tab:
+                build_stats_tab(services, stats_tab)
+        demo.load(session, None, [who, banner_md, review_tab, admin_tab, rounds_timer],
+                  api_name=auth.endpoint("session", *EVERYONE))
+        gr.Timer(2.0).tick(banner, None, banner_md, api_name=auth.endpoint("banner", *EVERYONE),
+                           show_progress="hidden")
+    return demo
