@@ -1,0 +1,95 @@
+"""Rounds end to end: the CLI against a real store file, the runner's cancel and kill handling."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from feedback_db import FeedbackStore
+from training.runner import RoundRequest, cancel_run, poll_runs, start_round
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def wait_for(predicate, timeout_s: float = 240.0, every_s: float = 0.5):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(every_s)
+    raise TimeoutError("condition not reached")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_cli_round_sft_reward_dpo_registers_lineage(store, data_dir: Path):
+    command = [sys.executable, "-m", "training", "round", "--db", store.path, "--stages", "sft,reward,dpo",
+               "--max_steps", "1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1700)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    versions = {v.method: v for v in store.list_versions()}
+    assert set(versions) == {"sft", "reward", "dpo"}
+    assert versions["sft"].parent is None  # started from the base (nothing active yet)
+    assert versions["reward"].parent is None  # reward models train on the base
+    assert versions["dpo"].parent == versions["sft"].name
+    snapshot = versions["sft"].data_snapshot
+    assert snapshot["feedback_max_id"] is not None
+    assert all(v.data_snapshot == snapshot for v in versions.values())  # one snapshot for the round
+    run = store.list_runs()[0]
+    assert run.status == "succeeded" and run.versions == [versions[m].name for m in ("sft", "reward", "dpo")]
+    stages = {m.stage for m in store.run_metrics(run.id)}
+    assert {"sft", "reward", "dpo"} <= stages
+    assert "win_rate_vs_active" in store.get_version(versions["dpo"].name).metrics  # the evaluation gate ran
+    # DPO continued the SFT adapter (its randomly initialised lora_A is the SFT one, moved by one small step)
+    # and trained it (non-zero gradients: every lora_B moved away from the SFT values)
+    sft = load_file(f"{versions['sft'].path}/adapter_model.safetensors")
+    dpo = load_file(f"{versions['dpo'].path}/adapter_model.safetensors")
+    assert sft.keys() == dpo.keys()
+    for key in (k for k in sft if "lora_A" in k):
+        assert (dpo[key] - sft[key]).norm() < 0.1 * sft[key].norm(), key
+    assert all(not torch.equal(dpo[k], sft[k]) for k in sft if "lora_B" in k)
+    assert not list((data_dir / "versions").glob(".tmp-*"))
+
+
+def started_training(store: FeedbackStore, run_id: int):
+    return store.run_metrics(run_id)
+
+
+def test_cancel_marks_run_cancelled_and_leaves_no_output(store, data_dir: Path):
+    run_id = start_round(store, data_dir, RoundRequest(stages=["sft"], max_steps=200, evaluate=False))
+    wait_for(lambda: started_training(store, run_id))
+    assert cancel_run(store, run_id)
+    run = wait_for(lambda: (r := store.get_run(run_id)).status in ("cancelled", "failed") and r)
+    assert run.status == "cancelled"
+    wait_for(lambda: poll_runs(store, data_dir) == [] and not list((data_dir / "versions").glob(".tmp-*")), 60)
+    assert store.list_versions() == []
+
+
+def test_killed_run_is_marked_failed_and_cleaned_up(store, data_dir: Path):
+    run_id = start_round(store, data_dir, RoundRequest(stages=["sft"], max_steps=200, evaluate=False))
+    wait_for(lambda: started_training(store, run_id))
+    assert list((data_dir / "versions").glob(".tmp-*"))  # training writes into a temp dir
+    os.killpg(store.get_run(run_id).pid, signal.SIGKILL)
+    assert wait_for(lambda: poll_runs(store, data_dir), 60) == [run_id]
+    run = store.get_run(run_id)
+    assert run.status == "failed" and "exited without a final status" in run.error
+    assert "[tuneloop] sft" in run.log_tail  # the log tail shows where it was
+    assert store.list_versions() == []
+    assert not list((data_dir / "versions").iterdir())  # no partial version, no stale temp dir
+
+
+def test_round_refuses_when_data_is_missing(data_dir: Path):
+    store = FeedbackStore(data_dir / "tuneloop.db")
+    command = [sys.executable, "-m", "training", "round", "--db", store.path, "--stages", "sft,dpo"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Not enough data" in result.stderr
+    run = store.list_runs()[0]
+    assert run.status == "failed"
+    assert "SFT needs at least" in run.error and "DPO needs at least" in run.error
+    assert store.list_versions() == []

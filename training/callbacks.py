@@ -1,0 +1,49 @@
+"""Live progress: a TrainerCallback that writes every logging step to the store (and one line to the run log).
+
+The app only reads `store.run_metrics(run_id)`, so a page reload or a second browser sees the same state.
+Each row holds loss, learning_rate, epoch, step/total, eta_s, tokens_per_s and whatever the TRL trainer logs
+(rewards/accuracies, rewards/margins, kl, reward, ...).
+"""
+
+import json
+import math
+import time
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+
+class StoreProgressCallback(TrainerCallback):
+    def __init__(self, store, run_id: int | None, stage: str):
+        self.store = store
+        self.run_id = run_id
+        self.stage = stage
+        self.started = 0.0
+        self.last_time = 0.0
+        self.last_tokens = 0
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self.started = self.last_time = time.monotonic()
+        self.last_tokens = state.num_input_tokens_seen
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        now = time.monotonic()
+        tokens = state.num_input_tokens_seen
+        metrics = {key: value for key, value in (logs or {}).items() if isinstance(value, int | float)}
+        metrics = {key: value for key, value in metrics.items() if math.isfinite(value)}
+        elapsed = now - self.started
+        metrics.update({
+            "step": state.global_step,
+            "total_steps": state.max_steps,
+            "epoch": state.epoch or 0.0,
+            "elapsed_s": round(elapsed, 2),
+            "eta_s": round(elapsed / state.global_step * (state.max_steps - state.global_step), 1)
+            if state.global_step else None,
+        })
+        if tokens and now > self.last_time:
+            metrics["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)
+        self.last_time, self.last_tokens = now, tokens
+        print(f"[tuneloop] {self.stage} {json.dumps(metrics)}", flush=True)
+        if self.store is not None and self.run_id is not None:
+            self.store.add_run_metrics(self.run_id, state.global_step, self.stage, metrics)

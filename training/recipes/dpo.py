@@ -1,0 +1,142 @@
+"""Direct preference optimisation on preference pairs, starting from (and regularised towards) the parent version.
+
+    python -m training dpo --db data/tuneloop.db --parent v3-sft
+    python -m training dpo --config training/configs/dpo.yaml
+    python -m training dpo --dataset_file tests/assets/pairs_tiny.jsonl --data_dir /tmp/d   # no store
+
+The reference is the parent version and never a second copy of the model: with LoRA, TRL keeps a frozen copy of
+the parent's adapter ("ref"; the base with adapters disabled when the parent is the base); with full/freeze, the
+reference log-probs are computed once from the model before its first step. `precompute_ref_log_probs` makes one
+reference pass over the data up front, so each training step is a single forward/backward.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from datasets import load_dataset
+from peft import PeftModel
+from trl import DPOConfig, DPOTrainer
+
+from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
+from training.callbacks import StoreProgressCallback
+from training.hardware import trainer_precision_kwargs
+from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent
+
+DEFAULT_LR = {"lora": 1e-4, "full": 1e-6, "freeze": 1e-5}
+
+
+@dataclass
+class DPORecipeConfig:
+    db: str | None = field(default=None, metadata={"help": "Path of the store (data/tuneloop.db). Without it, "
+                                                          "--dataset_file is used and nothing is registered."})
+    data_dir: str = field(default="data", metadata={"help": "Data dir: versions/ and models/ live here."})
+    dataset_file: str | None = field(default=None, metadata={"help": "JSONL of prompt/chosen/rejected rows, used "
+                                                                     "instead of the store's preference pairs."})
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model: the embedded default, a "
+                                                                          "local HF folder or a hub id."})
+    parent: str = field(default="active", metadata={"help": "Start from (and the reference): 'active', 'base', a "
+                                                            "version name or a version folder."})
+    technique: str = field(default="lora", metadata={"help": "lora | full | freeze"})
+    freeze_top_n: int = field(default=4, metadata={"help": "freeze: number of top decoder blocks that train."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (new adapters only)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (new adapters only)."})
+    beta: float = field(default=0.1, metadata={"help": "KL strength towards the reference (parent)."})
+    loss_type: str = field(default="sigmoid", metadata={"help": "DPO loss: sigmoid | ipo | hinge | robust | ..."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the pairs."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Default: 1e-4 lora, 1e-6 full, 1e-5 "
+                                                                        "freeze."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Pairs per device per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer step."})
+    max_length: int = field(default=1024, metadata={"help": "Prompt + answer tokens kept per sequence."})
+    logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
+    snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
+                                                                 "store.snapshot() now)."})
+
+    def __post_init__(self):
+        if self.technique not in DEFAULT_LR:
+            raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
+        if self.db is None and self.dataset_file is None:
+            raise ValueError("Pass --db (the store) or --dataset_file (a JSONL file).")
+        if self.beta <= 0:
+            raise ValueError(f"--beta must be > 0, got {self.beta}.")
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LR[self.technique]
+
+
+def main(cfg: DPORecipeConfig) -> str:
+    # 1. Store, snapshot, pairs
+    store = None
+    if cfg.db is not None:
+        from feedback_db import FeedbackStore
+
+        store = FeedbackStore(cfg.db)
+    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+    if cfg.dataset_file is not None:
+        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
+    else:
+        from feedback_db.datasets import build_preference_dataset
+
+        dataset = build_preference_dataset(store, snapshot=snapshot)
+    if len(dataset) == 0:
+        raise ValueError("No preference pairs: compare or rank answers in the review tab first.")
+
+    # 2. Policy: the parent's weights, trainable; the parent is also the reference
+    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
+    parent_name, parent_dir = resolve_parent(store, cfg.parent)
+    tokenizer = load_tokenizer(base_model)
+    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
+                                  cfg.freeze_top_n)
+
+    # 3. Trainer
+    tmp_dir = new_tmp_dir(cfg.data_dir, "dpo")
+    args = DPOConfig(
+        output_dir=str(tmp_dir),
+        beta=cfg.beta,
+        loss_type=[cfg.loss_type],
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length,
+        precompute_ref_log_probs=True,  # one reference pass up front, no reference forward in the training steps
+        logging_steps=cfg.logging_steps,
+        include_num_input_tokens_seen=True,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        **trainer_precision_kwargs(),
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "dpo")],
+    )
+
+    # 4. Train, save (without TRL's frozen "ref" adapter copy), register
+    result = trainer.train()
+    if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
+        trainer.model.delete_adapter("ref")
+    trainer.save_model(str(tmp_dir))
+    tokenizer.save_pretrained(str(tmp_dir))
+    logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
+    metrics = {
+        "train_loss": result.training_loss,
+        "train_runtime_s": result.metrics["train_runtime"],
+        "train_pairs": len(dataset),
+        "steps": trainer.state.global_step,
+        "pairs_per_s": len(dataset) * cfg.num_train_epochs / result.metrics["train_runtime"]
+        if cfg.max_steps < 0 else None,
+        "final_reward_accuracy": logged[-1]["rewards/accuracies"] if logged else None,
+        "final_reward_margin": logged[-1]["rewards/margins"] if logged else None,
+    }
+    return publish_version(
+        store, tmp_dir, method="dpo", technique=cfg.technique, parent=parent_name, base_model=base_model,
+        config=cfg, data_snapshot=snapshot, metrics=metrics,
+    )

@@ -1,0 +1,147 @@
+"""KTO on unpaired thumbs up/down, starting from (and regularised towards) the parent version.
+
+    python -m training kto --db data/tuneloop.db --parent v3-sft
+    python -m training kto --config training/configs/kto.yaml
+    python -m training kto --dataset_file tests/assets/kto_tiny.jsonl --data_dir /tmp/d   # no store
+
+Rows are prompt/completion/label (thumbs majority + imported labels). The desirable/undesirable weights are set
+from the label balance so that weight x count is equal for both sides (TRL recommends a ratio in [1, 4/3]).
+The reference is the parent version, as in dpo.py: a frozen copy of the parent's adapter with LoRA, or log-probs
+precomputed from the model before its first step with full/freeze; never a second copy of the model.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from datasets import load_dataset
+from peft import PeftModel
+from trl import KTOConfig, KTOTrainer
+
+from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
+from training.callbacks import StoreProgressCallback
+from training.hardware import trainer_precision_kwargs
+from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent
+
+DEFAULT_LR = {"lora": 1e-4, "full": 1e-6, "freeze": 1e-5}
+
+
+@dataclass
+class KTORecipeConfig:
+    db: str | None = field(default=None, metadata={"help": "Path of the store (data/tuneloop.db). Without it, "
+                                                          "--dataset_file is used and nothing is registered."})
+    data_dir: str = field(default="data", metadata={"help": "Data dir: versions/ and models/ live here."})
+    dataset_file: str | None = field(default=None, metadata={"help": "JSONL of prompt/completion/label rows, "
+                                                                     "used instead of the store's thumbs."})
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model: the embedded default, a "
+                                                                          "local HF folder or a hub id."})
+    parent: str = field(default="active", metadata={"help": "Start from (and the reference): 'active', 'base', a "
+                                                            "version name or a version folder."})
+    technique: str = field(default="lora", metadata={"help": "lora | full | freeze"})
+    freeze_top_n: int = field(default=4, metadata={"help": "freeze: number of top decoder blocks that train."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (new adapters only)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (new adapters only)."})
+    beta: float = field(default=0.1, metadata={"help": "KL strength towards the reference (parent)."})
+    loss_type: str = field(default="kto", metadata={"help": "kto | apo_zero_unpaired"})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the labelled answers."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Default: 1e-4 lora, 1e-6 full, 1e-5 "
+                                                                        "freeze."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Answers per device per step (>= 2: the KL "
+                                                                         "estimate pairs mismatched rows)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer step."})
+    max_length: int = field(default=1024, metadata={"help": "Prompt + answer tokens kept per sequence."})
+    logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
+    snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
+                                                                 "store.snapshot() now)."})
+
+    def __post_init__(self):
+        if self.technique not in DEFAULT_LR:
+            raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
+        if self.db is None and self.dataset_file is None:
+            raise ValueError("Pass --db (the store) or --dataset_file (a JSONL file).")
+        if self.beta <= 0:
+            raise ValueError(f"--beta must be > 0, got {self.beta}.")
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LR[self.technique]
+
+
+def main(cfg: KTORecipeConfig) -> str:
+    # 1. Store, snapshot, labelled answers
+    store = None
+    if cfg.db is not None:
+        from feedback_db import FeedbackStore
+
+        store = FeedbackStore(cfg.db)
+    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+    if cfg.dataset_file is not None:
+        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
+    else:
+        from feedback_db.datasets import build_kto_dataset
+
+        dataset = build_kto_dataset(store, snapshot=snapshot)
+    desirable = sum(dataset["label"])
+    undesirable = len(dataset) - desirable
+    if not desirable or not undesirable:
+        raise ValueError(f"KTO needs thumbs up and thumbs down; found {desirable} up, {undesirable} down.")
+
+    # 2. Policy: the parent's weights, trainable; the parent is also the reference
+    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
+    parent_name, parent_dir = resolve_parent(store, cfg.parent)
+    tokenizer = load_tokenizer(base_model)
+    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
+                                  cfg.freeze_top_n)
+
+    # 3. Trainer
+    tmp_dir = new_tmp_dir(cfg.data_dir, "kto")
+    args = KTOConfig(
+        output_dir=str(tmp_dir),
+        beta=cfg.beta,
+        loss_type=cfg.loss_type,
+        desirable_weight=min(1.0, undesirable / desirable),  # weight x count equal on both sides
+        undesirable_weight=min(1.0, desirable / undesirable),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length,
+        precompute_ref_log_probs=True,  # one reference pass up front, no reference forward in the training steps
+        logging_steps=cfg.logging_steps,
+        include_num_input_tokens_seen=True,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        **trainer_precision_kwargs(),
+    )
+    trainer = KTOTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "kto")],
+    )
+
+    # 4. Train, save (without TRL's frozen "ref" adapter copy), register
+    result = trainer.train()
+    if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
+        trainer.model.delete_adapter("ref")
+    trainer.save_model(str(tmp_dir))
+    tokenizer.save_pretrained(str(tmp_dir))
+    logged = [entry for entry in trainer.state.log_history if "kl" in entry]
+    metrics = {
+        "train_loss": result.training_loss,
+        "train_runtime_s": result.metrics["train_runtime"],
+        "desirable": desirable,
+        "undesirable": undesirable,
+        "desirable_weight": args.desirable_weight,
+        "undesirable_weight": args.undesirable_weight,
+        "steps": trainer.state.global_step,
+        "final_kl": logged[-1]["kl"] if logged else None,
+    }
+    return publish_version(
+        store, tmp_dir, method="kto", technique=cfg.technique, parent=parent_name, base_model=base_model,
+        config=cfg, data_snapshot=snapshot, metrics=metrics,
+    )

@@ -1,0 +1,160 @@
+"""Online RL against the reward model (GRPO) - the policy-optimisation step of classic RLHF.
+
+    python -m training online_rl --db data/tuneloop.db --parent v3-sft --reward_model v4-reward
+    python -m training online_rl --config training/configs/online_rl.yaml
+    python -m training online_rl --dataset_file tests/assets/pairs_tiny.jsonl --reward_model <folder> --data_dir d
+
+TRL 1.16 no longer ships PPOTrainer, so this is not PPO: it is GRPO (TRL's GRPOTrainer). For every training
+prompt the policy samples `--num_generations` answers, the trained reward model scores them, and the policy is
+pushed towards the answers scoring above their group's mean, with a KL penalty (`--beta` > 0) towards the parent
+version. With LoRA the parent is a frozen copy of its adapter ("ref"), never a second model; full/freeze load a
+reference copy (GRPO computes reference log-probs on freshly generated text, so they cannot be precomputed).
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from datasets import Dataset, load_dataset
+from peft import PeftModel
+from trl import GRPOConfig, GRPOTrainer
+
+from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
+from training.callbacks import StoreProgressCallback
+from training.hardware import trainer_precision_kwargs
+from training.versions import load_reward_model, load_trainable_policy, new_tmp_dir, publish_version, resolve_parent
+
+DEFAULT_LR = {"lora": 5e-5, "full": 1e-6, "freeze": 5e-6}
+
+
+@dataclass
+class OnlineRLRecipeConfig:
+    db: str | None = field(default=None, metadata={"help": "Path of the store (data/tuneloop.db). Without it, "
+                                                          "--dataset_file is used and nothing is registered."})
+    data_dir: str = field(default="data", metadata={"help": "Data dir: versions/ and models/ live here."})
+    dataset_file: str | None = field(default=None, metadata={"help": "JSONL with a conversational `prompt` "
+                                                                     "column, used instead of the store's prompts."})
+    reward_model: str | None = field(default=None, metadata={"help": "Reward version name or folder (default: "
+                                                                     "the newest reward version)."})
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model: the embedded default, a "
+                                                                          "local HF folder or a hub id."})
+    parent: str = field(default="active", metadata={"help": "Start from (and KL towards): 'active', 'base', a "
+                                                            "version name or a version folder."})
+    technique: str = field(default="lora", metadata={"help": "lora | full | freeze"})
+    freeze_top_n: int = field(default=4, metadata={"help": "freeze: number of top decoder blocks that train."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (new adapters only)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (new adapters only)."})
+    beta: float = field(default=0.04, metadata={"help": "KL penalty towards the parent (> 0)."})
+    num_generations: int = field(default=4, metadata={"help": "Answers sampled per prompt (the GRPO group)."})
+    max_completion_length: int = field(default=32, metadata={"help": "Tokens per sampled answer (CPU: keep it "
+                                                                     "short; GPU: 256+)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the prompts."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Default: 5e-5 lora, 1e-6 full, 5e-6 "
+                                                                        "freeze."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Sampled answers per device per step "
+                                                                          "(a multiple of --num_generations)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer step."})
+    max_prompts: int = field(default=64, metadata={"help": "Prompts used per round (CPU rollouts are slow)."})
+    logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
+    snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
+                                                                 "store.snapshot() now)."})
+
+    def __post_init__(self):
+        if self.technique not in DEFAULT_LR:
+            raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
+        if self.db is None and (self.dataset_file is None or self.reward_model is None):
+            raise ValueError("Pass --db (the store), or --dataset_file and --reward_model (a folder).")
+        if self.beta <= 0:
+            raise ValueError(f"--beta must be > 0 (KL towards the parent), got {self.beta}.")
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError("--per_device_train_batch_size must be a multiple of --num_generations.")
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LR[self.technique]
+
+
+def main(cfg: OnlineRLRecipeConfig) -> str:
+    # 1. Store, snapshot, prompts, reward model version
+    store = None
+    if cfg.db is not None:
+        from feedback_db import FeedbackStore
+
+        store = FeedbackStore(cfg.db)
+    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+    if cfg.dataset_file is not None:
+        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train").select_columns(["prompt"])
+    else:
+        prompts = store.list_prompts(split="train", snapshot=snapshot)
+        dataset = Dataset.from_list([{"prompt": p.as_messages()} for p in prompts])
+    if len(dataset) == 0:
+        raise ValueError("No training prompts: add or import prompts first.")
+    dataset = dataset.shuffle(seed=cfg.seed).select(range(min(cfg.max_prompts, len(dataset))))
+    reward_name = cfg.reward_model
+    if reward_name is None and store is not None:
+        rewards = [v for v in store.list_versions() if v.method == "reward"]
+        reward_name = rewards[-1].name if rewards else None
+    if reward_name is None:
+        raise ValueError("No reward model: train one first (python -m training reward, or a reward stage).")
+    reward_version = store.get_version(reward_name) if store is not None else None
+    reward_dir = reward_version.path if reward_version else reward_name
+
+    # 2. Policy (parent weights, trainable) and the reward model as the reward function
+    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
+    parent_name, parent_dir = resolve_parent(store, cfg.parent)
+    tokenizer = load_tokenizer(base_model)
+    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
+                                  cfg.freeze_top_n)
+    reward_model = load_reward_model(base_model, reward_dir, tokenizer)
+
+    # 3. Trainer
+    tmp_dir = new_tmp_dir(cfg.data_dir, "online_rl")
+    args = GRPOConfig(
+        output_dir=str(tmp_dir),
+        beta=cfg.beta,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        **trainer_precision_kwargs(),
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward_model],
+        reward_processing_classes=[tokenizer],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "online_rl")],
+    )
+
+    # 4. Train, save (without TRL's frozen "ref" adapter copy), register
+    result = trainer.train()
+    if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
+        trainer.model.delete_adapter("ref")
+    trainer.save_model(str(tmp_dir))
+    tokenizer.save_pretrained(str(tmp_dir))
+    logged = [entry for entry in trainer.state.log_history if "reward" in entry]
+    metrics = {
+        "train_loss": result.training_loss,
+        "train_runtime_s": result.metrics["train_runtime"],
+        "train_prompts": len(dataset),
+        "steps": trainer.state.global_step,
+        "reward_model": reward_name,
+        "first_reward": logged[0]["reward"] if logged else None,
+        "final_reward": logged[-1]["reward"] if logged else None,
+        "final_kl": logged[-1].get("kl") if logged else None,
+    }
+    return publish_version(
+        store, tmp_dir, method="online_rl", technique=cfg.technique, parent=parent_name, base_model=base_model,
+        config=cfg, data_snapshot=snapshot, metrics=metrics,
+    )

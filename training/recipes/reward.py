@@ -1,0 +1,155 @@
+"""Reward model: a scalar head on the base model (LoRA + trained `score` head), trained on preference pairs.
+
+    python -m training reward --db data/tuneloop.db
+    python -m training reward --config training/configs/reward.yaml
+    python -m training reward --dataset_file tests/assets/pairs_tiny.jsonl --data_dir /tmp/d   # no store
+
+Pairs come from comparisons, rankings, corrections and imported pairs (feedback_db.datasets). Pairwise accuracy
+(score(chosen) > score(rejected)) is reported on held-out pairs: the store's held-out split, or else a
+`--eval_fraction` of the pairs kept out of training. The version is used by online RL and the evaluation gate.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import torch
+from datasets import Dataset, load_dataset
+from peft import LoraConfig
+from transformers import AutoModelForSequenceClassification
+from trl import RewardConfig, RewardTrainer
+
+from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
+from training.callbacks import StoreProgressCallback
+from training.hardware import device, pick_dtype, trainer_precision_kwargs
+from training.versions import LORA_TARGETS, new_tmp_dir, publish_version
+
+
+@dataclass
+class RewardRecipeConfig:
+    db: str | None = field(default=None, metadata={"help": "Path of the store (data/tuneloop.db). Without it, "
+                                                          "--dataset_file is used and nothing is registered."})
+    data_dir: str = field(default="data", metadata={"help": "Data dir: versions/ and models/ live here."})
+    dataset_file: str | None = field(default=None, metadata={"help": "JSONL of prompt/chosen/rejected rows, used "
+                                                                     "instead of the store's preference pairs."})
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model: the embedded default, a "
+                                                                          "local HF folder or a hub id."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the pairs."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate (LoRA and score head)."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Pairs per device per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer step."})
+    max_length: int = field(default=1024, metadata={"help": "Longer pairs are dropped."})
+    eval_fraction: float = field(default=0.2, metadata={"help": "Share of pairs held out for accuracy when the "
+                                                                "store has no held-out pairs (0: none)."})
+    logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
+    snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
+                                                                 "store.snapshot() now)."})
+
+    def __post_init__(self):
+        if self.db is None and self.dataset_file is None:
+            raise ValueError("Pass --db (the store) or --dataset_file (a JSONL file).")
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"--eval_fraction must be in [0, 1), got {self.eval_fraction}.")
+
+
+def pairwise_accuracy(model, tokenizer, pairs: Dataset) -> dict:
+    """Share of pairs whose chosen answer scores above the rejected one, and the mean score margin."""
+    wins, margins = [], []
+    for row in pairs:
+        scores = []
+        for answer in (row["chosen"], row["rejected"]):
+            ids = tokenizer.apply_chat_template(row["prompt"] + answer, return_tensors="pt", return_dict=True)
+            with torch.no_grad():
+                scores.append(model(input_ids=ids["input_ids"].to(device())).logits[0, 0].item())
+        wins.append(float(scores[0] > scores[1]))
+        margins.append(scores[0] - scores[1])
+    return {"accuracy": sum(wins) / len(wins), "margin": sum(margins) / len(margins), "pairs": len(wins)}
+
+
+def main(cfg: RewardRecipeConfig) -> str:
+    # 1. Store, snapshot, pairs (+ held-out pairs for the accuracy report)
+    store = None
+    if cfg.db is not None:
+        from feedback_db import FeedbackStore
+
+        store = FeedbackStore(cfg.db)
+    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+    heldout = None
+    if cfg.dataset_file is not None:
+        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
+    else:
+        from feedback_db.datasets import build_preference_dataset
+
+        dataset = build_preference_dataset(store, snapshot=snapshot)
+        heldout = build_preference_dataset(store, snapshot=snapshot, split="heldout")
+        heldout = heldout if len(heldout) else None
+    if len(dataset) == 0:
+        raise ValueError("No preference pairs: compare or rank answers in the review tab first.")
+    if heldout is None and cfg.eval_fraction > 0 and len(dataset) >= 5:
+        split = dataset.train_test_split(test_size=cfg.eval_fraction, seed=cfg.seed)
+        dataset, heldout = split["train"], split["test"]
+
+    # 2. Model: sequence classifier on the base, LoRA + a trained score head
+    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
+    tokenizer = load_tokenizer(base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=pick_dtype())
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
+                             modules_to_save=["score"], task_type="SEQ_CLS")
+
+    # 3. Trainer
+    tmp_dir = new_tmp_dir(cfg.data_dir, "reward")
+    args = RewardConfig(
+        output_dir=str(tmp_dir),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=cfg.max_length,
+        logging_steps=cfg.logging_steps,
+        include_num_input_tokens_seen=True,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        **trainer_precision_kwargs(),
+    )
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "reward")],
+    )
+
+    # 4. Train, measure held-out accuracy, save, register
+    result = trainer.train()
+    trainer.model.eval()
+    train_eval = pairwise_accuracy(trainer.model, tokenizer, dataset)
+    metrics = {
+        "train_loss": result.training_loss,
+        "train_runtime_s": result.metrics["train_runtime"],
+        "train_pairs": len(dataset),
+        "steps": trainer.state.global_step,
+        "train_accuracy": train_eval["accuracy"],
+    }
+    if heldout is not None:
+        evaluation = pairwise_accuracy(trainer.model, tokenizer, heldout)
+        metrics.update(heldout_accuracy=evaluation["accuracy"], heldout_margin=evaluation["margin"],
+                       heldout_pairs=evaluation["pairs"])
+    print(f"[tuneloop] reward {json.dumps(metrics)}", flush=True)
+    if store is not None and cfg.run_id is not None:
+        store.add_run_metrics(cfg.run_id, trainer.state.global_step, "reward", metrics)
+    trainer.save_model(str(tmp_dir))
+    tokenizer.save_pretrained(str(tmp_dir))
+    return publish_version(
+        store, tmp_dir, method="reward", technique="lora", parent=None, base_model=base_model,
+        config=cfg, data_snapshot=snapshot, metrics=metrics,
+    )

@@ -1,0 +1,139 @@
+"""Supervised fine-tuning on demonstrations and corrections (the store's SFT dataset).
+
+    python -m training sft --db data/tuneloop.db --technique lora
+    python -m training sft --config training/configs/sft_lora.yaml
+    python -m training sft --dataset_file tests/assets/sft_tiny.jsonl --data_dir /tmp/d   # no store
+
+Techniques: `lora` (PEFT adapter, default), `full` (all weights), `freeze` (feature-based: only the top
+`--freeze_top_n` decoder blocks, the final norm and an untied LM head train; the input embedding stays frozen).
+Speed: padding-free batches (no pad tokens are computed), no gradient checkpointing, fp32 on CPU / bf16 on GPU.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from datasets import load_dataset
+from trl import SFTConfig, SFTTrainer
+
+from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
+from training.callbacks import StoreProgressCallback
+from training.hardware import trainer_precision_kwargs
+from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent
+
+DEFAULT_LR = {"lora": 2e-4, "full": 1e-5, "freeze": 5e-5}
+
+
+@dataclass
+class SFTRecipeConfig:
+    db: str | None = field(default=None, metadata={"help": "Path of the store (data/tuneloop.db). Without it, "
+                                                          "--dataset_file is used and nothing is registered."})
+    data_dir: str = field(default="data", metadata={"help": "Data dir: versions/ and models/ live here."})
+    dataset_file: str | None = field(default=None, metadata={"help": "JSONL of prompt/completion or messages rows, "
+                                                                     "used instead of the store's SFT dataset."})
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model: the embedded default, a "
+                                                                          "local HF folder or a hub id."})
+    parent: str = field(default="active", metadata={"help": "Start from: 'active', 'base', a version name or a "
+                                                            "version folder."})
+    technique: str = field(default="lora", metadata={"help": "lora | full | freeze"})
+    freeze_top_n: int = field(default=4, metadata={"help": "freeze: number of top decoder blocks that train."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (new adapters only)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (new adapters only)."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the SFT dataset."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Default: 2e-4 lora, 1e-5 full, 5e-5 "
+                                                                        "freeze."})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Sequences per device per step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer step."})
+    max_length: int = field(default=1024, metadata={"help": "Longer sequences are truncated."})
+    logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
+    snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
+                                                                 "store.snapshot() now)."})
+
+    def __post_init__(self):
+        if self.technique not in DEFAULT_LR:
+            raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
+        if self.db is None and self.dataset_file is None:
+            raise ValueError("Pass --db (the store) or --dataset_file (a JSONL file).")
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LR[self.technique]
+
+
+def main(cfg: SFTRecipeConfig) -> str:
+    # 1. Store, snapshot, data
+    store = None
+    if cfg.db is not None:
+        from feedback_db import FeedbackStore
+
+        store = FeedbackStore(cfg.db)
+    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+    if cfg.dataset_file is not None:
+        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
+    else:
+        from feedback_db.datasets import build_sft_dataset
+
+        dataset = build_sft_dataset(store, snapshot=snapshot)
+    if "messages" in dataset.column_names:  # prompt/completion: the loss covers only the answer
+        dataset = dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
+                              remove_columns=["messages"])
+    if len(dataset) == 0:
+        raise ValueError("The SFT dataset is empty: import demonstrations or add corrections first.")
+
+    # 2. Model: the parent's weights, made trainable for this technique
+    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
+    parent_name, parent_dir = resolve_parent(store, cfg.parent)
+    tokenizer = load_tokenizer(base_model)
+    rows = len(dataset)
+    dataset = dataset.filter(lambda row: len(
+        tokenizer.apply_chat_template(row["prompt"] + row["completion"])["input_ids"]) <= cfg.max_length)
+    if len(dataset) < rows:
+        print(f"[tuneloop] sft: dropped {rows - len(dataset)} rows longer than --max_length {cfg.max_length}")
+    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
+                                  cfg.freeze_top_n)
+
+    # 3. Trainer
+    tmp_dir = new_tmp_dir(cfg.data_dir, "sft")
+    args = SFTConfig(
+        output_dir=str(tmp_dir),
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_length=None,  # padding-free does not truncate; too-long rows were dropped above
+        padding_free=True,  # flattened batches with position_ids: no compute spent on pad tokens
+        logging_steps=cfg.logging_steps,
+        include_num_input_tokens_seen=True,
+        save_strategy="no",
+        report_to="none",
+        seed=cfg.seed,
+        **trainer_precision_kwargs(),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "sft")],
+    )
+
+    # 4. Train, save, register
+    result = trainer.train()
+    trainer.save_model(str(tmp_dir))
+    tokenizer.save_pretrained(str(tmp_dir))
+    runtime = result.metrics["train_runtime"]
+    metrics = {
+        "train_loss": result.training_loss,
+        "train_runtime_s": runtime,
+        "train_samples": len(dataset),
+        "dropped_too_long": rows - len(dataset),
+        "steps": trainer.state.global_step,
+        "tokens_per_s": trainer.state.num_input_tokens_seen / runtime if runtime else None,
+    }
+    return publish_version(
+        store, tmp_dir, method="sft", technique=cfg.technique, parent=parent_name, base_model=base_model,
+        config=cfg, data_snapshot=snapshot, metrics=metrics,
+    )

@@ -1,0 +1,171 @@
+"""A training round: the stages the admin picked, chained, in this one process, then the evaluation gate.
+
+    python -m training round --db data/tuneloop.db --stages sft,reward,dpo
+    python -m training round --db data/tuneloop.db --stages sft,reward,online_rl --technique lora
+    python -m training round --config training/configs/round.yaml
+
+Each policy stage (sft, dpo, kto, online_rl) starts from the previous policy stage's version (the first from
+`--parent`, default the active version). The reward stage trains a reward model on the base; later online_rl
+stages and the evaluation gate use it. All stages read the same data snapshot, taken once at the start.
+The app starts rounds through `training.runner.start_round`; SIGTERM (cancel) marks the run cancelled.
+"""
+
+import gc
+import importlib
+import json
+import os
+import shutil
+import signal
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from training.base_model import DEFAULT_BASE_MODEL
+
+STAGES = ("sft", "reward", "dpo", "kto", "online_rl")
+POLICY_STAGES = ("sft", "dpo", "kto", "online_rl")
+
+
+class RunCancelled(BaseException):
+    """Raised in the main thread by SIGTERM; a BaseException so no `except Exception` in a trainer swallows it."""
+
+
+@dataclass
+class RoundConfig:
+    db: str = field(metadata={"help": "Path of the store (data/tuneloop.db)."})
+    data_dir: str | None = field(default=None, metadata={"help": "Data dir (default: the folder of --db)."})
+    stages: str = field(default="sft,reward,dpo", metadata={"help": f"Comma-separated stages from {STAGES}."})
+    technique: str = field(default="lora", metadata={"help": "lora | full | freeze, for every policy stage."})
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model name, folder or hub id."})
+    parent: str = field(default="active", metadata={"help": "First policy stage starts from: 'active', 'base' or "
+                                                            "a version name."})
+    reward_model: str | None = field(default=None, metadata={"help": "Reward version for online_rl/evaluation "
+                                                                     "when the round has no reward stage "
+                                                                     "(default: the newest reward version)."})
+    max_steps: int = field(default=-1, metadata={"help": "Cap every stage at this many steps (-1: recipe "
+                                                         "defaults)."})
+    num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs for every stage (default: "
+                                                                           "recipe defaults)."})
+    stage_args: str = field(default="{}", metadata={"help": 'Per-stage recipe flags as JSON, e.g. '
+                                                            '\'{"dpo": {"beta": 0.2}}\'.'})
+    evaluate: bool = field(default=True, metadata={"help": "Run the evaluation gate after the round."})
+    auto_promote: bool = field(default=True, metadata={"help": "Let the gate make the new version active."})
+    win_rate_threshold: float = field(default=0.5, metadata={"help": "Gate: minimum win-rate vs the active "
+                                                                     "version, judged by the reward model."})
+    run_id: int | None = field(default=None, metadata={"help": "Existing run row (set by the runner)."})
+    username: str = field(default="admin", metadata={"help": "Who started the round (new run rows only)."})
+
+    def __post_init__(self):
+        unknown = [s for s in self.stage_list if s not in STAGES]
+        if not self.stage_list or unknown:
+            raise ValueError(f"--stages: unknown {unknown}; pick from {STAGES}.")
+        if self.technique not in ("lora", "full", "freeze"):
+            raise ValueError(f"--technique must be lora, full or freeze, got {self.technique!r}.")
+        if isinstance(self.stage_args, dict):
+            self.stage_args = json.dumps(self.stage_args)
+        if self.data_dir is None:
+            self.data_dir = str(Path(self.db).resolve().parent)
+
+    @property
+    def stage_list(self) -> list[str]:
+        return [s.strip() for s in self.stages.split(",") if s.strip()]
+
+
+def stage_config(cfg: RoundConfig, stage: str, snapshot: dict, run_id: int, parent: str, reward_model: str | None):
+    """The recipe config of one stage: the round's shared settings + that stage's --stage_args."""
+    from training.__main__ import COMMANDS
+
+    module_name, config_name = COMMANDS[stage]
+    module = importlib.import_module(module_name)
+    values = {"db": cfg.db, "data_dir": cfg.data_dir, "base_model": cfg.base_model, "run_id": run_id,
+              "snapshot": json.dumps(snapshot), "max_steps": cfg.max_steps}
+    if cfg.num_train_epochs is not None:
+        values["num_train_epochs"] = cfg.num_train_epochs
+    if stage in POLICY_STAGES:
+        values.update(parent=parent, technique=cfg.technique)
+    if stage == "online_rl":
+        values["reward_model"] = reward_model
+    values.update(json.loads(cfg.stage_args).get(stage, {}))
+    return module, getattr(module, config_name)(**values)
+
+
+def latest_reward_version(store) -> str | None:
+    rewards = [v for v in store.list_versions() if v.method == "reward"]
+    return rewards[-1].name if rewards else None
+
+
+def main(cfg: RoundConfig) -> list[str]:
+    from feedback_db import FeedbackStore
+    from feedback_db.datasets import data_check
+    from training.runner import log_tail
+
+    store = FeedbackStore(cfg.db)
+    stages = cfg.stage_list
+    run_id = cfg.run_id or store.create_run(config=asdict(cfg), stages=stages, username=cfg.username)
+    versions: list[str] = []
+
+    def on_sigterm(signum, frame):
+        raise RunCancelled()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    store.update_run(run_id, status="running", pid=os.getpid())
+    try:
+        # 1. One snapshot for every stage; refuse early when data is missing
+        snapshot = store.snapshot()
+        problems = []
+        for stage in stages:
+            problems += data_check(store, stage, snapshot).problems
+        if problems:
+            message = "Not enough data for this round:\n" + "\n".join(problems)
+            print(f"[tuneloop] {message}", flush=True)
+            store.update_run(run_id, status="failed", error=message)
+            raise SystemExit(message)
+
+        # 2. The stages, each starting from the previous policy version
+        parent = cfg.parent
+        reward_model = cfg.reward_model or (None if "reward" in stages else latest_reward_version(store))
+        for stage in stages:
+            print(f"[tuneloop] round {run_id}: stage {stage} (parent {parent})", flush=True)
+            store.update_run(run_id, stage=stage)
+            module, stage_cfg = stage_config(cfg, stage, snapshot, run_id, parent, reward_model)
+            name = module.main(stage_cfg)
+            versions.append(name)
+            store.update_run(run_id, versions=versions)
+            if stage == "reward":
+                reward_model = name
+            else:
+                parent = name
+            gc.collect()
+
+        # 3. Evaluation gate on the final policy version
+        if cfg.evaluate and parent not in (cfg.parent, None):
+            from training.evaluate import EvaluateConfig
+            from training.evaluate import main as evaluate
+
+            store.update_run(run_id, stage="evaluate")
+            evaluate(EvaluateConfig(db=cfg.db, data_dir=cfg.data_dir, version=parent, reward_model=reward_model,
+                                    base_model=cfg.base_model, promote=cfg.auto_promote,
+                                    win_rate_threshold=cfg.win_rate_threshold))
+        store.update_run(run_id, status="succeeded", stage="done", versions=versions)
+        print(f"[tuneloop] round {run_id} succeeded: {versions}", flush=True)
+        return versions
+    except RunCancelled:
+        print(f"[tuneloop] round {run_id} cancelled", flush=True)
+        store.update_run(run_id, status="cancelled", versions=versions)
+        raise SystemExit(143) from None
+    except SystemExit:
+        raise
+    except BaseException as error:
+        traceback.print_exc()
+        store.update_run(run_id, status="failed", error=f"{type(error).__name__}: {error}",
+                         log_tail=log_tail(cfg.data_dir, run_id) or traceback.format_exc()[-4000:], versions=versions)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        remove_own_tmp_dirs(cfg.data_dir)
+
+
+def remove_own_tmp_dirs(data_dir: str) -> None:
+    """Outputs this process left unfinished (a failed or cancelled stage)."""
+    for path in (Path(data_dir) / "versions").glob(f".tmp-{os.getpid()}-*"):
+        shutil.rmtree(path, ignore_errors=True)

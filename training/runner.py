@@ -1,0 +1,130 @@
+"""Start, cancel and watch training rounds from the app. The app never runs a training loop itself.
+
+    run_id = start_round(store, "data", RoundRequest(stages=["sft", "reward", "dpo"]))
+    cancel_run(store, run_id)          # SIGTERM to the round's process group; it marks itself cancelled
+    watch_runs(store, "data")          # daemon thread calling poll_runs every few seconds
+
+Each round is `python -m training round --run_id N ...` in its own session (process group), its stdout/stderr
+in data/runs/<id>/log.txt. `poll_runs` marks a run failed (with the log tail) when its process is gone but the
+run never reached a final status (e.g. kill -9, out of memory), and deletes output folders dead runs left.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from feedback_db.models import FINAL_RUN_STATUSES
+from training.base_model import DEFAULT_BASE_MODEL
+from training.versions import pid_alive, remove_stale_tmp_dirs
+
+ROOT = Path(__file__).resolve().parent.parent
+_children: dict[int, subprocess.Popen] = {}  # run id -> process started by this app process (reaped by poll)
+
+
+@dataclass
+class RoundRequest:
+    stages: list[str] = field(default_factory=lambda: ["sft", "reward", "dpo"])
+    technique: str = "lora"  # lora | full | freeze
+    base_model: str = DEFAULT_BASE_MODEL
+    parent: str = "active"  # first policy stage starts from: active | base | a version name
+    username: str = "admin"
+    max_steps: int = -1  # cap every stage (-1: recipe defaults)
+    num_train_epochs: float | None = None
+    stage_args: dict = field(default_factory=dict)  # {"dpo": {"beta": 0.2}}
+    evaluate: bool = True
+    auto_promote: bool = True
+    win_rate_threshold: float = 0.5
+
+
+def round_command(db: str, data_dir: str | Path, run_id: int, request: RoundRequest) -> list[str]:
+    import json
+
+    command = [sys.executable, "-m", "training", "round", "--db", db, "--data_dir", str(data_dir),
+               "--run_id", str(run_id), "--stages", ",".join(request.stages), "--technique", request.technique,
+               "--base_model", request.base_model, "--parent", request.parent, "--max_steps", str(request.max_steps),
+               "--stage_args", json.dumps(request.stage_args), "--evaluate", str(request.evaluate),
+               "--auto_promote", str(request.auto_promote), "--win_rate_threshold", str(request.win_rate_threshold),
+               "--username", request.username]
+    if request.num_train_epochs is not None:
+        command += ["--num_train_epochs", str(request.num_train_epochs)]
+    return command
+
+
+def log_path(data_dir: str | Path, run_id: int) -> Path:
+    return Path(data_dir) / "runs" / str(run_id) / "log.txt"
+
+
+def log_tail(data_dir: str | Path, run_id: int, chars: int = 4000) -> str:
+    path = log_path(data_dir, run_id)
+    if not path.is_file():
+        return ""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - chars))
+        return f.read().decode("utf-8", errors="replace")
+
+
+def start_round(store, data_dir: str | Path, request: RoundRequest) -> int:
+    """Create the run row and spawn the round process; returns the run id at once."""
+    run_id = store.create_run(config=asdict(request), stages=list(request.stages), username=request.username)
+    log = log_path(data_dir, run_id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            round_command(store.path, Path(data_dir).resolve(), run_id, request),
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"},
+        )
+    _children[run_id] = process
+    store.update_run(run_id, pid=process.pid)
+    return run_id
+
+
+def cancel_run(store, run_id: int) -> bool:
+    """SIGTERM to the run's process group. Returns False when the run had already finished."""
+    run = store.get_run(run_id)
+    if run.status in FINAL_RUN_STATUSES:
+        return False
+    if run.pid is None or not _process_running(run_id, run.pid):
+        store.update_run(run_id, status="cancelled")
+        return True
+    os.killpg(run.pid, signal.SIGTERM)
+    return True
+
+
+def poll_runs(store, data_dir: str | Path) -> list[int]:
+    """Mark runs whose process died without a final status as failed; returns their ids."""
+    failed = []
+    for run in store.list_runs():
+        if run.status in FINAL_RUN_STATUSES or run.pid is None or _process_running(run.id, run.pid):
+            continue
+        if store.get_run(run.id).status in FINAL_RUN_STATUSES:  # it finished between the two reads
+            continue
+        store.update_run(run.id, status="failed", error="The training process exited without a final status "
+                         "(killed or out of memory); see the log tail.", log_tail=log_tail(data_dir, run.id))
+        failed.append(run.id)
+    remove_stale_tmp_dirs(data_dir)
+    return failed
+
+
+def watch_runs(store, data_dir: str | Path, interval_s: float = 2.0) -> threading.Thread:
+    """A daemon thread calling poll_runs every `interval_s` seconds for the app's lifetime."""
+
+    def loop() -> None:
+        while True:
+            poll_runs(store, data_dir)
+            threading.Event().wait(interval_s)
+
+    thread = threading.Thread(target=loop, name="tuneloop-run-watcher", daemon=True)
+    thread.start()
+    return thread
+
+
+def _process_running(run_id: int, pid: int) -> bool:
+    """Our own children are reaped through Popen (a dead child stays a zombie until then)."""
+    if run_id in _children:
+        return _children[run_id].poll() is None
+    return pid_alive(pid)

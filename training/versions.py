@@ -1,0 +1,167 @@
+"""Model versions on disk: resolve a parent, load it for training, publish a finished output atomically.
+
+Every recipe writes into `data/versions/.tmp-<pid>-<method>-*` and calls `publish_version`, which writes
+`tuneloop.json` (provenance, see docs/ARCHITECTURE.md), renames the folder into `data/versions/<name>/` and
+registers it in the store. A crashed or killed run leaves only a `.tmp-<pid>-*` folder, which
+`remove_stale_tmp_dirs` deletes once its process is gone.
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForSequenceClassification, PreTrainedModel
+
+from training.base_model import load_causal_lm
+from training.hardware import device, pick_dtype
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_TMP_RE = re.compile(r"^\.tmp-(\d+)-")
+
+
+def read_provenance(version_dir: str | Path) -> dict:
+    path = Path(version_dir) / "tuneloop.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def is_adapter_dir(version_dir: str | Path) -> bool:
+    return (Path(version_dir) / "adapter_config.json").is_file()
+
+
+def resolve_parent(store, parent: str | None) -> tuple[str | None, Path | None]:
+    """`parent` is "base", "active", a version name from the store, or a version folder. Returns (name, dir)."""
+    if parent in (None, "", "base"):
+        return None, None
+    if parent == "active":
+        active = store.active_version() if store is not None else None
+        return (active.name, Path(active.path)) if active else (None, None)
+    if store is not None and (version := store.get_version(parent)) is not None:
+        return version.name, Path(version.path)
+    if Path(parent).is_dir():
+        return read_provenance(parent).get("name", str(parent)), Path(parent)
+    raise ValueError(f"--parent {parent}: no such version in the store and no such folder.")
+
+
+def load_trainable_policy(
+    base_model: str, parent_dir: Path | None, technique: str, lora_r: int, lora_alpha: int, freeze_top_n: int
+) -> PreTrainedModel:
+    """The policy a stage trains, starting from its parent's weights.
+
+    lora: the parent's adapter loaded trainable (or a fresh LoRA on the base), so the result is one adapter on the
+    base. full/freeze: a full model (the parent's folder, or base + the parent's adapter merged).
+    """
+    parent_is_adapter = parent_dir is not None and is_adapter_dir(parent_dir)
+    if technique == "lora":
+        if parent_dir is not None and not parent_is_adapter:
+            raise ValueError(f"Parent {parent_dir} holds full weights; a LoRA stage needs a LoRA or base parent.")
+        model = load_causal_lm(base_model)
+        if parent_is_adapter:
+            return PeftModel.from_pretrained(model, str(parent_dir), is_trainable=True)
+        lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
+                          task_type="CAUSAL_LM")
+        return get_peft_model(model, lora)
+    if parent_is_adapter:
+        model = PeftModel.from_pretrained(load_causal_lm(base_model), str(parent_dir)).merge_and_unload()
+    else:
+        model = load_causal_lm(str(parent_dir) if parent_dir is not None else base_model)
+    if technique == "freeze":
+        freeze_all_but_top(model, freeze_top_n)
+    return model
+
+
+def freeze_all_but_top(model: PreTrainedModel, top_n: int) -> None:
+    """Feature-based fine-tuning: train only the top `top_n` decoder blocks, the final norm and the LM head.
+
+    SmolLM2 ties the LM head to the input embedding; training the head would move the embedding too. The head is
+    untied (given its own copy of the weights), so it trains while the embedding stays frozen; the saved model then
+    has `tie_word_embeddings=False` and a separate `lm_head.weight`.
+    """
+    layers = model.model.layers
+    if not 0 < top_n <= len(layers):
+        raise ValueError(f"--freeze_top_n must be in 1..{len(layers)}, got {top_n}.")
+    if model.lm_head.weight is model.model.embed_tokens.weight:
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+        model.config.tie_word_embeddings = False
+        model.config.get_text_config().tie_word_embeddings = False
+        model._tied_weights_keys = {}
+    for param in model.parameters():
+        param.requires_grad = False
+    for module in [*layers[-top_n:], model.model.norm, model.lm_head]:
+        for param in module.parameters():
+            param.requires_grad = True
+
+
+def new_tmp_dir(data_dir: str | Path, method: str) -> Path:
+    versions = Path(data_dir) / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-{method}-", dir=versions))
+
+
+def remove_stale_tmp_dirs(data_dir: str | Path) -> list[Path]:
+    """Delete `.tmp-<pid>-*` output folders whose training process no longer exists."""
+    removed = []
+    for path in (Path(data_dir) / "versions").glob(".tmp-*"):
+        match = _TMP_RE.match(path.name)
+        if match and not pid_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish_version(
+    store, tmp_dir: Path, *, method: str, technique: str, parent: str | None, base_model: str, config,
+    data_snapshot: dict | None, metrics: dict,
+) -> str:
+    """Write tuneloop.json, rename the temp folder into versions/<name>/ and register it. Returns the name.
+
+    Without a store (a recipe run on a JSONL file) the folder is renamed to `<method>-<timestamp>` and not
+    registered; the returned value is then the folder path.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` only rank 0 saved and registers
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        return ""
+    config_dict = asdict(config) if is_dataclass(config) else dict(config)
+    if store is not None:
+        name = store.next_version_name(method)
+    else:
+        name = f"{method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    provenance = {
+        "name": name, "parent": parent, "method": method, "technique": technique, "base_model": base_model,
+        "config": config_dict, "data_snapshot": data_snapshot, "metrics": metrics,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (tmp_dir / "tuneloop.json").write_text(json.dumps(provenance, indent=2, default=str))
+    final = tmp_dir.parent / name
+    os.replace(tmp_dir, final)
+    if store is None:
+        return str(final)
+    store.register_version(
+        name=name, parent=parent, method=method, technique=technique, path=str(final), base_model=base_model,
+        config=config_dict, data_snapshot=data_snapshot, metrics=metrics,
+    )
+    return name
+
+
+def load_reward_model(base_model: str, version_dir: str | Path, tokenizer) -> PreTrainedModel:
+    """A reward version as a plain sequence classifier (adapter merged): scores the last non-pad token."""
+    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=pick_dtype())
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    model = PeftModel.from_pretrained(model, str(version_dir)).merge_and_unload()
+    return model.to(device()).eval()
