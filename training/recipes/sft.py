@@ -44,7 +44,7 @@ class SFTRecipeConfig:
                                                                         "freeze."})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "Sequences per device per step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer step."})
-    max_length: int = field(default=1024, metadata={"help": "Longer sequences are truncated."})
+    max_length: int = field(default=1024, metadata={"help": "Longer rows are dropped (and counted)."})
     logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
     run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
