@@ -68,6 +68,9 @@ def first_admin(store: FeedbackStore, spec: str | None) -> None:
 
 def build_services(args: argparse.Namespace) -> Services:
     store = open_store(args.data_dir)
+    orphans = runner.stop_orphaned_runs(store)
+    if orphans:
+        log.warning("Stopped round(s) %s still training from a previous start of the app.", orphans)
     interrupted = store.mark_interrupted_runs()
     if interrupted:
         log.warning("Marked %d unfinished run(s) from a previous start as interrupted.", interrupted)

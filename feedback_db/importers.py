@@ -117,6 +117,8 @@ def _text_rows(fmt: str, text: str) -> list[tuple[str, dict]]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ImportValidationError(f"line {number}: invalid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise ImportValidationError(f"line {number}: JSON nested too deeply") from None
             if not isinstance(row, dict):
                 raise ImportValidationError(f"line {number}: expected a JSON object, got {_type(row)}")
             rows.append((f"line {number}", row))

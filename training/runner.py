@@ -110,6 +110,34 @@ def poll_runs(store, data_dir: str | Path) -> list[int]:
     return failed
 
 
+def stop_orphaned_runs(store) -> list[int]:
+    """At app start: kill rounds a previous app process started that are still training (the app died, e.g. kill -9).
+
+    A round outlives its app (it has its own session); left alone it would finish later and overwrite the
+    `interrupted` status, or even auto-promote a version nobody is watching. Only processes whose command line
+    is that run's `python -m training round --run_id N` are killed, so a reused pid is never hit.
+    """
+    stopped = []
+    for run in store.list_runs():
+        if run.status in FINAL_RUN_STATUSES or run.pid is None or not pid_alive(run.pid):
+            continue
+        try:
+            cmdline = Path(f"/proc/{run.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ours = [b"-m", b"training", b"round"]
+        run_flag = [b"--run_id", str(run.id).encode()]
+        if not (_contains(cmdline, ours) and _contains(cmdline, run_flag)):
+            continue
+        os.killpg(run.pid, signal.SIGKILL)
+        stopped.append(run.id)
+    return stopped
+
+
+def _contains(items: list[bytes], run: list[bytes]) -> bool:
+    return any(items[i:i + len(run)] == run for i in range(len(items)))
+
+
 def watch_runs(store, data_dir: str | Path, interval_s: float = 2.0) -> threading.Thread:
     """A daemon thread calling poll_runs every `interval_s` seconds for the app's lifetime."""
 

@@ -140,6 +140,8 @@ def publish_version(
     config_dict = asdict(config) if is_dataclass(config) else dict(config)
     if store is not None:
         name = store.next_version_name(method)
+        while (tmp_dir.parent / name).exists():  # an orphan of a kill between rename and register: skip its name
+            name = f"v{int(name[1:].split('-')[0]) + 1}-{method}"
     else:
         name = f"{method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     provenance = {

@@ -192,9 +192,7 @@ class ModelService:
     def generate_full(self, messages: list[dict], version: str | None = None, max_new_tokens: int = 256,
                       temperature: float = 0.0, top_p: float = 0.95, seed: int | None = None) -> Generation:
         """Generate and return the text with its version and timings (time to first token, total)."""
-        text, stats = "", {}
-        for text, stats in self._decode(messages, version, max_new_tokens, temperature, top_p, seed):
-            pass
+        *_, (text, stats) = self._decode(messages, version, max_new_tokens, temperature, top_p, seed)
         return Generation(text=text, **stats)
 
     def _decode(self, messages: list[dict], version: str | None, max_new_tokens: int, temperature: float,
@@ -238,9 +236,9 @@ class ModelService:
             stats = {"version": version, "prompt_tokens": prompt_tokens, "new_tokens": len(new_ids),
                      "first_token_s": first_token_s, "total_s": time.perf_counter() - started}
             yield self.tokenizer.decode(new_ids, skip_special_tokens=True), stats
-        stats = {"version": version, "prompt_tokens": prompt_tokens, "new_tokens": len(new_ids),
-                 "first_token_s": first_token_s, "total_s": time.perf_counter() - started}
-        yield self.tokenizer.decode(new_ids, skip_special_tokens=True), stats
+        if not new_ids:  # the model stopped at once: still one (empty) answer
+            yield "", {"version": version, "prompt_tokens": prompt_tokens, "new_tokens": 0,
+                       "first_token_s": first_token_s, "total_s": time.perf_counter() - started}
 
     @staticmethod
     def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:

@@ -7,6 +7,7 @@ role itself (webapp/auth.py). `launch_options(services)` holds what Gradio 6 tak
 import gradio as gr
 
 from webapp.auth import ADMIN, EVERYONE, REVIEWERS
+from webapp.ratelimit import LoginRateLimiter
 from webapp.tabs.admin import build_admin_tab
 from webapp.tabs.chat import build_chat_tab
 from webapp.tabs.review import build_review_tab
@@ -43,7 +44,8 @@ CSS = """
 
 def launch_options(services) -> dict:
     """Keyword arguments for `build_ui(services).launch(...)`: login against the store, shortcuts, styling."""
-    return {"auth": services.auth.login, "auth_message": "Tuneloop: sign in with your Tuneloop account.",
+    return {"auth": LoginRateLimiter(services.auth.login).login, "max_file_size": "200mb",
+            "auth_message": "Tuneloop: sign in with your Tuneloop account.",
             "head": SHORTCUTS_JS, "css": CSS, "theme": gr.themes.Soft(), "footer_links": ["api"]}
 
 

@@ -7,6 +7,7 @@ plots survive a reload and show the same in a second browser.
 import gradio as gr
 import pandas as pd
 
+from webapp import limits
 from webapp.auth import ADMINS
 
 STAGES = ["sft", "reward", "dpo", "kto", "online_rl"]
@@ -55,6 +56,7 @@ def build_rounds_tab(services) -> gr.Timer:
                      learning_rate: float | None, lora_r: float, beta: float, evaluate: bool, auto_promote: bool,
                      request: gr.Request) -> tuple[str, pd.DataFrame, dict]:
         admin = auth.require(request, *ADMINS)
+        limits.check_round_form(max_steps, learning_rate, lora_r, beta, freeze_top_n)
         ok, report = data_check_text(stages)
         if not stages or not ok:
             raise gr.Error("Data check failed; fix the data or the stages first.")

@@ -5,6 +5,7 @@ import json
 import gradio as gr
 import pandas as pd
 
+from webapp import limits
 from webapp.auth import ADMINS, ROLES
 
 USER_COLUMNS = ["username", "role", "disabled", "created"]
@@ -24,6 +25,8 @@ def build_users_tab(services, tab: gr.Tab) -> None:
 
     def users_add(username: str, password: str, role: str, request: gr.Request) -> tuple[pd.DataFrame, str]:
         admin = auth.require(request, *ADMINS)
+        limits.check_text("Username", username, limits.MAX_USERNAME_CHARS)
+        limits.check_text("Password", password, limits.MAX_PASSWORD_CHARS)
         if not username.strip() or len(password) < 8:
             raise gr.Error("Give a username and a password of at least 8 characters.")
         if store.get_user(username.strip()):
@@ -32,9 +35,14 @@ def build_users_tab(services, tab: gr.Tab) -> None:
         store.audit(admin.username, "create_user", {"username": username.strip(), "role": role})
         return table(), ""
 
+    def known_user(username: str) -> None:
+        if not username or store.get_user(username) is None:
+            raise gr.Error(f"There is no user named {username!r}.")
+
     def users_set_role(username: str, role: str, request: gr.Request) -> pd.DataFrame:
         admin = auth.require(request, *ADMINS)
         check_not_self(admin.username, username, "change your own role")
+        known_user(username)
         store.set_role(username, role)
         store.audit(admin.username, "set_role", {"username": username, "role": role})
         return table()
@@ -42,6 +50,7 @@ def build_users_tab(services, tab: gr.Tab) -> None:
     def users_set_disabled(username: str, disabled: bool, request: gr.Request) -> pd.DataFrame:
         admin = auth.require(request, *ADMINS)
         check_not_self(admin.username, username, "disable yourself")
+        known_user(username)
         store.set_disabled(username, disabled)
         store.audit(admin.username, "disable_user" if disabled else "enable_user", {"username": username})
         return table()

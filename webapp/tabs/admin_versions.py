@@ -64,6 +64,8 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
         admin = auth.require(request, *ADMINS)
         if not name or name == services.models.active:
             raise gr.Error("Pick a version that is not serving (promote another one first).")
+        if store.get_version(name) is None:
+            raise gr.Error(f"There is no version named {name!r}.")
         store.archive_version(name)
         store.audit(admin.username, "archive", {"version": name})
         return refreshed()

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from webapp import limits
 from webapp.auth import EVERYONE
 from webapp.model_service import VersionLoadError
 from webapp.tabs.common import plain_messages, text_of
@@ -29,6 +30,7 @@ def build_chat_tab(services) -> None:
     def chat(message: str, history: list[dict], version: str, max_new_tokens: int, temperature: float,
              served: dict, request: gr.Request) -> Iterator[tuple[str, list[dict], dict]]:
         auth.require(request, *EVERYONE)
+        limits.check_text("Message", message, limits.MAX_CHAT_CHARS)
         if not message.strip():
             raise gr.Error("Type a message first.")
         name = resolve(version)

@@ -7,6 +7,7 @@ Shortcuts (webapp/ui.py): a/b/t/x vote, 1–5 Likert, u/d thumbs, Enter submit, 
 
 import gradio as gr
 
+from webapp import limits
 from webapp.auth import REVIEWERS
 from webapp.tabs.common import safe_markdown
 
@@ -54,6 +55,7 @@ def build_review_tab(services) -> None:
     def review_rate(item: dict | None, thumbs: str | None, likert: str | None, comment: str,
                     request: gr.Request) -> tuple:
         user = auth.require(request, *REVIEWERS)
+        limits.check_text("Comment", comment, limits.MAX_REVIEW_TEXT_CHARS)
         item = current(item, "single")
         if thumbs is None and likert is None and not comment.strip():
             raise gr.Error("Give a thumbs, a 1–5 score or a comment (or skip).")
@@ -84,6 +86,7 @@ def build_review_tab(services) -> None:
 
     def review_correct(item: dict | None, response_id: int | None, text: str, request: gr.Request) -> str:
         user = auth.require(request, *REVIEWERS)
+        limits.check_text("Correction", text, limits.MAX_REVIEW_TEXT_CHARS)
         if not item or response_id not in item["response_ids"]:
             raise gr.Error("Pick which answer you are improving.")
         if not text.strip():

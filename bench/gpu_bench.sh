@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Benchmarks 1, 2 and 4 on a CUDA GPU in bf16, within 10 minutes; every table records the card.
+#
+#     bash bench/gpu_bench.sh            # from the repository root, in an environment with a CUDA build of torch
+#
+# On a GPU `training.hardware` picks bf16 for our recipes and the service; the plain TRL baselines run TRL's
+# defaults (bf16=True, gradient checkpointing on), so the ratio is against `trl-defaults` there. The fp32 matmul
+# peak is replaced by the card's measured bf16 matmul peak. Each step has its own time limit so the whole script
+# stays under 10 minutes; a step that overruns is reported and the next one still runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || { echo "no GPU"; exit 1; }
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'torch has no CUDA'; print(torch.cuda.get_device_name(0))" \
+    || exit 1
+"$PY" -m training.base_model --data-dir .cache/bench-data >/dev/null || exit 1   # one-time conversion (~30 s)
+
+status=0
+run() {  # run <seconds> <module> [args...]
+    local limit=$1; shift
+    echo "===== $* (limit ${limit} s) ====="
+    timeout "$limit" "$PY" -m "$@" || { echo "!!!!! $* failed or timed out"; status=1; }
+}
+run 200 bench.sft_throughput --steps 20 --batch 16 --repeats 2
+run 200 bench.dpo_throughput --steps 20 --batch 16 --repeats 2
+run 120 bench.chat_serving --prompts 6 --max-new-tokens 128 --repeats 2
+exit $status

@@ -1,0 +1,160 @@
+"""Benchmark 1: SFT LoRA throughput of our recipe against a plain TRL SFTTrainer script, side by side.
+
+    python -m bench.sft_throughput [--quick] [--steps 5] [--repeats 2]
+
+Contenders, alternated (ABC CBA ...) on the same model, data, batch size, LoRA config and number of steps:
+- `ours`: `training.recipes.sft.main` exactly as the app runs it (padding-free batches, no gradient checkpointing,
+  the precision `training.hardware` picks).
+- `trl-defaults`: what a user writes from TRL's docs: `SFTTrainer(model, args=SFTConfig(use_cpu=True, ...),
+  peft_config=LoraConfig(...))` with every other SFTConfig default (bf16=True, gradient_checkpointing=True, padded
+  batches). `use_cpu=True` is needed on a CPU machine: SFTConfig() refuses to start otherwise.
+- `trl-fp32`: the same script with `bf16=False` (what a user does when bf16 is slow on their CPU).
+- `ours+bf16` (only where bf16 autocast is available, i.e. CPUs with AVX512-BF16/AMX or a GPU): our recipe with
+  bf16 autocast switched on through `trainer_precision_kwargs`, to measure the proposed change to training.hardware.
+The throughput is trained (non-padding) tokens per second from the second step to the end of `train()`, counted from
+the collated batches themselves. MFU = tokens/s x 4N / measured matmul peak (fp32 on CPU, bf16 on a GPU): with
+LoRA the frozen base weights need no weight gradients, so a token costs 2N (forward) + 2N (input gradients) FLOPs,
+N = matmul parameters (attention-score FLOPs, < 3 % here, are left out, so MFU is slightly understated).
+"""
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from datasets import load_dataset
+from peft import LoraConfig
+from trl import SFTConfig, SFTTrainer
+
+import training.recipes.sft as sft_recipe
+from bench.common import (
+    alternate,
+    base_model_path,
+    data_dir,
+    matmul_params,
+    matmul_peak_gflops,
+    median,
+    offline,
+    report,
+    sft_rows,
+    trainer_steps,
+    verdict,
+    write_jsonl,
+)
+from training.base_model import load_causal_lm, load_tokenizer
+from training.hardware import trainer_precision_kwargs
+from training.versions import LORA_TARGETS
+
+LORA_R, LORA_ALPHA = 16, 32
+
+
+def bf16_autocast_available() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def run_ours(dataset_file: Path, steps: int, batch: int, bf16: bool = False) -> dict:
+    """Our recipe as the app runs it; `bf16` swaps in the proposed precision (autocast bf16) for this run only."""
+    out = Path(tempfile.mkdtemp(prefix="sft-ours-", dir=data_dir()))
+    cfg = sft_recipe.SFTRecipeConfig(dataset_file=str(dataset_file), data_dir=str(out), parent="base",
+                                     max_steps=steps, per_device_train_batch_size=batch, logging_steps=steps)
+    (out / "models").mkdir()
+    (out / "models" / "smollm2-135m-instruct").symlink_to(Path(base_model_path()).resolve())
+    original = sft_recipe.trainer_precision_kwargs
+    if bf16:
+        sft_recipe.trainer_precision_kwargs = lambda: {**original(), "bf16": True}
+    try:
+        with trainer_steps() as logs:
+            started = time.perf_counter()
+            sft_recipe.main(cfg)
+            wall = time.perf_counter() - started
+    finally:
+        sft_recipe.trainer_precision_kwargs = original
+        shutil.rmtree(out, ignore_errors=True)
+    return {"tokens_s": logs[-1].rate("tokens"), "tokens": sum(logs[-1].tokens), "wall_s": wall}
+
+
+def run_plain_trl(dataset_file: Path, steps: int, batch: int, bf16: bool) -> dict:
+    """A plain TRL script from the docs: defaults everywhere except what the comparison must fix."""
+    out = tempfile.mkdtemp(prefix="sft-trl-", dir=data_dir())
+    try:
+        with trainer_steps() as logs:
+            started = time.perf_counter()
+            trainer = SFTTrainer(
+                model=load_causal_lm(base_model_path(), dtype=torch.float32),
+                args=SFTConfig(output_dir=out, use_cpu=not torch.cuda.is_available(), bf16=bf16, max_steps=steps,
+                               per_device_train_batch_size=batch, report_to="none"),
+                train_dataset=load_dataset("json", data_files=str(dataset_file), split="train"),
+                processing_class=load_tokenizer(base_model_path()),
+                peft_config=LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
+                                       target_modules=LORA_TARGETS, task_type="CAUSAL_LM"),
+            )
+            trainer.train()
+            trainer.save_model(out)
+            wall = time.perf_counter() - started
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"tokens_s": logs[-1].rate("tokens"), "tokens": sum(logs[-1].tokens), "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Fewer steps and one repeat (a smoke run).")
+    parser.add_argument("--steps", type=int, default=None, help="Optimizer steps per run (default 5, quick 3).")
+    parser.add_argument("--batch", type=int, default=4, help="Rows per step for every contender (our default).")
+    parser.add_argument("--repeats", type=int, default=None, help="Runs per contender (default 2, quick 1).")
+    parser.add_argument("--skip-trl-defaults", action="store_true", help="Leave out the bf16 + checkpointing run.")
+    args = parser.parse_args()
+    offline()
+    steps = args.steps or (3 if args.quick else 5)
+    repeats = args.repeats or (1 if args.quick else 2)
+
+    tokenizer = load_tokenizer(base_model_path())
+    dataset_file = write_jsonl(sft_rows(tokenizer, steps * args.batch, seed=1), data_dir() / "sft_bench.jsonl")
+    n_params = matmul_params(load_causal_lm(base_model_path(), dtype=torch.float32))
+    peak_dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32  # the target's "peak" on CPU: fp32
+    peak = matmul_peak_gflops(peak_dtype)
+    ours_bf16 = bf16_autocast_available() and not trainer_precision_kwargs()["bf16"]
+
+    contenders = {"ours": lambda: run_ours(dataset_file, steps, args.batch)}
+    if ours_bf16:
+        contenders["ours+bf16 (proposed)"] = lambda: run_ours(dataset_file, steps, args.batch, bf16=True)
+    if not args.skip_trl_defaults:
+        contenders["trl-defaults"] = lambda: run_plain_trl(dataset_file, steps, args.batch, bf16=True)
+    if not torch.cuda.is_available():
+        contenders["trl-fp32"] = lambda: run_plain_trl(dataset_file, steps, args.batch, bf16=False)
+    results = alternate(contenders, repeats)
+    peak_after = matmul_peak_gflops(peak_dtype)
+    peak = max(peak, peak_after)
+
+    rates = {name: median([r["tokens_s"] for r in runs]) for name, runs in results.items()}
+    baseline = "trl-fp32" if "trl-fp32" in rates else "trl-defaults"
+    flops_per_token = 4 * n_params
+    rows = []
+    for name, runs in results.items():
+        mfu = rates[name] * flops_per_token / (peak * 1e9)
+        ratio = rates[name] / rates[baseline]
+        rows.append([name, rates[name], ", ".join(f"{r['tokens_s']:.1f}" for r in runs), runs[0]["tokens"],
+                     median([r["wall_s"] for r in runs]), f"{ratio:.2f}x", f"{100 * mfu:.0f}%"])
+    best_baseline = max(rates[n] for n in rates if n.startswith("trl"))
+    ours_ratio = rates["ours"] / rates[baseline]
+    ours_mfu = rates["ours"] * flops_per_token / (peak * 1e9)
+    notes = [
+        f"Ratio column: against `{baseline}`. ours vs best plain TRL: {rates['ours'] / best_baseline:.2f}x.",
+        f"Target >= 1.5x plain TRL: {verdict(ours_ratio, 1.5)} ({ours_ratio:.2f}x); target MFU >= 50 % of the "
+        f"measured matmul peak: {verdict(ours_mfu, 0.5)} ({100 * ours_mfu:.0f} %).",
+        f"{str(peak_dtype)[6:]} matmul peak measured in this run: {peak:.0f} GFLOP/s (best of before/after the runs); "
+        f"N = {n_params / 1e6:.1f} M matmul parameters, 4N FLOPs per trained token (LoRA: no base weight grads).",
+        "tokens = non-padding tokens per run (identical data order for every contender, so equal counts).",
+    ]
+    report("SFT LoRA throughput (bench/sft_throughput.py)",
+           f"SmolLM2-135M, LoRA r={LORA_R} on {len(LORA_TARGETS)} projections, {steps} steps x {args.batch} rows "
+           f"(synthetic chat rows, 12-420 word answers), {repeats} alternating repeats, median shown",
+           ["contender", "tokens/s", "runs", "tokens", "wall s", "ratio", "MFU"], rows, notes)
+
+
+if __name__ == "__main__":
+    main()
