@@ -21,6 +21,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
+# prepares the default model ahead of time (app.py does it too on first start, with a progress message)
 setup: $(VENV)/.installed
 	$(BIN)/python -m training.base_model --data-dir $(DATA) >/dev/null
 
@@ -30,7 +31,7 @@ setup-dev: $(VENV)/.installed-dev
 browser:
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
-run: setup
+run: $(VENV)/.installed
 	$(BIN)/python app.py --data-dir $(DATA) $(ARGS)
 
 test: setup-dev browser
