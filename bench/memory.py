@@ -31,7 +31,7 @@ from bench.common import (
     verdict,
     write_jsonl,
 )
-from bench.write_load import PASSWORD, call, free_port, start_app
+from bench.write_load import PASSWORD, call, free_port, start_app, stop_app
 from feedback_db.store import FeedbackStore
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer
 
@@ -67,17 +67,13 @@ def serving_peak(folder: Path, chats: int, rounds: int) -> tuple[int, int]:
     store = FeedbackStore(folder / "tuneloop.db")
     store.create_user("memory", PASSWORD, "reviewer")
     store.close()
-    app = start_app(folder, free_port(), folder / "app.log")
+    port = free_port()
+    app = start_app(folder, port, folder / "app.log")
     try:
-        port = int(app.args[app.args.index("--port") + 1])
         done = asyncio.run(chat_load(port, chats, rounds))
         return vm_hwm(app.pid), done
     finally:
-        app.terminate()
-        try:
-            app.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        stop_app(app)
 
 
 def training_peak(folder: Path, method: str, dataset_file: Path, steps: int, flags: tuple[str, ...] = ()) -> int:

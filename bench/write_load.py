@@ -92,6 +92,14 @@ def start_app(folder: Path, port: int, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"The app did not answer on port {port} within 180 s:\n{log.read_text()[-3000:]}")
 
 
+def stop_app(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 async def call(client: httpx.AsyncClient, api_name: str, data: list, session: str, timeout: float) -> tuple[bool, str]:
     """One Gradio API call through the queue: (succeeded, last event payload)."""
     posted = await client.post(f"{API}/call/{api_name}", json={"data": data, "session_hash": session},
@@ -181,11 +189,7 @@ def main() -> None:
     try:
         stats = asyncio.run(load(port, users, seconds, args.timeout))
     finally:
-        app.terminate()
-        try:
-            app.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        stop_app(app)
     store = FeedbackStore(folder / "tuneloop.db")
     stored = {u: 0 for u in users}
     for rating in store.list_ratings():
