@@ -86,7 +86,7 @@ def run_ours(rows: list[dict], steps: int, batch: int, bf16: bool = False) -> di
     (out / "models").mkdir()
     (out / "models" / "smollm2-135m-instruct").symlink_to(Path(base_model_path()).resolve())
     cfg = dpo_recipe.DPORecipeConfig(dataset_file=str(fresh_copy(rows, out)), data_dir=str(out), parent="base",
-                                     max_steps=steps, num_train_epochs=EPOCHS, per_device_train_batch_size=batch,
+                                     max_steps=steps, num_train_epochs=EPOCHS, batch_size=batch,
                                      logging_steps=steps)
     original = dpo_recipe.trainer_precision_kwargs
     if bf16:

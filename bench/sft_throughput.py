@@ -60,7 +60,7 @@ def run_ours(dataset_file: Path, steps: int, batch: int, bf16: bool = False) -> 
     """Our recipe as the app runs it; `bf16` swaps in the proposed precision (autocast bf16) for this run only."""
     out = Path(tempfile.mkdtemp(prefix="sft-ours-", dir=data_dir()))
     cfg = sft_recipe.SFTRecipeConfig(dataset_file=str(dataset_file), data_dir=str(out), parent="base",
-                                     max_steps=steps, per_device_train_batch_size=batch, logging_steps=steps)
+                                     max_steps=steps, batch_size=batch, logging_steps=steps)
     (out / "models").mkdir()
     (out / "models" / "smollm2-135m-instruct").symlink_to(Path(base_model_path()).resolve())
     original = sft_recipe.trainer_precision_kwargs

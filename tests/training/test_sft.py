@@ -31,7 +31,7 @@ def test_lora_trains_adapter_and_leaves_base(data_dir: Path, base_model_path: st
 
 def test_full_changes_every_trainable_tensor(data_dir: Path, base_model_path: str):
     folder = main(SFTRecipeConfig(dataset_file=SFT_FILE, data_dir=str(data_dir), technique="full", max_steps=1,
-                                  per_device_train_batch_size=6))
+                                  batch_size=6))
     base = load_file(f"{base_model_path}/model.safetensors")
     trained = load_file(f"{folder}/model.safetensors")
     unchanged = [name for name, tensor in base.items() if torch.equal(tensor, trained[name])]
@@ -40,7 +40,7 @@ def test_full_changes_every_trainable_tensor(data_dir: Path, base_model_path: st
 
 def test_freeze_trains_only_top_blocks_and_untied_head(data_dir: Path, base_model_path: str):
     folder = main(SFTRecipeConfig(dataset_file=SFT_FILE, data_dir=str(data_dir), technique="freeze",
-                                  freeze_top_n=2, max_steps=1, per_device_train_batch_size=6))
+                                  freeze_top_n=2, max_steps=1, batch_size=6))
     base = load_file(f"{base_model_path}/model.safetensors")
     trained = load_file(f"{folder}/model.safetensors")
     n_layers = 1 + max(int(name.split(".")[2]) for name in base if name.startswith("model.layers."))

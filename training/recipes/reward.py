@@ -20,7 +20,7 @@ from trl import RewardConfig, RewardTrainer
 
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
-from training.hardware import device, pick_dtype, trainer_precision_kwargs
+from training.hardware import device, micro_batch, pick_dtype, trainer_precision_kwargs
 from training.versions import LORA_TARGETS, new_tmp_dir, publish_version
 
 
@@ -38,8 +38,9 @@ class RewardRecipeConfig:
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the pairs."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate (LoRA and score head)."})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "Pairs per device per step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer step."})
+    batch_size: int = field(default=4, metadata={"help": "Pairs per optimizer step."})
+    per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Pairs per forward pass; the rest "
+        "of --batch_size is gradient accumulation. Default: 1 on CPU (memory), --batch_size on GPU."})
     max_length: int = field(default=1024, metadata={"help": "Longer pairs are dropped."})
     eval_fraction: float = field(default=0.2, metadata={"help": "Share of pairs held out for accuracy when the "
                                                                 "store has no held-out pairs (0: none)."})
@@ -50,6 +51,7 @@ class RewardRecipeConfig:
                                                                  "store.snapshot() now)."})
 
     def __post_init__(self):
+        micro_batch(self.batch_size, self.per_device_train_batch_size)  # raises with the flags' names
         if self.db is None and self.dataset_file is None:
             raise ValueError("Pass --db (the store) or --dataset_file (a JSONL file).")
         if not 0 <= self.eval_fraction < 1:
@@ -102,6 +104,7 @@ def main(cfg: RewardRecipeConfig) -> str:
                              modules_to_save=["score"], task_type="SEQ_CLS")
 
     # 3. Trainer
+    per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size)
     tmp_dir = new_tmp_dir(cfg.data_dir, "reward")
     args = RewardConfig(
         output_dir=str(tmp_dir),
@@ -109,8 +112,8 @@ def main(cfg: RewardRecipeConfig) -> str:
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         max_length=cfg.max_length,
         logging_steps=cfg.logging_steps,
         include_num_input_tokens_seen=True,

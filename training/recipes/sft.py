@@ -17,7 +17,7 @@ from trl import SFTConfig, SFTTrainer
 
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
-from training.hardware import trainer_precision_kwargs
+from training.hardware import micro_batch, trainer_precision_kwargs
 from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent
 
 DEFAULT_LR = {"lora": 2e-4, "full": 1e-5, "freeze": 5e-5}
@@ -42,8 +42,9 @@ class SFTRecipeConfig:
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
     learning_rate: float | None = field(default=None, metadata={"help": "Default: 2e-4 lora, 1e-5 full, 5e-5 "
                                                                         "freeze."})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "Sequences per device per step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer step."})
+    batch_size: int = field(default=4, metadata={"help": "Rows per optimizer step."})
+    per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Rows per forward pass; the rest "
+        "of --batch_size is gradient accumulation. Default: 1 on CPU (memory), --batch_size on GPU."})
     max_length: int = field(default=1024, metadata={"help": "Longer rows are dropped (and counted)."})
     logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
@@ -52,6 +53,7 @@ class SFTRecipeConfig:
                                                                  "store.snapshot() now)."})
 
     def __post_init__(self):
+        micro_batch(self.batch_size, self.per_device_train_batch_size)  # raises with the flags' names
         if self.technique not in DEFAULT_LR:
             raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
         if self.db is None and self.dataset_file is None:
@@ -93,6 +95,7 @@ def main(cfg: SFTRecipeConfig) -> str:
                                   cfg.freeze_top_n)
 
     # 3. Trainer
+    per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size)
     tmp_dir = new_tmp_dir(cfg.data_dir, "sft")
     args = SFTConfig(
         output_dir=str(tmp_dir),
@@ -101,8 +104,8 @@ def main(cfg: SFTRecipeConfig) -> str:
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=0,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         max_length=None,  # padding-free does not truncate; too-long rows were dropped above
         padding_free=True,  # flattened batches with position_ids: no compute spent on pad tokens
         logging_steps=cfg.logging_steps,

@@ -1,0 +1,28 @@
+"""training.hardware: the micro-batch policy behind --batch_size / --per_device_train_batch_size."""
+
+import pytest
+
+from training.hardware import device, micro_batch
+from training.recipes.dpo import DPORecipeConfig
+from training.recipes.sft import SFTRecipeConfig
+
+
+@pytest.mark.skipif(device() != "cpu", reason="the CPU default")
+def test_cpu_default_is_one_row_per_forward_with_accumulation():
+    assert micro_batch(4, None) == (1, 4)
+    assert micro_batch(16, None) == (1, 16)
+
+
+def test_explicit_micro_batch_splits_the_optimizer_batch():
+    assert micro_batch(8, 2) == (2, 4)
+    assert micro_batch(4, 4) == (4, 1)
+
+
+@pytest.mark.parametrize(("batch", "per_device"), [(4, 3), (0, None), (4, 0)])
+def test_bad_batch_flags_are_refused_naming_the_flags(batch: int, per_device: int | None):
+    with pytest.raises(ValueError, match="--batch_size"):
+        micro_batch(batch, per_device)
+    with pytest.raises(ValueError, match="--batch_size"):
+        SFTRecipeConfig(dataset_file="x.jsonl", batch_size=batch, per_device_train_batch_size=per_device)
+    with pytest.raises(ValueError, match="--batch_size"):
+        DPORecipeConfig(dataset_file="x.jsonl", batch_size=batch, per_device_train_batch_size=per_device)
