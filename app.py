@@ -2,6 +2,7 @@
 
     python app.py                                           # http://127.0.0.1:7860 (--host 0.0.0.0 to expose it)
     python app.py create-user --role admin --username alice  # prompts for the password
+    python app.py create-token --username alice --label ci  # prints a REST API token (shown once)
     TUNELOOP_ADMIN=alice:secret-pass python app.py          # creates that admin on first start (no users yet)
     python app.py --base-model ./my-hf-folder --data-dir data --port 7860
 """
@@ -27,7 +28,7 @@ log = logging.getLogger("tuneloop.app")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", choices=["serve", "create-user"], default="serve")
+    parser.add_argument("command", nargs="?", choices=["serve", "create-user", "create-token"], default="serve")
     parser.add_argument("--base-model", default=DEFAULT_BASE_MODEL, help="Embedded default, a local HF folder or a "
                                                                           "hub id.")
     parser.add_argument("--data-dir", default="data", type=Path)
@@ -35,9 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", default=7860, type=int)
     parser.add_argument("--annotators-per-item", default=1, type=int,
                         help="Reviewers who judge each review item (2+ measures agreement between them).")
-    parser.add_argument("--username", help="create-user: the new user's name (prompted when missing).")
+    parser.add_argument("--username", help="create-user / create-token: the user's name (prompted when missing).")
     parser.add_argument("--password", help="create-user: the password (prompted when missing).")
     parser.add_argument("--role", choices=ROLES, default="reviewer", help="create-user: the new user's role.")
+    parser.add_argument("--label", default="", help="create-token: what the token is for (shown in token lists).")
     return parser.parse_args(argv)
 
 
@@ -51,6 +53,16 @@ def create_user(args: argparse.Namespace) -> None:
     password = args.password or getpass.getpass("Password: ")
     open_store(args.data_dir).create_user(username, password, args.role)
     print(f"Created {args.role} {username!r} in {args.data_dir / 'tuneloop.db'}.")
+
+
+def create_token(args: argparse.Namespace) -> None:
+    username = args.username or input("Username: ").strip()
+    store = open_store(args.data_dir)
+    if store.get_user(username) is None:
+        sys.exit(f"No user {username!r} in {args.data_dir / 'tuneloop.db'}: create it first with `create-user`.")
+    token = store.create_api_token(username, args.label)
+    store.audit("system", "create_api_token", {"username": username, "label": args.label, "via": "cli"})
+    print(f"REST API token for {username!r} (shown once; send it as `Authorization: Bearer <token>`):\n{token}")
 
 
 def first_admin(store: FeedbackStore, spec: str | None) -> None:
@@ -97,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.command == "create-user":
         create_user(args)
+        return
+    if args.command == "create-token":
+        create_token(args)
         return
     services = build_services(args)
     services.start_poller(interval_s=1.0)

@@ -1,18 +1,21 @@
-"""Benchmark 3: hot-swap latency and failed requests under load.
+"""Benchmark 3: hot-swap latency and failed requests, idle and under load.
 
-    python -m bench.hot_swap [--quick] [--swaps 10] [--chats 4] [--intervals 1.0,0.25]
+    python -m bench.hot_swap [--quick] [--swaps 10] [--chats 4] [--gap 2.5]
 
 The app's own pieces in one process: a FeedbackStore, the ModelService and `Services` with its background poller
-(`start_poller(interval_s)`, as app.py starts it). Meanwhile `--chats` threads chat without pause (ModelService.stream,
-40 new tokens each) and one probe thread sends 1-token requests back to back. Each swap is a round's tail: a new
-LoRA adapter is saved into versions/.tmp-*, then (the clock starts after the save) published with
-`training.versions.publish_version` and made active with `store.set_active`, as the evaluation gate does. The
-latency is from the end of the save to the first token a request gets from the new version (the probe's or a
-chat's, whichever is first). Every exception in a chat or probe counts as a failed request. The poll interval
-app.py uses (1.0 s) is compared with shorter ones in the same run, swaps alternating between them.
+(`start_poller()`, as app.py starts it: data_version watched every 0.1 s, runs reaped and the spare LoRA slot
+prepared every 1 s). One probe thread sends 1-token requests back to back throughout; in the loaded case `--chats`
+threads also chat without pause (ModelService.stream, 40 new tokens each). The two cases alternate swap by swap
+(the chats pause and drain before an idle swap). Each swap is a round's tail: a new LoRA adapter is saved into
+versions/.tmp-*, then (the clock starts after the save) published with `training.versions.publish_version` and
+made active with `store.set_active`, as the evaluation gate does. The latency is from the end of the save to the
+first token a request gets from the new version (the probe's or a chat's, whichever is first). Every exception in
+a chat or probe counts as a failed request. Swaps are `--gap` seconds apart (rounds are minutes apart; the poller
+prepares the spare slot in between).
 """
 
 import argparse
+import os
 import shutil
 import tempfile
 import threading
@@ -40,6 +43,7 @@ class Served:
         self.first_tokens: list[tuple[float, str]] = []
         self.failed: list[str] = []
         self.requests = 0
+        self.chats_in_flight = 0
         self.lock = threading.Lock()
 
     def first(self, version: str) -> None:
@@ -52,9 +56,16 @@ class Served:
         return min(times) if times else None
 
 
-def client(models: ModelService, served: Served, stop: threading.Event, max_new_tokens: int) -> None:
-    """A chat (or probe) that sends requests back to back until `stop`; records first tokens and failures."""
+def client(models: ModelService, served: Served, stop: threading.Event, max_new_tokens: int,
+           go: threading.Event | None = None) -> None:
+    """A chat (while `go` is set) or the probe (always) that sends requests back to back until `stop`; records first
+    tokens and failures."""
+    chat = int(go is not None)  # counted in chats_in_flight
     while not stop.is_set():
+        if go is not None and not go.wait(0.05):
+            continue
+        with served.lock:
+            served.chats_in_flight += chat
         try:
             version = models.active
             tokens = models.stream(QUESTION, version=version, max_new_tokens=max_new_tokens)
@@ -67,6 +78,9 @@ def client(models: ModelService, served: Served, stop: threading.Event, max_new_
         except Exception as err:  # noqa: BLE001 - every failure is what this benchmark counts
             with served.lock:
                 served.failed.append(f"{type(err).__name__}: {err}")
+        finally:
+            with served.lock:
+                served.chats_in_flight -= chat
 
 
 def timestamps(models: ModelService) -> dict[str, dict[str, float]]:
@@ -110,16 +124,15 @@ def save_adapter(lora_model, folder: Path, seed: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="3 swaps per poll interval.")
-    parser.add_argument("--swaps", type=int, default=None,
-                        help="Swaps per poll interval (default 10: 20 swaps in all; quick 3).")
-    parser.add_argument("--chats", type=int, default=4)
-    parser.add_argument("--intervals", default="1.0,0.25", help="Poll intervals to compare (app.py uses 1.0).")
+    parser.add_argument("--quick", action="store_true", help="3 swaps per case.")
+    parser.add_argument("--swaps", type=int, default=None, help="Swaps per case (default 10: 20 swaps in all).")
+    parser.add_argument("--chats", type=int, default=4, help="Concurrent chats in the loaded case.")
+    parser.add_argument("--gap", type=float, default=2.5, help="Seconds between one swap being served and the next.")
     parser.add_argument("--timeout", type=float, default=20.0, help="Give up on one swap after this many seconds.")
     args = parser.parse_args()
     offline()
     swaps = args.swaps or (3 if args.quick else 10)
-    intervals = [float(x) for x in args.intervals.split(",")]
+    cases = ["idle", f"{args.chats} chats"]
 
     folder = Path(tempfile.mkdtemp(prefix="hot-swap-", dir=data_dir()))
     (folder / "models").mkdir()
@@ -128,22 +141,28 @@ def main() -> None:
     lora_model = get_peft_model(load_causal_lm(base_model_path()),
                                 LoraConfig(r=16, lora_alpha=32, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
     marks = timestamps(services.models)
-    served, stop = Served(), threading.Event()
-    threads = [threading.Thread(target=client, args=(services.models, served, stop, 40), daemon=True)
+    served, stop, chatting = Served(), threading.Event(), threading.Event()
+    threads = [threading.Thread(target=client, args=(services.models, served, stop, 40, chatting), daemon=True)
                for _ in range(args.chats)]
     threads.append(threading.Thread(target=client, args=(services.models, served, stop, 1), daemon=True))
     for t in threads:
         t.start()
+    poller = services.start_poller()  # app.py's settings
 
-    latencies: dict[float, list[float]] = {interval: [] for interval in intervals}
-    phases: dict[float, list[tuple[float, float, float]]] = {interval: [] for interval in intervals}
+    latencies: dict[str, list[float]] = {case: [] for case in cases}
+    phases: dict[str, list[tuple[float, float, float]]] = {case: [] for case in cases}
     publish_s: list[float] = []
     missed = 0
     warmup: float | None = None
-    for i in range(-1, swaps * len(intervals)):  # swap -1: the first adapter after start wraps the base in PEFT
-        interval = intervals[i % len(intervals)]
-        poller = services.start_poller(interval_s=interval)
-        time.sleep(interval * 0.37 * (i % 3))  # swaps land at different phases of the poll cycle
+    for i in range(-1, swaps * len(cases)):  # swap -1: the first adapter after start wraps the base in PEFT
+        case = cases[i % len(cases)]
+        if case == "idle":
+            chatting.clear()
+            while served.chats_in_flight:
+                time.sleep(0.01)
+        else:
+            chatting.set()
+        time.sleep(args.gap + 0.037 * (i % 3))  # swaps land at different phases of the 0.1 s watch cycle
         tmp = save_adapter(lora_model, folder, seed=i)
         saved = time.perf_counter()
         name = publish_version(services.store, tmp, method="sft", technique="lora", parent=None,
@@ -153,7 +172,6 @@ def main() -> None:
         deadline = saved + args.timeout
         while (first := served.first_of(name, saved)) is None and time.perf_counter() < deadline:
             time.sleep(0.005)
-        poller.set()
         if first is None:
             missed += 1
             print(f"[bench] swap {i + 1}: {name} not served within {args.timeout} s", flush=True)
@@ -161,24 +179,26 @@ def main() -> None:
         if i < 0:
             warmup = first - saved
             continue
-        latencies[interval].append(first - saved)
+        latencies[case].append(first - saved)
         m = marks[name]
-        phases[interval].append((m["load_start"] - saved, m["loaded"] - m["load_start"], first - m["active"]))
-        print(f"[bench] swap {i + 1} (poll {interval} s): {name} first token after {first - saved:.3f} s (noticed "
-              f"{phases[interval][-1][0]:.3f}, load {phases[interval][-1][1]:.3f}, first token "
-              f"{phases[interval][-1][2]:.3f})", flush=True)
+        phases[case].append((m["load_start"] - saved, m["loaded"] - m["load_start"], first - m["active"]))
+        print(f"[bench] swap {i + 1} ({case}): {name} first token after {first - saved:.3f} s (noticed "
+              f"{phases[case][-1][0]:.3f}, load {phases[case][-1][1]:.3f}, first token "
+              f"{phases[case][-1][2]:.3f})", flush=True)
+    poller.set()
     stop.set()
+    chatting.set()
     for t in threads:
         t.join(timeout=60)
 
     rows = []
-    for interval, values in latencies.items():
+    for case, values in latencies.items():
         worst = max(values) if values else float("nan")
-        noticed, loaded, first = (median([p[k] for p in phases[interval]]) for k in range(3))
-        rows.append([f"{interval:g} s" + (" (app.py)" if interval == 1.0 else ""), len(values), median(values),
-                     percentile(values, 90), worst, noticed, loaded, first,
+        noticed, loaded, first = (median([p[k] for p in phases[case]]) for k in range(3))
+        rows.append([case, len(values), median(values), percentile(values, 90), worst, noticed, loaded, first,
                      verdict(worst, 1.0, higher_is_better=False)])
     failed = len(served.failed)
+    load_average = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     notes = [
         f"Requests served during the swaps: {served.requests}; failed: {failed} (target 0: "
         f"{verdict(failed, 0, higher_is_better=False)}); swaps never served within {args.timeout:g} s: {missed}.",
@@ -186,16 +206,19 @@ def main() -> None:
         "the rest is the poller noticing the change, loading the adapter and the first token.",
         "Not counted: the first swap after start (the first adapter wraps the base model in PEFT): "
         + (f"{warmup:.2f} s." if warmup is not None else "not served in time."),
-        "Target <= 1 s is judged on the worst swap of each poll interval. Phases (medians): noticed = save -> the "
-        "poller starts loading; load = ModelService.load_version; 1st token = activated -> first token served.",
+        "Target <= 1 s is judged on the worst swap of each case. Phases (medians): noticed = save -> the poller "
+        "starts loading (its 0.1 s watch, store reads, then its turn of the model lock, at most one forward pass); "
+        "load = ModelService.load_version; 1st token = activated -> first token served.",
+        f"Load average (1, 5, 15 min) at the end: {load_average}.",
     ]
     if served.failed:
         notes.append(f"First failure: {served.failed[0]}")
     report("Hot-swap: final save -> first token of the new version (bench/hot_swap.py)",
-           f"SmolLM2-135M + LoRA r=16 adapters, {swaps} swaps per poll interval, {args.chats} concurrent chats "
-           "(40 tokens each) + 1 probe (1 token), every swap a new version (load from disk)",
-           ["poll interval", "swaps", "median s", "p90 s", "worst s", "noticed s", "load s", "1st token s",
-            "worst <= 1 s?"], rows, notes)
+           f"SmolLM2-135M + LoRA r=16 adapters, {swaps} swaps per case at app.py's poller settings, {args.gap:g} s "
+           f"apart; idle = 1 probe (1-token requests back to back), loaded = {args.chats} concurrent chats (40 "
+           "tokens each) + the probe; every swap a new version (load from disk)",
+           ["case", "swaps", "median s", "p90 s", "worst s", "noticed s", "load s", "1st token s", "worst <= 1 s?"],
+           rows, notes)
     services.store.close()
     shutil.rmtree(folder, ignore_errors=True)
 

@@ -181,6 +181,26 @@ def m003_prompt_messages(db: Database) -> None:
     db["prompts"].add_column("messages", str)
 
 
+@MIGRATIONS()
+def m004_api_tokens(db: Database) -> None:
+    """Per-user tokens for the REST API, stored only as a sha256 of the token (`prefix` identifies it in lists)."""
+    _execute_all(
+        db,
+        """
+        CREATE TABLE api_tokens (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL REFERENCES users(username),
+            label TEXT NOT NULL DEFAULT '',
+            prefix TEXT NOT NULL,
+            token_hash TEXT NOT NULL UNIQUE,
+            created TEXT NOT NULL,
+            revoked TEXT
+        );
+        CREATE INDEX idx_api_tokens_user ON api_tokens(username);
+        """,
+    )
+
+
 def _execute_all(db: Database, script: str) -> None:
     # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
     for statement in script.split(";"):

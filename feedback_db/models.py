@@ -29,6 +29,18 @@ class User:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """A REST API token as listed; the token itself is shown once at creation and stored only as a hash."""
+
+    id: int
+    username: str
+    label: str
+    prefix: str  # the token's first characters, to tell tokens apart
+    created: str
+    revoked: str | None  # when it was revoked; None = valid
+
+
+@dataclass(frozen=True)
 class Prompt:
     id: int
     text: str  # the (last) user turn

@@ -91,6 +91,13 @@ def candidates(
     return [[int(i) for i in row[0].split(",")] for row in rows]
 
 
+def candidate_count(conn: sqlite3.Connection, username: str, mode: str, annotators_per_item: int) -> int:
+    """How many items `candidates` would return, counted in SQL instead of materialising every item's ids."""
+    params = {"user": username, "k": annotators_per_item, "limit": -1, "max_ranked": MAX_RANKED}
+    sql = f"SELECT COUNT(*) FROM ({_QUERIES[mode]})"
+    return retry_locked(lambda: conn.execute(sql, params).fetchone()[0])
+
+
 def judged_count(conn: sqlite3.Connection, username: str, mode: str) -> int:
     return retry_locked(lambda: conn.execute(_JUDGED[mode], {"user": username}).fetchone()[0])
 

@@ -11,8 +11,10 @@ what a round trained on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ from feedback_db.models import (
     TECHNIQUES,
     VERSION_STATUSES,
     WINNERS,
+    ApiToken,
     AuditEntry,
     Comparison,
     Correction,
@@ -67,6 +70,7 @@ FEEDBACK_TABLES = ("ratings", "comparisons", "rankings", "corrections")
 EXPORTABLE_TABLES = (*SNAPSHOT_TABLES, "skips", "model_versions", "runs", "run_metrics", "audit")
 VERSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DUMMY_HASH = hash_password("tuneloop-timing-equaliser")
+TOKEN_PREFIX = "tl_"
 
 
 def now() -> str:
@@ -87,6 +91,11 @@ class FeedbackStore:
 
     def schema_version(self) -> int:
         return schema_version(self._db.get())
+
+    def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version` for this thread's connection: it changes when another connection (another
+        thread or process) commits. A trivial read, so a poller can check it often and re-read only on change."""
+        return self._db.get().execute("PRAGMA data_version").fetchone()[0]
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -170,6 +179,38 @@ class FeedbackStore:
     def _require_changed(rowcount: int, username: str) -> None:
         if rowcount == 0:
             raise KeyError(f"no user {username!r}")
+
+    # REST API tokens ---
+
+    def create_api_token(self, username: str, label: str = "") -> str:
+        """A new API token for `username`, returned once; only its sha256 is stored (32 random bytes need no
+        slow hash, and a per-request scrypt would cap the API at a few requests per second)."""
+        self._require_user(username)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        row = {"username": username, "label": label, "prefix": token[:8], "token_hash": _token_hash(token)}
+        self._insert("api_tokens", {**row, "created": now()})
+        return token
+
+    def user_for_token(self, token: str) -> User | None:
+        """The user a valid token belongs to; None for unknown or revoked tokens and disabled users."""
+        rows = self._query(
+            "SELECT u.* FROM api_tokens t JOIN users u ON u.username = t.username "
+            "WHERE t.token_hash = ? AND t.revoked IS NULL AND u.disabled = 0",
+            (_token_hash(token),),
+        )
+        return _user(rows[0]) if rows else None
+
+    def list_api_tokens(self, username: str | None = None) -> list[ApiToken]:
+        where, params = ("username = ?", (username,)) if username is not None else ("1", ())
+        rows = self._query(
+            f"SELECT id, username, label, prefix, created, revoked FROM api_tokens WHERE {where} ORDER BY id", params
+        )
+        return [ApiToken(**dict(r)) for r in rows]
+
+    def revoke_api_token(self, token_id: int) -> None:
+        """Revoke a token for good (revoking it again keeps the first revocation time)."""
+        if self._update("UPDATE api_tokens SET revoked = COALESCE(revoked, ?) WHERE id = ?", (now(), token_id)) == 0:
+            raise KeyError(f"no API token {token_id}")
 
     # prompts and responses ---
 
@@ -323,8 +364,8 @@ class FeedbackStore:
         """(items `username` judged in this mode, items still waiting for them)."""
         _check(mode in REVIEW_MODES, f"mode must be one of {', '.join(REVIEW_MODES)}; got {mode!r}")
         conn = self._db.get()
-        done = review_queue.judged_count(conn, username, mode)
-        return done, len(review_queue.candidates(conn, username, mode, annotators_per_item, limit=None))
+        return (review_queue.judged_count(conn, username, mode),
+                review_queue.candidate_count(conn, username, mode, annotators_per_item))
 
     def skip_item(self, username: str, mode: str, response_ids: list[int]) -> None:
         """Never serve this item (the responses of a `ReviewItem`) to `username` again."""
@@ -527,6 +568,10 @@ def _upto(table: str, snapshot: dict | None) -> tuple[str, list]:
     if snapshot is None:
         return "1", []
     return "id <= ?", [snapshot["max_ids"][table]]
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _user(row: sqlite3.Row) -> User:

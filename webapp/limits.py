@@ -15,7 +15,9 @@ import gradio as gr
 
 MAX_CHAT_CHARS = 8_000  # ~2k tokens: the model's useful context on CPU
 MAX_REVIEW_TEXT_CHARS = 20_000  # corrections and comments (a demonstration longer than this is not one)
+MAX_API_BODY_BYTES = 6 * MAX_REVIEW_TEXT_CHARS + 4_096  # the longest comment with every character \uXXXX-escaped
 MAX_USERNAME_CHARS = 64
+MAX_TOKEN_LABEL_CHARS = 200
 MAX_PASSWORD_CHARS = 1_024
 MAX_STEPS = 100_000
 MAX_LORA_RANK = 256

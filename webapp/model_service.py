@@ -5,31 +5,111 @@ the request's version before each step. So concurrent chats interleave instead o
 hot-swap (loading an adapter, changing the active version) waits at most one token step, and every request
 finishes on the version it started with, whatever is activated meanwhile.
 
+LoRA versions live in slots: PEFT adapters named `slot<N>` inside the shared model. Injecting a new adapter into
+every layer takes about a second of pure Python, so a version whose LoRA config matches a free slot's is loaded by
+copying its weights into that slot (milliseconds); `prepare_spare()` keeps one free slot ready, outside the request
+path. A slot whose version is active or generating is never free, so no request sees its weights change.
+
     models = ModelService(resolve_base_model("smollm2-135m-instruct", "data"), Path("data/versions"))
     models.load_version("v1-sft", Path("data/versions/v1-sft")); models.activate("v1-sft")
     print(models.generate([{"role": "user", "content": "Hi"}]))
 """
 
+import copy
+import heapq
+import itertools
 import json
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from peft import PeftModel
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file
 from transformers import PreTrainedModel
 
 from training.base_model import load_causal_lm, load_tokenizer
 from training.hardware import device
 
 BASE = "base"
+# TurnLock priorities: registry changes (load, activate) first, then a new request's first forward pass, then decode
+REGISTRY, PREFILL, DECODE = 0, 1, 2
+# adapter_config.json keys that record where an adapter came from, not how its modules compute
+PROVENANCE_KEYS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping")
 
 
 class VersionLoadError(RuntimeError):
     """A version could not be loaded; the previously active version keeps serving."""
+
+
+class TurnLock:
+    """A reentrant lock handed over in order: lower `priority` first, then first come, first served.
+
+    Python's RLock lets whichever thread wakes first win, so a request arriving among busy chats could wait many of
+    their decode steps for its first forward pass. Here a registry change (load, activate: plain `with lock`) and
+    then a request's prefill go before the next decode step, and decode steps take turns."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting: list[tuple[int, int]] = []  # heap of (priority, ticket)
+        self._tickets = itertools.count()
+        self._owner: int | None = None
+        self._depth = 0
+
+    @contextmanager
+    def turn(self, priority: int = REGISTRY) -> Iterator[None]:
+        self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self, priority: int = REGISTRY) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
+            entry = (priority, next(self._tickets))
+            heapq.heappush(self._waiting, entry)
+            try:
+                while self._owner is not None or self._waiting[0] != entry:
+                    self._cond.wait()
+            except BaseException:  # interrupted while waiting: leave the queue to the others
+                self._waiting.remove(entry)
+                heapq.heapify(self._waiting)
+                self._cond.notify_all()
+                raise
+            heapq.heappop(self._waiting)
+            self._owner, self._depth = me, 1
+
+    def release(self) -> None:
+        with self._cond:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass
+class _Slot:
+    """One PEFT adapter of the shared model; holds one LoRA version at a time, or none (free)."""
+
+    name: str
+    signature: str | None  # the module-shaping part of its LoRA config; None: never reused (DoRA, modules_to_save)
+    params: dict[str, torch.nn.Parameter]  # key as in adapter_model.safetensors -> this slot's parameter
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,11 +131,16 @@ class ModelService:
         self._lm: PreTrainedModel = load_causal_lm(base_model_path).eval()
         self._peft: PeftModel | None = None
         self._full: dict[str, PreTrainedModel] = {}
-        self._adapters: OrderedDict[str, Path] = OrderedDict()  # LoRA versions in LRU order
-        self._selected: str | None = None  # which adapter the shared model's LoRA layers currently apply
+        self._adapters: OrderedDict[str, _Slot] = OrderedDict()  # LoRA versions in LRU order
+        self._slots: dict[str, _Slot] = {}  # at most one free slot beyond the loaded versions
+        self._slot_count = 0
+        self._last_slot: _Slot | None = None  # the slot loaded most recently: the spare copies its config
+        self._lora_layers: list[BaseTunerLayer] = []
+        self._peft_selects = False  # some adapter has modules_to_save: select through PEFT's set_adapter
+        self._selected: list[str] | None = None  # the slot the LoRA layers apply ([] = none); None = unknown
         self._active = BASE
         self._in_use: dict[str, int] = {}
-        self._lock = threading.RLock()
+        self._lock = TurnLock()
         self._stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
                           if isinstance(i, int) and i >= 0}
 
@@ -82,45 +167,63 @@ class ModelService:
         if not is_adapter and not (path / "config.json").is_file():
             raise VersionLoadError(f"Version {name!r}: {path} holds neither adapter_config.json nor config.json.")
         if is_adapter:
-            self._check_adapter_config(name, path)
+            config = self._check_adapter_config(name, path)
+            weights = self._read_adapter_weights(name, path, config)  # before the lock: generation goes on
         with self._lock:
             if self.is_loaded(name):
                 self.unload(name)
             self._evict_for_space()
             if is_adapter:
-                self._load_adapter(name, path)
+                self._load_adapter(name, path, config, weights)
             else:
                 self._load_full(name, path)
 
     def activate(self, name: str, path: Path | None = None) -> None:
         """Make `name` the version new requests use. Loads it first when a path is given and it is not loaded."""
-        if not self.is_loaded(name):
-            if path is None and self.versions_dir is not None:
-                path = self.versions_dir / name
-            if path is None:
-                raise VersionLoadError(f"Version {name!r} is not loaded and no directory was given.")
-            self.load_version(name, path)
-        with self._lock:
+        with self._lock:  # load and switch in one turn: no forward pass waits in between
+            if not self.is_loaded(name):
+                if path is None and self.versions_dir is not None:
+                    path = self.versions_dir / name
+                if path is None:
+                    raise VersionLoadError(f"Version {name!r} is not loaded and no directory was given.")
+                self.load_version(name, path)
             self._active = name
 
     def unload(self, name: str) -> None:
         with self._lock:
-            if name == BASE:
-                raise ValueError("The base model cannot be unloaded.")
-            if name == self._active:
-                raise ValueError(f"Version {name!r} is active; activate another version before unloading it.")
-            if self._in_use.get(name):
-                raise ValueError(f"Version {name!r} is still generating; try again when its requests finish.")
-            if name in self._full:
-                del self._full[name]
-            elif name in self._adapters:
-                del self._adapters[name]
-                self._peft.delete_adapter(name)
-                self._selected = None
-            else:
-                raise KeyError(f"Version {name!r} is not loaded.")
+            self._release(name)
+            self._trim_free_slots(keep=None)
 
-    def _check_adapter_config(self, name: str, path: Path) -> None:
+    def prepare_spare(self) -> bool:
+        """Add a free LoRA slot shaped like the last loaded adapter, so the next compatible version loads by copying
+        its weights. Holds the lock for about a second (PEFT injects into every layer): call it outside the request
+        path, e.g. from the poller a while after a swap. Returns whether it added one."""
+        with self._lock:
+            last = self._last_slot
+            if last is None or last.signature is None or any(s.version is None for s in self._slots.values()):
+                return False
+            name = self._new_slot_name()
+            self._peft.add_adapter(name, copy.deepcopy(self._peft.peft_config[last.name]))
+            self._after_injection()
+            self._slots[name] = _Slot(name, last.signature, self._slot_params(name))
+            return True
+
+    def _release(self, name: str) -> None:
+        """Unload without trimming free slots (a load that evicts reuses the freed slot)."""
+        if name == BASE:
+            raise ValueError("The base model cannot be unloaded.")
+        if name == self._active:
+            raise ValueError(f"Version {name!r} is active; activate another version before unloading it.")
+        if self._in_use.get(name):
+            raise ValueError(f"Version {name!r} is still generating; try again when its requests finish.")
+        if name in self._full:
+            del self._full[name]
+        elif name in self._adapters:
+            self._adapters.pop(name).version = None
+        else:
+            raise KeyError(f"Version {name!r} is not loaded.")
+
+    def _check_adapter_config(self, name: str, path: Path) -> dict:
         try:
             config = json.loads((path / "adapter_config.json").read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -130,21 +233,90 @@ class ModelService:
                                    "not a chat model.")
         if not any(path.glob("adapter_model.*")):
             raise VersionLoadError(f"Version {name!r}: {path} has no adapter weights (adapter_model.safetensors).")
+        return config
 
-    def _load_adapter(self, name: str, path: Path) -> None:
+    @staticmethod
+    def _read_adapter_weights(name: str, path: Path, config: dict) -> dict[str, torch.Tensor] | None:
+        """The adapter's tensors, for copying into a free slot; None when only PEFT's own loading applies."""
+        if _signature(config) is None or not (path / "adapter_model.safetensors").is_file():
+            return None
         try:
-            if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self._lm, str(path), adapter_name=name, is_trainable=False)
-            else:
-                self._peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        except Exception as err:  # any failure inside PEFT leaves the registry as it was
-            if self._peft is not None and name in self._peft.peft_config:
-                self._peft.delete_adapter(name)
-            self._selected = None
+            return load_file(path / "adapter_model.safetensors")
+        except Exception as err:  # a truncated or garbled file: refuse it like PEFT would
             raise VersionLoadError(f"Version {name!r} could not be loaded from {path}: {err}") from err
+
+    def _load_adapter(self, name: str, path: Path, config: dict, weights: dict[str, torch.Tensor] | None) -> None:
+        signature = _signature(config)
+        slot = self._free_slot(signature, weights) if weights is not None else None
+        if slot is not None:
+            with torch.no_grad():
+                for key, value in weights.items():
+                    slot.params[key].copy_(value)
+        else:  # no compatible free slot: inject a new adapter (PEFT also checks the weights fit this base model)
+            slot_name = self._new_slot_name()
+            try:
+                if self._peft is None:
+                    self._peft = PeftModel.from_pretrained(self._lm, str(path), adapter_name=slot_name,
+                                                           is_trainable=False)
+                else:
+                    self._peft.load_adapter(str(path), adapter_name=slot_name, is_trainable=False)
+            except Exception as err:  # any failure inside PEFT leaves the registry as it was
+                if self._peft is not None:
+                    if slot_name in self._peft.peft_config:
+                        self._peft.delete_adapter(slot_name)
+                    self._after_injection()
+                raise VersionLoadError(f"Version {name!r} could not be loaded from {path}: {err}") from err
+            self._after_injection()
+            slot = self._slots[slot_name] = _Slot(slot_name, signature, self._slot_params(slot_name))
+        slot.version = name
+        self._adapters[name] = slot
+        self._last_slot = slot
+        self._trim_free_slots(keep=signature)
+
+    def _free_slot(self, signature: str | None, weights: dict[str, torch.Tensor]) -> _Slot | None:
+        """A free slot with the same config whose parameters take exactly these tensors."""
+        for slot in self._slots.values():
+            if (slot.version is None and slot.signature == signature and slot.params.keys() == weights.keys()
+                    and all(slot.params[k].shape == v.shape for k, v in weights.items())):
+                return slot
+        return None
+
+    def _trim_free_slots(self, keep: str | None) -> None:
+        """Bound memory: at most one free, reusable slot stays, preferably one with signature `keep`."""
+        free = [s for s in self._slots.values() if s.version is None]
+        reusable = [s for s in free if s.signature is not None]
+        kept = next((s for s in reversed(reusable) if s.signature == keep), reusable[-1] if reusable else None)
+        dropped = [s for s in free if s is not kept]
+        for slot in dropped:
+            del self._slots[slot.name]
+            self._peft.delete_adapter(slot.name)
+            if self._last_slot is slot:
+                self._last_slot = kept
+        if dropped:
+            self._after_injection()
+
+    def _new_slot_name(self) -> str:
+        self._slot_count += 1
+        return f"slot{self._slot_count}"
+
+    def _slot_params(self, slot_name: str) -> dict[str, torch.nn.Parameter]:
+        """Map the slot's parameters to adapter_model.safetensors keys (the same names without the adapter name)."""
+        params = {}
+        for key, param in self._peft.named_parameters():
+            parts = key.split(".")
+            if slot_name in parts:
+                parts.remove(slot_name)
+                params[".".join(parts)] = param
+        return params
+
+    def _after_injection(self) -> None:
+        """PEFT changed the adapters (and set its own active one): refresh what the fast selection relies on."""
         self._peft.eval()
+        self._lora_layers = [m for m in self._lm.modules() if isinstance(m, BaseTunerLayer)]
+        self._peft_selects = any(c.modules_to_save for c in self._peft.peft_config.values())
+        if not self._peft_selects:
+            self._peft.base_model.enable_adapter_layers()
         self._selected = None
-        self._adapters[name] = path
 
     def _load_full(self, name: str, path: Path) -> None:
         try:
@@ -162,22 +334,34 @@ class ModelService:
             idle = [n for n in [*self._adapters, *self._full] if n != self._active and not self._in_use.get(n)]
             if not idle:
                 return
-            self.unload(idle[0])
+            self._release(idle[0])
 
     # ----- generation -------------------------------------------------------------------------------------
     def _model_for(self, version: str) -> PreTrainedModel:
         """Called under the lock before every forward pass: point the shared model at `version`."""
         if version in self._full:
             return self._full[version]
-        if self._peft is not None and self._selected != version:
-            if version == BASE:
+        if self._peft is not None:
+            slots = [] if version == BASE else [self._adapters[version].name]
+            if version != BASE:
+                self._adapters.move_to_end(version)
+            if self._selected != slots:
+                self._select(slots)
+        return self._lm
+
+    def _select(self, slots: list[str]) -> None:
+        if self._peft_selects:  # modules_to_save copies switch only through PEFT's own API
+            if not slots:
                 self._peft.base_model.disable_adapter_layers()
             else:
                 self._peft.base_model.enable_adapter_layers()
-                self._peft.base_model.set_adapter(version)
-                self._adapters.move_to_end(version)
-            self._selected = version
-        return self._lm
+                self._peft.base_model.set_adapter(slots[0])
+        else:
+            # PEFT's set_adapter also re-freezes every adapter's parameters in every layer (40 ms with six adapters,
+            # on each switch between interleaved requests); ours are frozen once, at load.
+            for layer in self._lora_layers:
+                layer._active_adapter = slots
+        self._selected = slots
 
     def stream(self, messages: list[dict], version: str | None = None, max_new_tokens: int = 256,
                temperature: float = 0.0, top_p: float = 0.95, seed: int | None = None) -> Iterator[str]:
@@ -223,7 +407,7 @@ class ModelService:
         prompt_tokens, new_ids, cache, first_token_s = ids.shape[1], [], None, 0.0
         step_input = ids
         for _ in range(max_new_tokens):
-            with self._lock, torch.inference_mode():
+            with self._lock.turn(DECODE if new_ids else PREFILL), torch.inference_mode():
                 out = self._model_for(version)(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
             cache = out.cache
             token = self._pick(out.logits[0, -1].float(), temperature, top_p, generator)
@@ -250,3 +434,14 @@ class ModelService:
         sorted_probs = sorted_probs * keep
         choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
         return int(order[choice])
+
+
+def _signature(config: dict) -> str | None:
+    """What must match for a LoRA adapter's weights to be copied into another adapter's slot: its whole config but
+    provenance. None for adapters whose state is not only lora_A/lora_B weights (DoRA, modules_to_save)."""
+    if config.get("peft_type") != "LORA" or config.get("use_dora") or config.get("modules_to_save"):
+        return None
+    shape = {k: v for k, v in config.items() if k not in PROVENANCE_KEYS}
+    if isinstance(shape.get("target_modules"), list):
+        shape["target_modules"] = sorted(shape["target_modules"])  # saved from a set: any order
+    return json.dumps(shape, sort_keys=True)

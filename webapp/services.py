@@ -7,6 +7,7 @@ generating on-policy candidates, and the background poller that follows the stor
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,14 +63,16 @@ class Services:
 
     def ensure_loaded(self, name: str) -> None:
         """Load a stored version into the model service if needed; raise VersionLoadError when it is unusable."""
-        if self.models.is_loaded(name):
-            return
+        if not self.models.is_loaded(name):
+            self.models.load_version(name, self._servable_path(name))
+
+    def _servable_path(self, name: str) -> Path:
         version = self.store.get_version(name)
         if version is None:
             raise VersionLoadError(f"Version {name!r} does not exist.")
         if version.method == "reward":
             raise VersionLoadError(f"Version {name!r} is a reward model, not a chat model.")
-        self.models.load_version(name, Path(version.path))
+        return Path(version.path)
 
     def promote(self, name: str, username: str) -> None:
         """Hot-swap `name` in (no restart) and record it as the store's active version."""
@@ -80,22 +83,24 @@ class Services:
             self._failed_version = None
         self.store.audit(username, "promote", {"version": name})
 
-    def sync_active(self) -> None:
-        """Follow the store's active version (set by the evaluation gate, the SDK or another app process)."""
+    def sync_active(self) -> bool:
+        """Follow the store's active version (set by the evaluation gate, the SDK or another app process).
+        Returns whether it swapped."""
         active = self.store.active_version()
         name = active.name if active else BASE
         if name == self.models.active or name == self._failed_version:
-            return
+            return False
         with self._swap_lock:
-            try:
-                self.ensure_loaded(name)
-                self.models.activate(name)
+            try:  # loading inside activate: one turn of the model lock for both
+                self.models.activate(name, None if self.models.is_loaded(name) else self._servable_path(name))
                 log.info("Hot-swapped to %s", name)
+                return True
             except VersionLoadError as err:
                 self._failed_version = name
                 message = f"Active version {name} could not be loaded, serving {self.models.active}: {err}"
                 log.error(message)
                 self.notices.append(message)
+                return False
 
     def banner(self) -> str:
         active = self.store.active_version()
@@ -106,16 +111,29 @@ class Services:
         lines += [f"⚠️ {notice}" for notice in self.notices[-3:]]
         return "  \n".join(lines)
 
-    def start_poller(self, interval_s: float = 1.0) -> threading.Event:
-        """Background thread: reap dead training processes, hot-swap when the store's active version changes."""
+    def start_poller(self, interval_s: float = 1.0, watch_s: float = 0.1) -> threading.Event:
+        """Background thread: hot-swap when the store's active version changes, reap dead training processes.
+
+        Every `watch_s` it reads SQLite's data_version (changes on any other connection's commit) and re-reads the
+        active version only then; every `interval_s` it reaps runs and, unless a swap just happened, prepares the
+        model service's spare LoRA slot (so that injecting it never delays a new version's first tokens)."""
         stop = threading.Event()
 
         def loop() -> None:
-            while not stop.wait(interval_s):
+            seen, next_slow, swapped_at = None, 0.0, 0.0
+            while not stop.wait(watch_s):
                 try:
-                    self.runner.poll_runs(self.store, self.data_dir)
-                    self.sync_active()
+                    if (version := self.store.data_version()) != seen:
+                        seen = version
+                        if self.sync_active():
+                            swapped_at = time.monotonic()
+                    if time.monotonic() >= next_slow:
+                        next_slow = time.monotonic() + interval_s
+                        self.runner.poll_runs(self.store, self.data_dir)
+                        if time.monotonic() - swapped_at >= interval_s:
+                            self.models.prepare_spare()
                 except Exception:  # a poll failure must not kill the thread; the next poll retries
+                    seen = None
                     log.exception("poller")
 
         threading.Thread(target=loop, name="tuneloop-poller", daemon=True).start()

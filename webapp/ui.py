@@ -8,6 +8,7 @@ import gradio as gr
 
 from webapp.auth import ADMIN, EVERYONE, REVIEWERS
 from webapp.ratelimit import LoginRateLimiter
+from webapp.rest_api import rest_routes
 from webapp.tabs.admin import build_admin_tab
 from webapp.tabs.chat import build_chat_tab
 from webapp.tabs.review import build_review_tab
@@ -43,10 +44,12 @@ CSS = """
 
 
 def launch_options(services) -> dict:
-    """Keyword arguments for `build_ui(services).launch(...)`: login against the store, shortcuts, styling."""
+    """Keyword arguments for `build_ui(services).launch(...)`: login against the store, shortcuts, styling, and the
+    REST API's routes added to the FastAPI app Gradio builds (one server, one port)."""
     return {"auth": LoginRateLimiter(services.auth.login).login, "max_file_size": "200mb",
             "auth_message": "Tuneloop: sign in with your Tuneloop account.",
-            "head": SHORTCUTS_JS, "css": CSS, "theme": gr.themes.Soft(), "footer_links": ["api"]}
+            "head": SHORTCUTS_JS, "css": CSS, "theme": gr.themes.Soft(), "footer_links": ["api"],
+            "app_kwargs": {"routes": rest_routes(services)}}
 
 
 def build_ui(services) -> gr.Blocks:

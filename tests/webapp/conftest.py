@@ -31,6 +31,7 @@ class FakeModels:
         self.active = BASE
         self.loaded = {BASE}
         self.calls: list[tuple[str, str]] = []
+        self.spares_prepared = 0
 
     def is_loaded(self, name: str) -> bool:
         return name in self.loaded
@@ -43,10 +44,16 @@ class FakeModels:
             raise VersionLoadError(f"Version {name!r}: directory {path} does not exist.")
         self.loaded.add(name)
 
-    def activate(self, name: str) -> None:
+    def activate(self, name: str, path: Path | None = None) -> None:
+        if name not in self.loaded and path is not None:
+            self.load_version(name, path)
         if name not in self.loaded:
             raise VersionLoadError(f"{name} not loaded")
         self.active = name
+
+    def prepare_spare(self) -> bool:
+        self.spares_prepared += 1
+        return True
 
     def stream(self, messages: list[dict], version: str | None = None, **kwargs) -> Iterator[str]:
         version = version or self.active

@@ -76,6 +76,7 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "versions_rollback": [], "versions_archive": ["v1-sft"],
         "users_list": [], "users_add": ["newbie", "long-enough", "viewer"], "users_set_role": ["newbie", "reviewer"],
         "users_disable": ["newbie"], "users_enable": ["newbie"], "audit_list": [20],
+        "tokens_list": [], "tokens_create": ["newbie", "ci"], "tokens_revoke": [1],
     }
 
 
@@ -104,6 +105,8 @@ def test_admin_endpoints_refuse_everyone_but_admins(app, tmp_path):
     assert services.store.get_user("newbie").role == "reviewer"
     assert services.store.active_version() is None and services.models.active == "base"  # promoted, rolled back
     assert len(services.store.list_prompts()) == 6  # the uploaded file was imported
+    (token,) = services.store.list_api_tokens("newbie")
+    assert token.label == "ci" and token.revoked is not None
 
 
 def test_viewer_can_chat_but_not_review(app):

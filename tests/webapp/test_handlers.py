@@ -1,6 +1,7 @@
 """Handler-level tests: the real store in a temp dir, fake models and runner; handlers called as Gradio would."""
 
 import json
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -194,6 +195,25 @@ def test_poller_sync_follows_the_store_and_reports_broken_versions(services, sto
     services.sync_active()
     assert services.models.active == "v1-sft"
     assert "v2-dpo could not be loaded" in services.banner()
+
+
+def test_poller_notices_a_commit_within_its_watch_interval(services, store, tmp_path):
+    register(store, tmp_path)
+    stop = services.start_poller(interval_s=0.3, watch_s=0.02)
+    try:
+        time.sleep(0.1)
+        store.set_active("v1-sft", username="gate")  # this thread's connection: data_version changes for the poller's
+        set_at = time.monotonic()
+        while services.models.active != "v1-sft" and time.monotonic() - set_at < 5:
+            time.sleep(0.005)
+        noticed_s = time.monotonic() - set_at
+        spares = services.models.spares_prepared
+        assert services.models.active == "v1-sft"
+        assert noticed_s < 0.25  # the watch, not the 0.3 s slow tick
+        time.sleep(0.7)
+        assert services.models.spares_prepared > spares  # on a slow tick once the swap is over
+    finally:
+        stop.set()
 
 
 def test_rounds_start_needs_passing_data_check(demo, services, store):

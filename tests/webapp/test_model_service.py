@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig
 from trl import SFTConfig, SFTTrainer
 
 from training.base_model import load_causal_lm, load_tokenizer
 from training.hardware import trainer_precision_kwargs
+from training.versions import LORA_TARGETS
 from webapp.model_service import BASE, ModelService, VersionLoadError
 
 QUESTION = [{"role": "user", "content": "What is the secret word?"}]
@@ -141,3 +142,133 @@ def test_corrupt_or_wrong_adapter_is_refused_and_active_keeps_serving(
     service.activate(BASE)
     service.unload("good")
     assert "good" not in service.loaded_versions()
+
+
+# ----- LoRA slots: compatible versions load by copying weights into a free slot ------------------------------
+SLOT_QUESTION = [{"role": "user", "content": "Tell me something about otters."}]
+
+
+@pytest.fixture(scope="module")
+def random_adapters(tmp_path_factory: pytest.TempPathFactory, base_model_path: str) -> dict[str, Path]:
+    """Three r=8 adapters with distinct random weights (one config) and one r=4 adapter (another config)."""
+    out = tmp_path_factory.mktemp("random-adapters")
+    paths = {}
+    for r, names in ((8, ("a", "b", "c")), (4, ("r4",))):
+        model = get_peft_model(load_causal_lm(base_model_path),
+                               LoraConfig(r=r, lora_alpha=2 * r, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+        for seed, name in enumerate(names):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                for key, param in model.named_parameters():
+                    if "lora_" in key:
+                        param.normal_(0, 0.05)
+            model.save_pretrained(out / name)
+            paths[name] = out / name
+    return paths
+
+
+@pytest.fixture(scope="module")
+def fresh_answers(random_adapters: dict[str, Path], base_model_path: str) -> dict[str, str]:
+    """Greedy answers of each adapter loaded the plain PEFT way (PeftModel.from_pretrained / load_adapter)."""
+    tokenizer = load_tokenizer(base_model_path)
+    ids = tokenizer.apply_chat_template(SLOT_QUESTION, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)["input_ids"]
+    model = PeftModel.from_pretrained(load_causal_lm(base_model_path), str(random_adapters["a"]), adapter_name="a")
+    answers = {}
+    for name, path in random_adapters.items():
+        if name != "a":
+            model.load_adapter(str(path), adapter_name=name)
+        model.set_adapter(name)
+        with torch.inference_mode():
+            out = model.eval().generate(input_ids=ids, max_new_tokens=8, do_sample=False)
+        answers[name] = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return answers
+
+
+def test_slot_reuse_gives_the_same_answers_as_a_fresh_peft_model(
+        base_model_path: str, random_adapters: dict[str, Path], fresh_answers: dict[str, str]) -> None:
+    assert len(set(fresh_answers.values())) == len(fresh_answers)  # the adapters really differ
+    service = ModelService(base_model_path, max_loaded=2)
+    service.load_version("v1", random_adapters["a"])  # the first adapter wraps the base model
+    assert service.generate(SLOT_QUESTION, version="v1", max_new_tokens=8) == fresh_answers["a"]
+    assert service.prepare_spare()
+    assert not service.prepare_spare()  # one spare at most
+    # v2 fills the spare; v3, v4, v5 each evict the least recently used idle version and reuse its slot
+    for i, adapter in enumerate(("b", "c", "a", "b"), start=2):
+        service.load_version(f"v{i}", random_adapters[adapter])
+        assert service.prepare_spare() == (i == 2)  # only filling the spare used it up
+        assert service.generate(SLOT_QUESTION, version=f"v{i}", max_new_tokens=8) == fresh_answers[adapter]
+    assert service.loaded_versions() == [BASE, "v4", "v5"]
+    assert service.generate(SLOT_QUESTION, version=BASE, max_new_tokens=8) not in fresh_answers.values()
+
+
+def test_incompatible_config_falls_back_to_peft_loading(
+        base_model_path: str, random_adapters: dict[str, Path], fresh_answers: dict[str, str]) -> None:
+    service = ModelService(base_model_path)
+    service.load_version("v1", random_adapters["a"])
+    assert service.prepare_spare()
+    service.load_version("small", random_adapters["r4"])  # r=4 does not fit the r=8 spare: PEFT injects it
+    assert not service.prepare_spare()  # the spare is still free
+    service.load_version("v2", random_adapters["b"])
+    for version, adapter in (("small", "r4"), ("v2", "b"), ("v1", "a")):
+        assert service.generate(SLOT_QUESTION, version=version, max_new_tokens=8) == fresh_answers[adapter]
+
+
+def test_slots_in_use_are_not_overwritten_by_loads(
+        base_model_path: str, random_adapters: dict[str, Path], fresh_answers: dict[str, str]) -> None:
+    service = ModelService(base_model_path, max_loaded=2)
+    expected = {BASE: service.generate(SLOT_QUESTION, max_new_tokens=8)} | {
+        f"v{i}": fresh_answers["abc"[i % 3]] for i in range(6)}
+    swap_lock, stop, errors, results = threading.Lock(), threading.Event(), [], []
+
+    def chat() -> None:
+        while not stop.is_set():
+            try:
+                with swap_lock:
+                    started_on = service.active
+                    tokens = service.stream(SLOT_QUESTION, max_new_tokens=8)
+                    next(tokens)
+                *_, text = tokens
+                results.append((started_on, text))
+            except Exception as err:  # noqa: BLE001 - every failure is a test failure
+                errors.append(err)
+
+    threads = [threading.Thread(target=chat) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(6):  # each version is new, so loads reuse the slots of versions that may still be generating
+        service.load_version(f"v{i}", random_adapters["abc"[i % 3]])
+        with swap_lock:
+            service.activate(f"v{i}")
+        if i % 2 == 0:
+            service.prepare_spare()
+        threading.Event().wait(1.0)
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len({v for v, _ in results}) >= 4
+    assert all(text == expected[version] for version, text in results)
+
+
+def test_corrupt_adapter_on_the_fast_path_is_refused(
+        base_model_path: str, random_adapters: dict[str, Path], fresh_answers: dict[str, str], tmp_path: Path) -> None:
+    service = ModelService(base_model_path)
+    service.activate("v1", random_adapters["a"])
+    assert service.prepare_spare()
+    garbage, wrong_shapes = tmp_path / "garbage", tmp_path / "wrong_shapes"
+    for bad in (garbage, wrong_shapes):
+        bad.mkdir()
+        (bad / "adapter_config.json").write_text((random_adapters["a"] / "adapter_config.json").read_text())
+    (garbage / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 100)
+    # a readable file whose tensors do not fit the config (r=4 weights under an r=8 config)
+    (wrong_shapes / "adapter_model.safetensors").write_bytes(
+        (random_adapters["r4"] / "adapter_model.safetensors").read_bytes())
+    for bad in (garbage, wrong_shapes):
+        with pytest.raises(VersionLoadError, match="could not be loaded"):
+            service.activate("bad", bad)
+        assert service.active == "v1"
+        assert "bad" not in service.loaded_versions()
+        assert service.generate(SLOT_QUESTION, max_new_tokens=8) == fresh_answers["a"]
+    service.load_version("v2", random_adapters["b"])  # the spare survived the failures
+    assert service.generate(SLOT_QUESTION, version="v2", max_new_tokens=8) == fresh_answers["b"]

@@ -1,4 +1,4 @@
-"""Admin › Users (add, change role, disable) and Admin › Audit log. Every change is audited."""
+"""Admin › Users (add, change role, disable, REST API tokens) and Admin › Audit log. Every change is audited."""
 
 import json
 
@@ -10,6 +10,7 @@ from webapp.auth import ADMINS, ROLES
 
 USER_COLUMNS = ["username", "role", "disabled", "created"]
 AUDIT_COLUMNS = ["created", "username", "action", "detail"]
+TOKEN_COLUMNS = ["id", "username", "label", "prefix", "created", "revoked"]
 
 
 def build_users_tab(services, tab: gr.Tab) -> None:
@@ -55,6 +56,30 @@ def build_users_tab(services, tab: gr.Tab) -> None:
         store.audit(admin.username, "disable_user" if disabled else "enable_user", {"username": username})
         return table()
 
+    def token_table() -> pd.DataFrame:
+        return pd.DataFrame([[t.id, t.username, t.label, t.prefix + "…", t.created[:19], (t.revoked or "")[:19]]
+                             for t in store.list_api_tokens()], columns=TOKEN_COLUMNS)
+
+    def tokens_list(request: gr.Request) -> pd.DataFrame:
+        auth.require(request, *ADMINS)
+        return token_table()
+
+    def tokens_create(username: str, label: str, request: gr.Request) -> tuple[str, pd.DataFrame]:
+        admin = auth.require(request, *ADMINS)
+        label = limits.check_text("Token label", label, limits.MAX_TOKEN_LABEL_CHARS).strip()
+        known_user(username)
+        token = store.create_api_token(username, label)
+        store.audit(admin.username, "create_api_token", {"username": username, "label": label})
+        return token, token_table()
+
+    def tokens_revoke(token_id: float | None, request: gr.Request) -> pd.DataFrame:
+        admin = auth.require(request, *ADMINS)
+        if token_id is None or int(token_id) not in {t.id for t in store.list_api_tokens()}:
+            raise gr.Error(f"There is no API token with id {token_id}.")
+        store.revoke_api_token(int(token_id))
+        store.audit(admin.username, "revoke_api_token", {"id": int(token_id)})
+        return token_table()
+
     def users_disable(username: str, request: gr.Request) -> pd.DataFrame:
         return users_set_disabled(username, True, request)
 
@@ -79,8 +104,22 @@ def build_users_tab(services, tab: gr.Tab) -> None:
             with gr.Row():
                 disable = gr.Button("Disable", variant="stop")
                 enable = gr.Button("Enable")
+    with gr.Accordion("REST API tokens (Authorization: Bearer …; see README › REST API)", open=False):
+        tokens = gr.Dataframe(pd.DataFrame(columns=TOKEN_COLUMNS), label="Tokens", interactive=False)
+        with gr.Row():
+            token_user = gr.Textbox(label="Username")
+            token_label = gr.Textbox(label="Label (what the token is for)")
+            create_token = gr.Button("Create token", variant="primary")
+        new_token = gr.Textbox(label="New token: copy it now, it is not shown again", interactive=False)
+        with gr.Row():
+            token_id = gr.Number(label="Token id", precision=0)
+            revoke_token = gr.Button("Revoke", variant="stop")
 
     gr.on([refresh.click, tab.select], users_list, None, users, api_name=auth.endpoint("users_list", *ADMINS))
+    gr.on([refresh.click, tab.select], tokens_list, None, tokens, api_name=auth.endpoint("tokens_list", *ADMINS))
+    create_token.click(tokens_create, [token_user, token_label], [new_token, tokens],
+                       api_name=auth.endpoint("tokens_create", *ADMINS))
+    revoke_token.click(tokens_revoke, token_id, tokens, api_name=auth.endpoint("tokens_revoke", *ADMINS))
     add.click(users_add, [new_name, new_password, new_role], [users, new_password],
               api_name=auth.endpoint("users_add", *ADMINS))
     set_role.click(users_set_role, [who, role], users, api_name=auth.endpoint("users_set_role", *ADMINS))
