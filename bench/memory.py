@@ -126,7 +126,8 @@ def main() -> None:
              verdict(dpo / GB, 4, higher_is_better=False)],
             [f"training dpo, 4 pairs in one forward pass (GPU default; CPU before; same {steps} steps)", dpo_one / GB,
              "<= 4", verdict(dpo_one / GB, 4, higher_is_better=False)]]
-    report("Peak memory (bench/memory.py)", "peak RSS (VmHWM / ru_maxrss) of each process, fp32 on CPU",
+    report("Peak memory (bench/memory.py)",
+           "peak RSS (VmHWM / ru_maxrss) of each process; serving fp32, training in training.hardware's precision",
            ["process", "peak RSS GB", "target GB", "met?"], rows)
     shutil.rmtree(folder, ignore_errors=True)
 

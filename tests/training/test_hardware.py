@@ -1,8 +1,9 @@
-"""training.hardware: the micro-batch policy behind --batch_size / --per_device_train_batch_size."""
+"""training.hardware: the precision policy, and the micro-batch policy behind --batch_size."""
 
 import pytest
+import torch
 
-from training.hardware import device, micro_batch
+from training.hardware import cpu_has_native_bf16, device, micro_batch, pick_dtype, trainer_precision_kwargs
 from training.recipes.dpo import DPORecipeConfig
 from training.recipes.sft import SFTRecipeConfig
 
@@ -26,3 +27,11 @@ def test_bad_batch_flags_are_refused_naming_the_flags(batch: int, per_device: in
         SFTRecipeConfig(dataset_file="x.jsonl", batch_size=batch, per_device_train_batch_size=per_device)
     with pytest.raises(ValueError, match="--batch_size"):
         DPORecipeConfig(dataset_file="x.jsonl", batch_size=batch, per_device_train_batch_size=per_device)
+
+
+@pytest.mark.skipif(device() != "cpu", reason="the CPU policy")
+def test_cpu_trains_fp32_weights_with_autocast_only_on_native_bf16():
+    kwargs = trainer_precision_kwargs()
+    assert pick_dtype() == torch.float32
+    assert kwargs["bf16"] == cpu_has_native_bf16()
+    assert kwargs["gradient_checkpointing"] is False and kwargs["fp16"] is False

@@ -3,6 +3,8 @@
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,37 @@ def test_loads_offline_and_greedy_is_deterministic(service: ModelService) -> Non
     assert service.generate(messages, max_new_tokens=20) == first
 
 
+@contextmanager
+def chatting(service: ModelService, question: list[dict], max_new_tokens: int, threads: int) -> Iterator[tuple]:
+    """`threads` chats streaming answers until the block ends; yields (swap_lock, errors, results).
+
+    Hold swap_lock while activating: a chat captures the active version and its first token under it, so each
+    result is (version active at the start, full answer)."""
+    swap_lock, stop, errors, results = threading.Lock(), threading.Event(), [], []
+
+    def chat() -> None:
+        while not stop.is_set():
+            try:
+                with swap_lock:
+                    started_on = service.active
+                    tokens = service.stream(question, max_new_tokens=max_new_tokens)
+                    next(tokens)
+                *_, text = tokens
+                results.append((started_on, text))
+            except Exception as err:  # noqa: BLE001 - every failure is a test failure
+                errors.append(err)
+
+    workers = [threading.Thread(target=chat) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        yield swap_lock, errors, results
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=120)
+
+
 def test_lora_training_changed_adapter_not_base(adapter_dir: tuple) -> None:
     _, base, lora = adapter_dir
     assert all(not torch.equal(lora["before"][k], lora["after"][k]) for k in lora["before"])
@@ -72,30 +105,11 @@ def test_hot_swap_under_concurrent_generation(service: ModelService, adapter_dir
                 "v1": service.generate(QUESTION, version="v1", max_new_tokens=10)}
     assert "PINEAPPLE" in expected["v1"] and "PINEAPPLE" not in expected[BASE]
 
-    swap_lock, stop, errors, results = threading.Lock(), threading.Event(), [], []
-
-    def chat() -> None:
-        while not stop.is_set():
-            try:
-                with swap_lock:  # the version active when the request starts is captured with its first token
-                    started_on = service.active
-                    tokens = service.stream(QUESTION, max_new_tokens=10)
-                    next(tokens)
-                *_, text = tokens
-                results.append((started_on, text))
-            except Exception as err:  # noqa: BLE001 - every failure is a test failure
-                errors.append(err)
-
-    threads = [threading.Thread(target=chat) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for i in range(20):
-        with swap_lock:
-            service.activate("v1" if i % 2 == 0 else BASE)
-        threading.Event().wait(0.3)
-    stop.set()
-    for t in threads:
-        t.join(timeout=120)
+    with chatting(service, QUESTION, 10, threads=4) as (swap_lock, errors, results):
+        for i in range(20):
+            with swap_lock:
+                service.activate("v1" if i % 2 == 0 else BASE)
+            threading.Event().wait(0.3)
     assert errors == []
     assert len(results) >= 8
     assert {v for v, _ in results} == {BASE, "v1"}
@@ -219,33 +233,14 @@ def test_slots_in_use_are_not_overwritten_by_loads(
     service = ModelService(base_model_path, max_loaded=2)
     expected = {BASE: service.generate(SLOT_QUESTION, max_new_tokens=8)} | {
         f"v{i}": fresh_answers["abc"[i % 3]] for i in range(6)}
-    swap_lock, stop, errors, results = threading.Lock(), threading.Event(), [], []
-
-    def chat() -> None:
-        while not stop.is_set():
-            try:
-                with swap_lock:
-                    started_on = service.active
-                    tokens = service.stream(SLOT_QUESTION, max_new_tokens=8)
-                    next(tokens)
-                *_, text = tokens
-                results.append((started_on, text))
-            except Exception as err:  # noqa: BLE001 - every failure is a test failure
-                errors.append(err)
-
-    threads = [threading.Thread(target=chat) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for i in range(6):  # each version is new, so loads reuse the slots of versions that may still be generating
-        service.load_version(f"v{i}", random_adapters["abc"[i % 3]])
-        with swap_lock:
-            service.activate(f"v{i}")
-        if i % 2 == 0:
-            service.prepare_spare()
-        threading.Event().wait(1.0)
-    stop.set()
-    for t in threads:
-        t.join(timeout=120)
+    with chatting(service, SLOT_QUESTION, 8, threads=3) as (swap_lock, errors, results):
+        for i in range(6):  # each version is new, so loads reuse the slots of versions that may still be generating
+            service.load_version(f"v{i}", random_adapters["abc"[i % 3]])
+            with swap_lock:
+                service.activate(f"v{i}")
+            if i % 2 == 0:
+                service.prepare_spare()
+            threading.Event().wait(1.0)
     assert errors == []
     assert len({v for v, _ in results}) >= 4
     assert all(text == expected[version] for version, text in results)
