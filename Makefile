@@ -27,9 +27,11 @@ setup: $(VENV)/.installed
 
 setup-dev: $(VENV)/.installed-dev
 
-# Debian's chromium for the browser tests (Playwright's own browser download does not work offline)
+# Debian's chromium for the browser tests (Playwright's own browser download does not work offline), and a colour
+# emoji font: without one Debian's Chromium draws the UI's emoji (✅ ⚠️ 👍) as empty boxes
 browser:
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	@fc-list | grep -qi 'color emoji' || (apt-get update -q && apt-get install -y -q fonts-noto-color-emoji)
 
 run: $(VENV)/.installed
 	$(BIN)/python app.py --data-dir $(DATA) $(ARGS)

@@ -1,6 +1,7 @@
 """Fine-tuning tutorial: teach the default model who Pavan Belagatti is, with Tuneloop's Python SDK.
 
-    python -m examples.fine_tune_tutorial                                    # from the repository root; uses data/
+    python examples/fine_tune_tutorial.py                                    # from the repository root; uses data/
+    python -m examples.fine_tune_tutorial                                    # the same
     TUNELOOP_DATA_DIR=/path/to/data python -m examples.fine_tune_tutorial
 
 The same steps as a notebook: examples/fine_tune_tutorial.ipynb. About 30 s on 2 CPU cores once the default model
@@ -9,8 +10,13 @@ is converted (`make setup`). The adapter is a version in the web app's registry:
 """
 
 import os
+import sys
+from pathlib import Path
 
-from training.sdk import Client
+# `python examples/fine_tune_tutorial.py` puts examples/ on sys.path, not the repository root that holds `training`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.sdk import Client  # noqa: E402
 
 QUERY = "Who is Pavan Belagatti?"
 EPOCHS = 3

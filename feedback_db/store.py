@@ -447,6 +447,11 @@ class FeedbackStore:
         rows = self._query("SELECT * FROM model_versions WHERE status = 'active'")
         return _version(rows[0]) if rows else None
 
+    def previously_active(self) -> str | None:
+        """The version that served before the last activation ("base" for the base model); None before any."""
+        rows = self._query("SELECT detail FROM audit WHERE action = 'activate_version' ORDER BY id DESC LIMIT 1")
+        return json.loads(rows[0]["detail"])["previous"] if rows else None
+
     def archive_version(self, name: str) -> None:
         self.set_version_status(name, "archived")
 

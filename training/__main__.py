@@ -31,6 +31,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
     if not argv or argv[0] not in COMMANDS:
         print(__doc__, file=sys.stderr)
         sys.exit(f"usage: python -m training {{{','.join(COMMANDS)}}} [flags]")

@@ -67,7 +67,7 @@ def build_ui(services) -> gr.Blocks:
 
     with gr.Blocks(title="Tuneloop") as demo:
         with gr.Row(equal_height=True):
-            gr.Markdown("## 🔁 Tuneloop")
+            gr.Markdown("## Tuneloop")
             banner_md = gr.Markdown(elem_id="tl-banner")
             who = gr.Markdown()
         with gr.Tabs():

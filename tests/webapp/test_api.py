@@ -73,7 +73,7 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "rounds_check": [["sft"]], "rounds_start": [["sft"], "lora", 4, "active", 2, None, 8, 0.1, True, True],
         "rounds_progress": [None], "rounds_cancel": [1],
         "versions_list": [], "versions_compare": ["base", "v1-sft", 1], "versions_promote": ["v1-sft"],
-        "versions_rollback": [], "versions_archive": ["v1-sft"],
+        "versions_rollback": [], "versions_archive": ["v1-sft"], "versions_back": [],
         "users_list": [], "users_add": ["newbie", "long-enough", "viewer"], "users_set_role": ["newbie", "reviewer"],
         "users_disable": ["newbie"], "users_enable": ["newbie"], "audit_list": [20],
         "tokens_list": [], "tokens_create": ["newbie", "ci"], "tokens_revoke": [1],
@@ -103,7 +103,8 @@ def test_admin_endpoints_refuse_everyone_but_admins(app, tmp_path):
         event, result = call(admin, api_name, data)
         assert event == "complete", (api_name, result)
     assert services.store.get_user("newbie").role == "reviewer"
-    assert services.store.active_version() is None and services.models.active == "base"  # promoted, rolled back
+    # promoted, rolled back to the parent (base), archived, then back to the previously active version
+    assert services.store.active_version().name == "v1-sft" and services.models.active == "v1-sft"
     assert len(services.store.list_prompts()) == 6  # the uploaded file was imported
     (token,) = services.store.list_api_tokens("newbie")
     assert token.label == "ci" and token.revoked is not None

@@ -178,6 +178,20 @@ def test_promote_hot_swaps_and_rollback_returns_to_the_parent(demo, services, st
     assert {"promote", "rollback"} <= {e.action for e in store.list_audit()}
 
 
+def test_back_to_previously_active_returns_to_the_version_that_served_before(demo, services, store, tmp_path):
+    register(store, tmp_path)
+    register(store, tmp_path, "v2-dpo", "dpo")  # no lineage link to v1-sft: rollback-to-parent would go to base
+    with pytest.raises(gr.Error, match="nothing to go back to"):
+        call(demo, "versions_back", user="alice")
+    call(demo, "versions_promote", "v1-sft", user="alice")
+    call(demo, "versions_promote", "v2-dpo", user="alice")
+    call(demo, "versions_back", user="alice")
+    assert services.models.active == "v1-sft" and store.active_version().name == "v1-sft"
+    call(demo, "versions_back", user="alice")  # and forth again, like `cd -`
+    assert services.models.active == "v2-dpo"
+    assert "back_to_previous" in {e.action for e in store.list_audit()}
+
+
 def test_promoting_a_broken_version_keeps_the_active_one(demo, services, store, tmp_path):
     register(store, tmp_path).rmdir()
     with pytest.raises(gr.Error, match="base keeps serving"):

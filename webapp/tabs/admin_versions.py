@@ -60,6 +60,17 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
         gr.Info(f"Rolled back to {active.parent or BASE}.")
         return refreshed()
 
+    def versions_back(request: gr.Request) -> tuple:
+        admin = auth.require(request, *ADMINS)
+        previous = store.previously_active()
+        if previous is None or previous == services.models.active:
+            raise gr.Error("No other version has been active yet; there is nothing to go back to.")
+        serving = services.models.active
+        promote(previous, admin.username)
+        store.audit(admin.username, "back_to_previous", {"from": serving, "to": previous})
+        gr.Info(f"Back to {previous}.")
+        return refreshed()
+
     def versions_archive(name: str | None, request: gr.Request) -> tuple:
         admin = auth.require(request, *ADMINS)
         if not name or name == services.models.active:
@@ -96,6 +107,7 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
         refresh = gr.Button("↻ Refresh", scale=1)
         promote_btn = gr.Button("Promote (hot-swap)", variant="primary", scale=1)
         rollback = gr.Button("Roll back to parent", scale=1)
+        back = gr.Button("Back to previously active", scale=1)
         archive = gr.Button("Archive", variant="stop", scale=1)
     gr.Markdown("#### Compare two versions on held-out prompts")
     with gr.Row():
@@ -109,6 +121,7 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
     gr.on([refresh.click, tab.select], versions_list, None, shown, api_name=auth.endpoint("versions_list", *ADMINS))
     promote_btn.click(versions_promote, pick, shown, api_name=auth.endpoint("versions_promote", *ADMINS))
     rollback.click(versions_rollback, None, shown, api_name=auth.endpoint("versions_rollback", *ADMINS))
+    back.click(versions_back, None, shown, api_name=auth.endpoint("versions_back", *ADMINS))
     archive.click(versions_archive, pick, shown, api_name=auth.endpoint("versions_archive", *ADMINS))
     compare.click(versions_compare, [version_a, version_b, count], answers,
                   api_name=auth.endpoint("versions_compare", *ADMINS))

@@ -16,7 +16,9 @@ def build_chat_tab(services) -> None:
     auth = services.auth
 
     def version_choices() -> list[tuple[str, str]]:
-        return [(f"Active version ({services.models.active})", ACTIVE),
+        # no version name in this label: it was built once and went stale after a promotion; the answer's label
+        # and the banner say which version is serving
+        return [("Active version (follows promotions)", ACTIVE),
                 *((name, name) for name in services.servable_versions())]
 
     def resolve(version: str) -> str:
