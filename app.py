@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from feedback_db import datasets, importers, stats
+from feedback_db.splits import DEFAULT_HELDOUT_SHARE
 from feedback_db.store import EXPORTABLE_TABLES, FeedbackStore
 from training import runner
 from training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", default=7860, type=int)
     parser.add_argument("--annotators-per-item", default=1, type=int,
                         help="Reviewers who judge each review item (2+ measures agreement between them).")
+    parser.add_argument("--heldout-share", default=DEFAULT_HELDOUT_SHARE, type=float,
+                        help="Share of new prompts (chat, imports without a split) held out for the evaluation gate, "
+                             "chosen by a hash of the prompt text.")
     parser.add_argument("--username", help="create-user / create-token: the user's name (prompted when missing).")
     parser.add_argument("--password", help="create-user: the password (prompted when missing).")
     parser.add_argument("--role", choices=ROLES, default="reviewer", help="create-user: the new user's role.")
@@ -43,9 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def open_store(data_dir: Path) -> FeedbackStore:
+def open_store(data_dir: Path, heldout_share: float = DEFAULT_HELDOUT_SHARE) -> FeedbackStore:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return FeedbackStore(data_dir / "tuneloop.db")
+    return FeedbackStore(data_dir / "tuneloop.db", heldout_share=heldout_share)
 
 
 def create_user(args: argparse.Namespace) -> None:
@@ -79,7 +83,7 @@ def first_admin(store: FeedbackStore, spec: str | None) -> None:
 
 
 def build_services(args: argparse.Namespace) -> Services:
-    store = open_store(args.data_dir)
+    store = open_store(args.data_dir, args.heldout_share)
     orphans = runner.stop_orphaned_runs(store)
     if orphans:
         log.warning("Stopped round(s) %s still training from a previous start of the app.", orphans)

@@ -13,11 +13,14 @@ import getpass
 import sys
 
 from feedback_db import FeedbackStore
+from feedback_db.splits import DEFAULT_HELDOUT_SHARE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m feedback_db")
     parser.add_argument("--db", default="data/tuneloop.db", help="path of the SQLite store")
+    parser.add_argument("--heldout-share", type=float, default=DEFAULT_HELDOUT_SHARE,
+                        help="share of new prompts held out (by a hash of the text) when no split is given")
     commands = parser.add_subparsers(dest="command", required=True)
     user = commands.add_parser("create-user", help="add a user (password read from the terminal)")
     user.add_argument("username")
@@ -25,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     imp = commands.add_parser("import", help="import a JSONL/CSV/Parquet file, all or nothing")
     imp.add_argument("path")
     imp.add_argument("kind", choices=["prompts", "demonstrations", "preferences", "unpaired"])
-    imp.add_argument("--split", choices=["train", "heldout"], default="train")
+    imp.add_argument("--split", choices=["train", "heldout"], default=None,
+                     help="split of new prompts without a 'split' field (default: --heldout-share of them held out)")
     exp = commands.add_parser("export", help="export a dataset (sft|preference|kto) or a raw table")
     exp.add_argument("name")
     exp.add_argument("path", help="ends in .jsonl or .parquet")
@@ -34,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("method", choices=["sft", "reward", "dpo", "kto", "online_rl"])
     args = parser.parse_args(argv)
 
-    store = FeedbackStore(args.db)
+    store = FeedbackStore(args.db, heldout_share=args.heldout_share)
     if args.command == "create-user":
         print(store.create_user(args.username, getpass.getpass("password: "), args.role))
     elif args.command == "import":

@@ -14,6 +14,8 @@ duplicates are dropped (and counted: `*_rows` return a `Counter` next to the row
 
 from __future__ import annotations
 
+import json
+import random
 import statistics
 from collections import Counter
 from dataclasses import dataclass
@@ -205,6 +207,17 @@ def build_preference_dataset(store: FeedbackStore, snapshot: dict | None = None,
 
 def build_kto_dataset(store: FeedbackStore, snapshot: dict | None = None, split: str = "train") -> Dataset:
     return _dataset(kto_rows(store, snapshot, split)[0], KTO_FEATURES)
+
+
+def split_by_prompt(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, test) with about `fraction` of the distinct prompts in test and every row of a prompt on one side:
+    a 5-answer ranking yields pairs that share answers, and those must not sit on both sides."""
+    keys = [json.dumps(row["prompt"], sort_keys=True) for row in dataset]
+    prompts = sorted(set(keys))
+    random.Random(seed).shuffle(prompts)
+    test = set(prompts[: max(1, round(len(prompts) * fraction))])
+    return (dataset.select([i for i, k in enumerate(keys) if k not in test]),
+            dataset.select([i for i, k in enumerate(keys) if k in test]))
 
 
 def data_check(store: FeedbackStore, method: str, snapshot: dict | None = None) -> DataCheck:

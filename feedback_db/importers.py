@@ -55,13 +55,15 @@ def import_file(
     store: FeedbackStore,
     path: str | Path,
     kind: str,
-    split: str = "train",
+    split: str | None = None,
     source: str | None = None,
     limits: ImportLimits = ImportLimits(),
 ) -> ImportReport:
+    """Import a file, all or nothing. `split` (train | heldout) applies to new prompts without a `split` field;
+    None (default) holds out the store's `heldout_share` of them by a hash of the prompt text."""
     if kind not in KINDS:
         raise ImportValidationError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    if split not in ("train", "heldout"):
+    if split not in (None, "train", "heldout"):
         raise ImportValidationError(f"split must be 'train' or 'heldout'; got {split!r}")
     path = Path(path)
     fmt, rows = read_rows(path, limits)
@@ -310,7 +312,7 @@ def _tags(loc: str, value: object) -> list[str]:
 
 
 def _write(
-    store: FeedbackStore, kind: str, records: list[_Record], split: str, source: str
+    store: FeedbackStore, kind: str, records: list[_Record], split: str | None, source: str
 ) -> tuple[dict[str, int], int]:
     added = {"prompts": 0, "demonstrations": 0, "preference_pairs": 0, "unpaired_labels": 0}
     duplicates = 0

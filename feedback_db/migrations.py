@@ -201,6 +201,59 @@ def m004_api_tokens(db: Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m005_heldout_split(db: Database) -> None:
+    """Hold out the default share of existing train prompts by text hash, as new prompts are; recorded in
+    `prompt_split_moves`. A prompt stays where it is when a registered version trained on its rows (any of its
+    training rows or feedback has an id within that version's data snapshot): moving it would leak training data
+    into the held-out set."""
+    import json
+    from datetime import UTC, datetime
+
+    from feedback_db.splits import DEFAULT_HELDOUT_SHARE, split_for
+
+    _execute_all(
+        db,
+        """
+        CREATE TABLE prompt_split_moves (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            from_split TEXT NOT NULL,
+            to_split TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        CREATE INDEX idx_prompts_split ON prompts(split)
+        """,
+    )
+    used: set[int] = set()
+    for (snapshot,) in db.execute("SELECT data_snapshot FROM model_versions").fetchall():
+        max_ids = json.loads(snapshot or "{}").get("max_ids")
+        if max_ids:
+            used |= {row[0] for row in db.execute(_USED_PROMPTS, max_ids).fetchall()}
+    created = datetime.now(UTC).isoformat()
+    for prompt_id, text in db.execute("SELECT id, text FROM prompts WHERE split = 'train' ORDER BY id").fetchall():
+        if prompt_id not in used and split_for(text, DEFAULT_HELDOUT_SHARE) == "heldout":
+            db.execute("UPDATE prompts SET split = 'heldout' WHERE id = ?", [prompt_id])
+            db.execute(
+                "INSERT INTO prompt_split_moves (prompt_id, from_split, to_split, reason, created) "
+                "VALUES (?, 'train', 'heldout', 'm005: held-out share by text hash', ?)",
+                [prompt_id, created],
+            )
+
+
+# prompts with a row some version trained on: named parameters are one snapshot's max ids per table
+_USED_PROMPTS = """
+SELECT prompt_id FROM demonstrations WHERE id <= :demonstrations
+UNION SELECT prompt_id FROM preference_pairs WHERE id <= :preference_pairs
+UNION SELECT prompt_id FROM unpaired_labels WHERE id <= :unpaired_labels
+UNION SELECT prompt_id FROM comparisons WHERE id <= :comparisons
+UNION SELECT prompt_id FROM rankings WHERE id <= :rankings
+UNION SELECT r.prompt_id FROM ratings x JOIN responses r ON r.id = x.response_id WHERE x.id <= :ratings
+UNION SELECT r.prompt_id FROM corrections x JOIN responses r ON r.id = x.response_id WHERE x.id <= :corrections
+"""
+
+
 def _execute_all(db: Database, script: str) -> None:
     # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
     for statement in script.split(";"):

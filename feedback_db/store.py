@@ -53,6 +53,7 @@ from feedback_db.models import (
     User,
 )
 from feedback_db.passwords import hash_password, verify_password
+from feedback_db.splits import DEFAULT_HELDOUT_SHARE, check_share, split_for
 
 # tables whose max id a snapshot pins; builders read no row past them
 SNAPSHOT_TABLES = (
@@ -67,7 +68,9 @@ SNAPSHOT_TABLES = (
     "unpaired_labels",
 )
 FEEDBACK_TABLES = ("ratings", "comparisons", "rankings", "corrections")
-EXPORTABLE_TABLES = (*SNAPSHOT_TABLES, "skips", "model_versions", "runs", "run_metrics", "audit")
+EXPORTABLE_TABLES = (
+    *SNAPSHOT_TABLES, "skips", "model_versions", "runs", "run_metrics", "audit", "prompt_split_moves"
+)
 VERSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DUMMY_HASH = hash_password("tuneloop-timing-equaliser")
 TOKEN_PREFIX = "tl_"
@@ -78,8 +81,11 @@ def now() -> str:
 
 
 class FeedbackStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, heldout_share: float = DEFAULT_HELDOUT_SHARE) -> None:
+        """`heldout_share`: share of new prompts without an explicit split that go to `heldout` (by text hash)."""
+        check_share(heldout_share)
         self.path = str(path)
+        self.heldout_share = heldout_share
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = Connections(self.path)
         conn = self._db.get()
@@ -219,10 +225,12 @@ class FeedbackStore:
         text: str,
         source: str = "manual",
         tags: Sequence[str] = (),
-        split: str = "train",
+        split: str | None = None,
         messages: list[dict] | None = None,
     ) -> int:
+        """A new prompt; without `split` it is held out by a hash of its text (`feedback_db.splits`)."""
         _check(bool(text.strip()), "prompt text must not be empty")
+        split = split or split_for(text, self.heldout_share)
         _check(split in SPLITS, f"split must be 'train' or 'heldout'; got {split!r}")
         row = {"text": text, "source": source, "tags": json.dumps(list(tags)), "split": split, "created": now()}
         row["messages"] = json.dumps(messages) if messages else None

@@ -15,7 +15,7 @@ def read_jsonl(name: str) -> list[dict]:
 def fill_store(store, heldout_pairs: int = 3) -> None:
     """Demonstrations, preference pairs (the last `heldout_pairs` on held-out prompts) and thumbs labels."""
     for row in read_jsonl("sft_tiny.jsonl"):
-        prompt_id = store.add_prompt(row["prompt"][-1]["content"], source="test")
+        prompt_id = store.add_prompt(row["prompt"][-1]["content"], source="test", split="train")
         store.add_demonstration(prompt_id, row["completion"][0]["content"])
     pairs = read_jsonl("pairs_tiny.jsonl")
     for i, row in enumerate(pairs):
@@ -23,7 +23,7 @@ def fill_store(store, heldout_pairs: int = 3) -> None:
         prompt_id = store.add_prompt(row["prompt"][-1]["content"], source="test", split=split)
         store.add_preference_pair(prompt_id, row["chosen"][0]["content"], row["rejected"][0]["content"])
     for row in read_jsonl("kto_tiny.jsonl"):
-        prompt_id = store.add_prompt(row["prompt"][-1]["content"], source="test-kto")
+        prompt_id = store.add_prompt(row["prompt"][-1]["content"], source="test-kto", split="train")
         store.add_unpaired_label(prompt_id, row["completion"][0]["content"], row["label"])
 
 

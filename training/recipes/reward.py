@@ -6,7 +6,8 @@
 
 Pairs come from comparisons, rankings, corrections and imported pairs (feedback_db.datasets). Pairwise accuracy
 (score(chosen) > score(rejected)) is reported on held-out pairs: the store's held-out split, or else a
-`--eval_fraction` of the pairs kept out of training. The version is used by online RL and the evaluation gate.
+`--eval_fraction` of the prompts (all their pairs) kept out of training. The version is used by online RL and the
+evaluation gate.
 """
 
 import json
@@ -18,6 +19,7 @@ from peft import LoraConfig
 from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig, RewardTrainer
 
+from feedback_db.datasets import split_by_prompt
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.hardware import device, micro_batch, pick_dtype, trainer_precision_kwargs
@@ -42,8 +44,9 @@ class RewardRecipeConfig:
     per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Pairs per forward pass; the rest "
         "of --batch_size is gradient accumulation. Default: 1 on CPU (memory), --batch_size on GPU."})
     max_length: int = field(default=1024, metadata={"help": "Longer pairs are dropped."})
-    eval_fraction: float = field(default=0.2, metadata={"help": "Share of pairs held out for accuracy when the "
-                                                                "store has no held-out pairs (0: none)."})
+    eval_fraction: float = field(default=0.2, metadata={"help": "Share of prompts whose pairs are held out for "
+                                                                "accuracy when the store has no held-out pairs "
+                                                                "(0: none)."})
     logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
     run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
@@ -91,9 +94,8 @@ def main(cfg: RewardRecipeConfig) -> str:
         heldout = heldout if len(heldout) else None
     if len(dataset) == 0:
         raise ValueError("No preference pairs: compare or rank answers in the review tab first.")
-    if heldout is None and cfg.eval_fraction > 0 and len(dataset) >= 5:
-        split = dataset.train_test_split(test_size=cfg.eval_fraction, seed=cfg.seed)
-        dataset, heldout = split["train"], split["test"]
+    if heldout is None and cfg.eval_fraction > 0 and len({json.dumps(r) for r in dataset["prompt"]}) >= 5:
+        dataset, heldout = split_by_prompt(dataset, cfg.eval_fraction, cfg.seed)
 
     # 2. Model: sequence classifier on the base, LoRA + a trained score head
     base_model = resolve_base_model(cfg.base_model, cfg.data_dir)

@@ -31,7 +31,7 @@ def build_data_tab(services, tab: gr.Tab) -> None:
         if not path:
             raise gr.Error("Choose a .jsonl, .csv or .parquet file first.")
         try:
-            report = services.data.import_file(store, path, kind, split=split)
+            report = services.data.import_file(store, path, kind, split=None if split == "auto" else split)
         except (ValueError, KeyError) as err:  # the importer names the line and field; nothing was imported
             raise gr.Error(f"Nothing imported. {err}") from err
         store.audit(admin.username, "import", {"kind": kind, "split": split, "rows": report.rows,
@@ -84,8 +84,8 @@ def build_data_tab(services, tab: gr.Tab) -> None:
             upload = gr.File(label="File", file_types=[".jsonl", ".csv", ".parquet"], type="filepath")
             with gr.Row():
                 kind = gr.Radio(IMPORT_KINDS, value="prompts", label="Kind")
-                split = gr.Radio(["train", "heldout"], value="train", label="Split (held-out prompts feed the "
-                                 "evaluation gate and Compare)")
+                split = gr.Radio(["auto", "train", "heldout"], value="auto", label="Split (auto: a share of new "
+                                 "prompts is held out by text hash; held-out prompts feed the evaluation gate)")
             import_btn = gr.Button("Import", variant="primary")
             import_result = gr.Markdown()
         with gr.Column(scale=2):
