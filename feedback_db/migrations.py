@@ -254,6 +254,13 @@ UNION SELECT r.prompt_id FROM corrections x JOIN responses r ON r.id = x.respons
 """
 
 
+@MIGRATIONS()
+def m008_comparison_source(db: Database) -> None:
+    """Where a blind A/B vote came from (review queue, arena, REST API): the leaderboard counts them all, the
+    arena's own history reads its rows back."""
+    db.execute("ALTER TABLE comparisons ADD COLUMN source TEXT NOT NULL DEFAULT 'review'")
+
+
 def _execute_all(db: Database, script: str) -> None:
     # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
     for statement in script.split(";"):

@@ -12,6 +12,7 @@ ROLES = ("admin", "reviewer", "viewer")
 SPLITS = ("train", "heldout")
 REVIEW_MODES = ("single", "pairwise", "ranking")
 WINNERS = ("a", "b", "tie", "both_bad")
+COMPARISON_SOURCES = ("review", "arena", "api")  # review queue, chat arena, REST API
 METHODS = ("sft", "reward", "dpo", "kto", "online_rl", "sdk")
 TECHNIQUES = ("lora", "full", "freeze")
 VERSION_STATUSES = ("candidate", "active", "archived", "rejected")
@@ -96,6 +97,7 @@ class Comparison:
     winner: str  # a | b | tie | both_bad
     username: str
     created: str
+    source: str = "review"  # review | arena | api
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from feedback_db import review_queue
 from feedback_db.connection import Connections, retry_locked
 from feedback_db.migrations import migrate, schema_version
 from feedback_db.models import (
+    COMPARISON_SOURCES,
     FINAL_RUN_STATUSES,
     METHODS,
     REVIEW_MODES,
@@ -316,14 +317,17 @@ class FeedbackStore:
         row = {"response_id": response_id, "username": username, "thumbs": thumbs, "likert": likert}
         return self._insert("ratings", {**row, "comment": comment, "created": now()})
 
-    def add_comparison(self, response_a: int, response_b: int, winner: str, username: str) -> int:
+    def add_comparison(
+        self, response_a: int, response_b: int, winner: str, username: str, source: str = "review"
+    ) -> int:
         _check(winner in WINNERS, f"winner must be one of {', '.join(WINNERS)}; got {winner!r}")
+        _check(source in COMPARISON_SOURCES, f"source must be one of {', '.join(COMPARISON_SOURCES)}; got {source!r}")
         _check(response_a != response_b, "a comparison needs two different responses")
         a, b = self._require_response(response_a), self._require_response(response_b)
         _check(a.prompt_id == b.prompt_id, "compared responses must answer the same prompt")
         row = {"prompt_id": a.prompt_id, "response_a": a.id, "response_b": b.id, "version_a": a.model_version}
         row |= {"version_b": b.model_version, "winner": winner, "username": username, "created": now()}
-        return self._insert("comparisons", row)
+        return self._insert("comparisons", {**row, "source": source})
 
     def add_ranking(self, response_ids_best_first: list[int], username: str) -> int:
         ids = list(response_ids_best_first)

@@ -116,7 +116,7 @@ def rest_routes(services) -> list[BaseRoute]:
         comparison = parse(ComparisonIn, body)
         try:
             comparison_id = store.add_comparison(comparison.response_a, comparison.response_b, comparison.winner,
-                                                 user.username)
+                                                 user.username, source="api")
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         except KeyError as exc:

@@ -10,6 +10,7 @@ from webapp.auth import ADMIN, EVERYONE, REVIEWERS
 from webapp.ratelimit import LoginRateLimiter
 from webapp.rest_api import rest_routes
 from webapp.tabs.admin import build_admin_tab
+from webapp.tabs.arena import build_arena_tab
 from webapp.tabs.chat import build_chat_tab
 from webapp.tabs.review import build_review_tab
 from webapp.tabs.stats import build_stats_tab
@@ -71,8 +72,11 @@ def build_ui(services) -> gr.Blocks:
             banner_md = gr.Markdown(elem_id="tl-banner")
             who = gr.Markdown()
         with gr.Tabs():
-            with gr.Tab("Chat"):
-                build_chat_tab(services)
+            with gr.Tab("Chat"), gr.Tabs():
+                with gr.Tab("Chat"):
+                    build_chat_tab(services)
+                with gr.Tab("Arena (blind A/B)"):
+                    build_arena_tab(services)
             with gr.Tab("Review", visible=False) as review_tab:
                 build_review_tab(services)
             with gr.Tab("Admin", visible=False) as admin_tab:

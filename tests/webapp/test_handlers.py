@@ -266,7 +266,9 @@ def test_users_add_change_disable_and_audit(demo, store):
 def test_stats_are_readable_by_viewers(demo, store):
     _, ids = add_pair(store)
     store.add_comparison(*ids, "b", "rita")
-    counts, per_reviewer, agreement, _, win_rates, _ = call(demo, "stats", user="vic")
+    board, matrix, counts, per_reviewer, agreement, _, win_rates, _ = call(demo, "stats", user="vic")
+    assert list(board.version) == ["v1-sft", "base"] and list(board.votes) == [1, 1]  # the real leaderboard
+    assert matrix.set_index("wins of ↓ against →").loc["v1-sft", "base"] == "1/1 (100%)"
     assert counts["count"].sum() == 1 and list(per_reviewer.username) == ["rita"]
     assert list(win_rates.version) == ["v1-dpo"] and len(agreement) == 3
 

@@ -1,11 +1,28 @@
-"""Stats (everyone, read-only): feedback over time, reviewer agreement, blind A/B win-rates, reward-model accuracy."""
+"""Stats (everyone, read-only): the version leaderboard, feedback over time, reviewer agreement, blind A/B win-rates,
+reward-model accuracy."""
 
 import gradio as gr
 import pandas as pd
 
+from feedback_db.leaderboard import EXPLANATION, leaderboard
 from webapp.auth import EVERYONE
 
 AGREEMENT_KINDS = ("thumbs", "likert", "pairwise")
+BOARD_COLUMNS = ["rank", "version", "rating", "95% interval", "votes", "wins", "losses", "ties"]
+
+
+def board_frames(store) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The leaderboard and its win matrix (row version's wins / decisive votes against the column version)."""
+    board = leaderboard(store)
+    rows = [[i + 1, r.version, round(r.rating), f"{r.low:.0f} – {r.high:.0f}", r.votes, r.wins, r.losses, r.ties]
+            for i, r in enumerate(board.ratings)]
+    order = [r.version for r in board.ratings]
+    matrix = [[row, *("—" if row == col else _cell(*board.matrix[row][col]) for col in order)] for row in order]
+    return pd.DataFrame(rows, columns=BOARD_COLUMNS), pd.DataFrame(matrix, columns=["wins of ↓ against →", *order])
+
+
+def _cell(wins: int, decisive: int) -> str:
+    return f"{wins}/{decisive} ({wins / decisive:.0%})" if decisive else "–"
 
 
 def build_stats_tab(services, tab: gr.Tab) -> None:
@@ -38,9 +55,14 @@ def build_stats_tab(services, tab: gr.Tab) -> None:
     def stats_refresh(request: gr.Request) -> tuple:
         auth.require(request, *EVERYONE)
         counts, per_reviewer = feedback()
-        return counts, per_reviewer, *agreement(), win_rates(), reward_accuracy()
+        return *board_frames(store), counts, per_reviewer, *agreement(), win_rates(), reward_accuracy()
 
     refresh = gr.Button("↻ Refresh", size="sm")
+    gr.Markdown(f"#### Leaderboard\n{EXPLANATION}")
+    with gr.Row():
+        board = gr.Dataframe(pd.DataFrame(columns=BOARD_COLUMNS), label="Versions by rating", interactive=False,
+                             elem_id="leaderboard", scale=3)
+        matrix = gr.Dataframe(label="Win matrix", interactive=False, elem_id="win-matrix", scale=2)
     with gr.Row():
         counts_plot = gr.BarPlot(x="day", y="count", color="mode", title="Judgments per day and mode", height=260)
         per_reviewer = gr.Dataframe(label="Judgments per reviewer", interactive=False)
@@ -52,5 +74,5 @@ def build_stats_tab(services, tab: gr.Tab) -> None:
         reward_plot = gr.BarPlot(x="version", y="value", color="metric",
                                  title="Reward-model / preference accuracy per version",
                                  y_lim=[0, 1], height=260)
-    outputs = [counts_plot, per_reviewer, agreement_table, reviewer_agreement, win_plot, reward_plot]
+    outputs = [board, matrix, counts_plot, per_reviewer, agreement_table, reviewer_agreement, win_plot, reward_plot]
     gr.on([refresh.click, tab.select], stats_refresh, None, outputs, api_name=auth.endpoint("stats", *EVERYONE))

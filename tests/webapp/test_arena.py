@@ -1,0 +1,59 @@
+"""Arena handlers and decisions: weighted version picks, interleaved streams, the stored vote, the reveal."""
+
+import random
+from collections import Counter
+
+import gradio as gr
+import pytest
+
+from tests.webapp.conftest import call
+from tests.webapp.test_handlers import register
+from webapp.arena import interleave, pick_versions
+
+
+def test_pick_versions_favours_active_and_newest_candidate_and_randomises_sides():
+    rng = random.Random(0)
+    picks = [pick_versions(["base", "v1-sft", "v2-dpo", "v3-dpo"], "v1-sft", "v3-dpo", rng) for _ in range(4000)]
+    assert all(a != b for a, b in picks)
+    seen = Counter(v for pair in picks for v in pair)
+    assert min(seen["v1-sft"], seen["v3-dpo"]) > 1.5 * max(seen["base"], seen["v2-dpo"])
+    assert 0.4 < sum(a == "v1-sft" for a, _ in picks) / seen["v1-sft"] < 0.6  # A or B side equally often
+    with pytest.raises(ValueError, match="two servable versions"):
+        pick_versions(["base"], "base", None, rng)
+
+
+def test_interleave_lets_both_answers_grow_together():
+    steps = list(interleave(iter(["a", "ab", "abc"]), iter(["x"])))
+    assert steps == [(0, "a"), (1, "x"), (0, "ab"), (0, "abc")]
+
+
+def test_arena_needs_two_versions(demo):
+    with pytest.raises(gr.Error, match="two servable versions"):
+        call(demo, "arena_ask", "Hello?", user="vic")
+
+
+def test_arena_battle_vote_is_stored_with_source_and_revealed_after(demo, store, tmp_path):
+    register(store, tmp_path)
+    _, chat_a, chat_b, battle, status, *buttons = call(demo, "arena_ask", "Why is the sky blue?", user="vic")
+    assert set(battle.versions) == {"base", "v1-sft"} and "names are shown after" in status
+    assert chat_a[-1]["content"] == f"[{battle.versions[0]}] answer to: Why is the sky blue?"
+    assert "v1-sft" not in status and all(b["interactive"] for b in buttons)
+    state, reveal, *buttons = call(demo, "arena_vote_b", battle, user="vic")
+    assert state is None and not any(b["interactive"] for b in buttons)
+    assert f"**A** was `{battle.versions[0]}`" in reveal and f"**B** was `{battle.versions[1]}`" in reveal
+    (comparison,) = store.list_comparisons()
+    assert (comparison.source, comparison.winner, comparison.username) == ("arena", "b", "vic")
+    assert (comparison.version_a, comparison.version_b) == battle.versions
+    prompt = store.get_prompt(comparison.prompt_id)
+    assert prompt.source == "arena" and prompt.messages == [{"role": "user", "content": "Why is the sky blue?"}]
+    assert store.get_response(comparison.response_b).text == chat_b[-1]["content"]
+    with pytest.raises(gr.Error, match="Ask a prompt first"):
+        call(demo, "arena_vote_a", None, user="vic")
+
+
+def test_arena_refuses_anonymous_and_oversized_prompts(demo, store, tmp_path):
+    register(store, tmp_path)
+    with pytest.raises(gr.Error):
+        call(demo, "arena_ask", "Hi", user=None)
+    with pytest.raises(gr.Error, match="limit"):
+        call(demo, "arena_ask", "x" * 9000, user="vic")
