@@ -27,6 +27,9 @@ from feedback_db.models import ImportReport
 from feedback_db.store import FeedbackStore
 
 KINDS = ("prompts", "demonstrations", "preferences", "unpaired")
+# 120 prompts written for Tuneloop (facts, how-to, writing, reasoning, coding, advice, safety-sensitive requests),
+# every sixth of each kind held out; the first-run panel imports them into an empty store
+STARTER_PROMPTS = Path(__file__).parent / "assets" / "starter_prompts.jsonl"
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 ROLES = ("system", "user", "assistant")
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from feedback_db.importers import STARTER_PROMPTS
 from webapp.auth import Auth
 from webapp.model_service import BASE, VersionLoadError
 
@@ -199,11 +200,23 @@ class Services:
             return list(self.data.builders[kind](self.store))
         return self.store.table_rows(kind)
 
+    # ----- first run -------------------------------------------------------------------------------------
+    def onboarding_steps(self) -> dict[str, bool]:
+        """Which steps of the first loop this store has done: prompts, candidates, review, round."""
+        return {"prompts": self.store.count("prompts") > 0, "candidates": self.store.count("responses") > 0,
+                "review": self.store.count("comparisons") > 0, "round": bool(self.store.list_runs(limit=1))}
+
+    def load_starter_prompts(self):
+        """Import the starter prompts shipped in the repository (already imported ones are skipped)."""
+        return self.data.import_file(self.store, STARTER_PROMPTS, "prompts")
+
     # ----- candidates -----------------------------------------------------------------------------------
     def generate_candidates(self, prompt_ids: Iterable[int], versions: list[str], samples: int = 1,
                             max_new_tokens: int = 128, temperature: float = 0.7,
-                            progress: Callable[[int, int], None] | None = None) -> int:
-        """Answer each prompt with each version (`samples` each); store the responses. Returns how many."""
+                            progress: Callable[[int, int], None] | None = None, ab_pair: bool = False) -> int:
+        """Answer each prompt with each version (`samples` each); store the responses. Returns how many.
+        `ab_pair`: two samples of one version that the review queue serves as a blind A/B item (the first run has
+        only the base model, and two sampled answers are still a preference to learn from)."""
         prompt_ids = list(prompt_ids)
         for name in versions:
             self.ensure_loaded(name)
@@ -213,6 +226,8 @@ class Services:
             for name in versions:
                 for sample in range(samples):
                     settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": sample}
+                    if ab_pair:
+                        settings["ab_sample"] = sample
                     text = self.models.generate(prompt.as_messages(), version=name, max_new_tokens=max_new_tokens,
                                                 temperature=temperature, seed=sample)
                     self.store.add_response(prompt_id, text, name, settings)

@@ -12,6 +12,7 @@ from webapp.rest_api import rest_routes
 from webapp.tabs.admin import build_admin_tab
 from webapp.tabs.arena import build_arena_tab
 from webapp.tabs.chat import build_chat_tab
+from webapp.tabs.onboarding import build_onboarding, checklist
 from webapp.tabs.review import build_review_tab
 from webapp.tabs.stats import build_stats_tab
 
@@ -62,6 +63,11 @@ def build_ui(services) -> gr.Blocks:
         return (f"Signed in as **{user.username}** ({user.role}) · [log out](/logout)", services.banner(),
                 gr.update(visible=reviewer), gr.update(visible=admin), gr.Timer(active=admin))
 
+    def onboarding_show(request: gr.Request) -> tuple:
+        user = auth.require(request, *EVERYONE)
+        steps = services.onboarding_steps()
+        return gr.update(visible=user.role == ADMIN and not all(steps.values())), checklist(steps)
+
     def banner(request: gr.Request) -> str:
         auth.require(request, *EVERYONE)
         return services.banner()
@@ -71,13 +77,13 @@ def build_ui(services) -> gr.Blocks:
             gr.Markdown("## Tuneloop")
             banner_md = gr.Markdown(elem_id="tl-banner")
             who = gr.Markdown()
-        with gr.Tabs():
-            with gr.Tab("Chat"), gr.Tabs():
-                with gr.Tab("Chat"):
-                    build_chat_tab(services)
-                with gr.Tab("Arena (blind A/B)"):
-                    build_arena_tab(services)
-            with gr.Tab("Review", visible=False) as review_tab:
+        onboarding, steps, to_review = build_onboarding(services)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Chat"):
+                build_chat_tab(services)
+            with gr.Tab("Arena"):
+                build_arena_tab(services)
+            with gr.Tab("Review", visible=False, id="review") as review_tab:
                 build_review_tab(services)
             with gr.Tab("Admin", visible=False) as admin_tab:
                 rounds_timer = build_admin_tab(services)
@@ -85,6 +91,8 @@ def build_ui(services) -> gr.Blocks:
                 build_stats_tab(services, stats_tab)
         demo.load(session, None, [who, banner_md, review_tab, admin_tab, rounds_timer],
                   api_name=auth.endpoint("session", *EVERYONE))
+        demo.load(onboarding_show, None, [onboarding, steps], api_name=auth.endpoint("onboarding_show", *EVERYONE))
+        to_review.click(lambda: gr.Tabs(selected="review"), None, tabs, api_visibility="private")
         gr.Timer(2.0).tick(banner, None, banner_md, api_name=auth.endpoint("banner", *EVERYONE),
                            show_progress="hidden")
     return demo

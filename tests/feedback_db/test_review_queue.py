@@ -39,6 +39,17 @@ def test_pairwise_pairs_different_versions_in_random_order(store: FeedbackStore)
     assert store.next_item("bob", "pairwise", annotators_per_item=2) is not None
 
 
+def test_two_samples_of_one_version_generated_as_an_ab_pair_are_a_pairwise_item(store: FeedbackStore) -> None:
+    p = store.add_prompt("Sampled")
+    a, b = (store.add_response(p, f"sample {i}", "base", {"seed": i, "ab_sample": i}) for i in range(2))
+    three = store.add_prompt("Ranked")  # ranking samples carry seeds but are not A/B pairs
+    for i in range(3):
+        store.add_response(three, f"r{i}", "base", {"seed": i})
+    assert set(store.next_item("ann", "pairwise").response_ids) == {a, b}
+    store.add_comparison(a, b, "tie", "ann")
+    assert store.next_item("ann", "pairwise") is None
+
+
 def test_ranking_needs_three_responses_and_skips_ranked_prompts(store: FeedbackStore) -> None:
     _prompt_with(store, "Two", ["base", "v1"])
     three = _prompt_with(store, "Three", ["base", "v1", "v2"])

@@ -77,6 +77,7 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "users_list": [], "users_add": ["newbie", "long-enough", "viewer"], "users_set_role": ["newbie", "reviewer"],
         "users_disable": ["newbie"], "users_enable": ["newbie"], "audit_list": [20],
         "tokens_list": [], "tokens_create": ["newbie", "ci"], "tokens_revoke": [1],
+        "onboarding_load": [], "onboarding_generate": [], "onboarding_train": [],
     }
 
 
@@ -92,6 +93,8 @@ def test_admin_endpoints_refuse_everyone_but_admins(app, tmp_path):
     admin = session(url, "alice")
     calls = admin_calls(admin, tmp_path)
     assert set(calls) == set(services.auth.admin_only()), "give every admin endpoint valid inputs here"
+    for i in range(4):  # preference pairs for onboarding_train's DPO round
+        services.store.add_preference_pair(services.store.add_prompt(f"pref {i}", split="train"), "good", "bad")
     clients = {"anonymous": session(url, None), "viewer": session(url, "vic"), "reviewer": session(url, "rita")}
     for api_name, data in calls.items():
         for who, client in clients.items():
@@ -105,7 +108,8 @@ def test_admin_endpoints_refuse_everyone_but_admins(app, tmp_path):
     assert services.store.get_user("newbie").role == "reviewer"
     # promoted, rolled back to the parent (base), archived, then back to the previously active version
     assert services.store.active_version().name == "v1-sft" and services.models.active == "v1-sft"
-    assert len(services.store.list_prompts()) == 6  # the uploaded file was imported
+    # the uploaded file and the starter prompts were imported (the fake importer stores each line as a prompt)
+    assert len(services.store.list_prompts()) == 5 + 1 + 4 + 120
     (token,) = services.store.list_api_tokens("newbie")
     assert token.label == "ci" and token.revoked is not None
 

@@ -1,4 +1,4 @@
-"""Chat › Arena (everyone): one prompt, two versions picked at random, answers side by side without names; vote
+"""Arena (everyone, next to Chat): one prompt, two versions picked at random, answers side by side without names; vote
 A / B / tie / both bad, then the names are revealed. The battle lives in the session; see webapp/arena.py."""
 
 import random
@@ -10,7 +10,7 @@ from webapp import arena, limits
 from webapp.auth import EVERYONE
 from webapp.model_service import VersionLoadError
 
-MAX_NEW_TOKENS = 192
+MAX_NEW_TOKENS = 128
 TEMPERATURE = 0.7
 VOTES = (("A is better", "a"), ("B is better", "b"), ("Tie", "tie"), ("Both bad", "both_bad"))
 SAID = {"a": "A is better", "b": "B is better", "tie": "a tie", "both_bad": "both bad"}

@@ -1,0 +1,57 @@
+"""First run: the starter prompts shipped in the repository and the four-step onboarding panel."""
+
+import json
+from collections import Counter
+
+import gradio as gr
+import pytest
+
+from feedback_db.importers import STARTER_PROMPTS, import_file
+from tests.webapp.conftest import FakeModels, call, make_services
+from webapp.ui import build_ui
+
+
+def test_starter_prompts_are_many_varied_unique_and_partly_held_out():
+    rows = [json.loads(line) for line in STARTER_PROMPTS.read_text().splitlines()]
+    assert len(rows) >= 100 and len({r["prompt"] for r in rows}) == len(rows)
+    kinds = Counter(r["tags"][1] for r in rows)
+    assert {"facts", "how-to", "writing", "reasoning", "safety"} <= set(kinds) and min(kinds.values()) >= 10
+    assert 10 <= sum(r["split"] == "heldout" for r in rows) <= 25
+
+
+class SampledModels(FakeModels):
+    """Sampled answers differ by seed, as the real model's do at temperature 0.8."""
+
+    def generate(self, messages: list[dict], version: str | None = None, seed: int = 0, **kwargs) -> str:
+        return f"{super().generate(messages, version)} (sample {seed})"
+
+
+def test_onboarding_panel_walks_an_empty_store_through_one_loop(store, tmp_path):
+    services = make_services(store, tmp_path, SampledModels(), import_file)  # the real importer
+    demo = build_ui(services)
+    panel, steps = call(demo, "onboarding_show", user="vic")
+    assert panel["visible"] is False
+    panel, steps = call(demo, "onboarding_show", user="alice")
+    assert panel["visible"] is True and "○ **1. Load starter prompts**" in steps
+    with pytest.raises(gr.Error, match="load the starter prompts first"):
+        call(demo, "onboarding_generate", user="alice")
+
+    result, steps = call(demo, "onboarding_load", user="alice")
+    assert "Loaded 120 prompts" in result and "✓ **1." in steps
+    assert len(store.list_prompts(split="heldout")) == 17
+    result, steps = call(demo, "onboarding_generate", user="alice")
+    assert "12 answers from `base`: 6 blind A/B items" in result and "✓ **2." in steps
+    with pytest.raises(gr.Error, match="Not enough votes"):
+        call(demo, "onboarding_train", user="alice")
+
+    for winner in ("a", "b", "a", "b"):
+        item = store.next_item("rita", "pairwise")
+        assert {r.model_version for r in item.responses} == {"base"}  # two samples of the only version
+        store.add_comparison(*item.response_ids, winner, "rita")
+    result, steps = call(demo, "onboarding_train", user="alice")
+    (run,) = store.list_runs()
+    assert run.stages == ["dpo"] and run.config["auto_promote"] is False and f"Round {run.id} started" in result
+    panel, steps = call(demo, "onboarding_show", user="alice")
+    assert panel["visible"] is False and steps.count("✓") == 4
+    with pytest.raises(gr.Error, match="Permission denied"):
+        call(demo, "onboarding_load", user="rita")

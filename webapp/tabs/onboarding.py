@@ -1,0 +1,87 @@
+"""First-run panel (admins, until the store has been through one loop): load starter prompts → generate candidates →
+review → train a round, each one click, with what to expect and how long it takes on a 2-core CPU machine."""
+
+import gradio as gr
+
+from webapp.auth import ADMINS
+from webapp.model_service import VersionLoadError
+
+PROMPTS, SAMPLES, MAX_NEW_TOKENS, TEMPERATURE = 6, 2, 80, 0.8
+ROUND_STEPS = 8
+STEPS = {
+    "prompts": "**1. Load starter prompts** — 120 prompts written for Tuneloop (facts, how-to, writing, reasoning, "
+               "safety-sensitive requests), 103 for training and 17 held out. About a second.",
+    "candidates": f"**2. Generate candidates** — the serving model answers {PROMPTS} prompts twice (sampled), so "
+                  "each prompt becomes one blind A/B item. About a minute on 2 CPU cores.",
+    "review": "**3. Review** — opens the Review tab: press *Next item* and pick the better answer (keys a / b / t / "
+              "x). A few seconds per vote; 4 decisive votes are enough for a first round.",
+    "round": f"**4. Train a round** — DPO with a LoRA adapter, {ROUND_STEPS} steps, in its own process; follow it in "
+             "Admin › Rounds. About 2 minutes; the new version is a candidate that meets `base` in the Arena tab.",
+}
+
+
+def checklist(done: dict[str, bool]) -> str:
+    return "\n\n".join(f"{'✓' if done[key] else '○'} {text}" for key, text in STEPS.items())
+
+
+def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button]:
+    """The panel (hidden; the UI shows it to admins of a fresh store), its checklist, and its Review button (the UI
+    wires it to switch tabs)."""
+    auth, store = services.auth, services.store
+
+    def onboarding_load(request: gr.Request) -> tuple[str, str]:
+        admin = auth.require(request, *ADMINS)
+        try:
+            report = services.load_starter_prompts()
+        except (ValueError, KeyError) as err:
+            raise gr.Error(f"Starter prompts not imported: {err}") from err
+        store.audit(admin.username, "import", {"kind": "prompts", "starter": True, "added": report.added})
+        return (f"Loaded {report.added.get('prompts', 0)} prompts ({report.duplicates} were already there).",
+                checklist(services.onboarding_steps()))
+
+    def onboarding_generate(request: gr.Request, progress=gr.Progress()  # noqa: B008 (Gradio injects it)
+                            ) -> tuple[str, str]:
+        admin = auth.require(request, *ADMINS)
+        active = services.models.active
+        prompt_ids = services.prompts_needing([active], split="train")[:PROMPTS]
+        if not prompt_ids:
+            raise gr.Error("No training prompts without answers: load the starter prompts first.")
+        try:
+            made = services.generate_candidates(prompt_ids, [active], SAMPLES, MAX_NEW_TOKENS, TEMPERATURE,
+                                                progress=lambda done, total: progress((done, total), unit="answers"),
+                                                ab_pair=True)
+        except VersionLoadError as err:
+            raise gr.Error(str(err)) from err
+        store.audit(admin.username, "generate_candidates", {"versions": [active], "prompts": len(prompt_ids),
+                                                            "responses": made, "mode": "pairwise", "onboarding": True})
+        return (f"{made} answers from `{active}`: {len(prompt_ids)} blind A/B items wait in the Review tab.",
+                checklist(services.onboarding_steps()))
+
+    def onboarding_train(request: gr.Request) -> tuple[str, str]:
+        admin = auth.require(request, *ADMINS)
+        check = services.data.data_check(store, "dpo")
+        if not check.ok:
+            raise gr.Error("Not enough votes for a round yet: " + "; ".join(check.problems))
+        if any(r.status in ("queued", "running") for r in store.list_runs()):
+            raise gr.Error("A round is already running: follow it in Admin › Rounds.")
+        round_request = services.round_request(["dpo"], "lora", 0, "active", ROUND_STEPS, None, 8, 0.1,
+                                               evaluate=False, auto_promote=False, username=admin.username)
+        run_id = services.runner.start_round(store, services.data_dir, round_request)
+        store.audit(admin.username, "start_round", {"run_id": run_id, "stages": ["dpo"], "onboarding": True})
+        return (f"Round {run_id} started: follow it in Admin › Rounds; its version then joins the Arena's battles.",
+                checklist(services.onboarding_steps()))
+
+    with gr.Column(visible=False, elem_id="tl-onboarding") as panel:
+        gr.Markdown("### First run: one loop in four clicks")
+        steps = gr.Markdown(checklist({key: False for key in STEPS}))
+        with gr.Row():
+            load = gr.Button("1. Load starter prompts", variant="primary", elem_id="ob-load")
+            generate = gr.Button("2. Generate candidates", elem_id="ob-generate")
+            review = gr.Button("3. Review", elem_id="ob-review")
+            train = gr.Button("4. Train a round", elem_id="ob-train")
+        result = gr.Markdown(elem_id="ob-result")
+    load.click(onboarding_load, None, [result, steps], api_name=auth.endpoint("onboarding_load", *ADMINS))
+    generate.click(onboarding_generate, None, [result, steps],
+                   api_name=auth.endpoint("onboarding_generate", *ADMINS))
+    train.click(onboarding_train, None, [result, steps], api_name=auth.endpoint("onboarding_train", *ADMINS))
+    return panel, steps, review
