@@ -113,6 +113,19 @@ def test_pairwise_vote_records_both_versions_and_serves_the_next_item(demo, stor
         call(demo, "review_rate", shown[0], "up", "4", "", user="rita")
 
 
+def test_reviewer_sees_the_whole_conversation_with_the_system_prompt_labelled(demo, store):
+    messages = [{"role": "system", "content": "You are a <b>pirate</b>."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Arr, hello."}, {"role": "user", "content": "Where is the gold?"}]
+    prompt_id = store.add_prompt("Where is the gold?", messages=messages)
+    for version in ("base", "v1-sft"):
+        store.add_response(prompt_id, f"answer from {version}", version)
+    shown = call(demo, "review_next", "pairwise", user="rita")[2]
+    system, rest = shown.split("<details>", 1)
+    assert "**System prompt**" in system and "> You are a &lt;b&gt;pirate&lt;/b&gt;." in system
+    assert "Earlier turns (2)" in rest and "**User:** Hi" in rest and "**Assistant:** Arr, hello." in rest
+    assert rest.index("</details>") < rest.index("### Prompt\n\nWhere is the gold?")
+
+
 def test_single_rating_correction_ranking_and_skip(demo, store):
     prompt_id = store.add_prompt("Explain <b>HTML</b>")
     ids = [store.add_response(prompt_id, f"answer {i}", "base", {"seed": i}) for i in range(3)]

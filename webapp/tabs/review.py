@@ -1,4 +1,5 @@
 """Review (reviewers): a per-reviewer queue of on-policy candidates — rate one, blind A/B, rank N, correct, skip.
+The whole conversation is shown: the system prompt labelled as such, earlier turns collapsed.
 
 The store serves the next item for the reviewer and shuffles the responses, so A/B stays blind and randomised;
 the model versions behind A and B are recorded with the vote (from the responses), never shown here.
@@ -7,6 +8,7 @@ Shortcuts (webapp/ui.py): a/b/t/x vote, 1–5 Likert, u/d thumbs, Enter submit, 
 
 import gradio as gr
 
+from feedback_db.models import Prompt
 from webapp import limits
 from webapp.auth import REVIEWERS
 from webapp.tabs.common import safe_markdown
@@ -20,6 +22,22 @@ GUIDELINES = """
 
 Keys (outside text boxes): `a` `b` `t` `x` vote · `1`–`5` Likert · `u`/`d` thumbs · `Enter` submit · `s` skip
 """
+
+
+def conversation_markdown(prompt: Prompt) -> str:
+    """The prompt as the reviewer sees it: the system prompt labelled as such, earlier turns collapsed, then the last
+    user turn. Every piece of text goes through safe_markdown; only the <details> wrapper is ours."""
+    messages = prompt.as_messages()
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    turns = [m for m in messages[:-1] if m["role"] != "system"]
+    parts = []
+    if system:
+        quoted = "\n".join(f"> {line}" for line in safe_markdown("\n".join(system)).splitlines())
+        parts.append(f"**System prompt** (instructions the assistant was given, not written by the user):\n\n{quoted}")
+    if turns:
+        earlier = "\n\n".join(f"**{m['role'].capitalize()}:** {safe_markdown(m['content'])}" for m in turns)
+        parts.append(f"<details><summary>Earlier turns ({len(turns)})</summary>\n\n{earlier}\n\n</details>")
+    return "\n\n".join([*parts, f"### Prompt\n\n{safe_markdown(messages[-1]['content'])}"])
 
 
 def build_review_tab(services) -> None:
@@ -38,7 +56,7 @@ def build_review_tab(services) -> None:
         labels = ["A", "B"] if mode == "pairwise" else [str(i + 1) for i in range(len(texts))]
         state = {"mode": mode, "prompt_id": item.prompt.id, "response_ids": item.response_ids}
         ranked = "\n\n---\n\n".join(f"#### {label}\n\n{text}" for label, text in zip(labels, texts, strict=True))
-        return (state, progress, f"### Prompt\n\n{safe_markdown(item.prompt.text)}",
+        return (state, progress, conversation_markdown(item.prompt),
                 gr.update(visible=mode == "single"), gr.update(visible=mode == "pairwise"),
                 gr.update(visible=mode == "ranking"), texts[0], texts[0], texts[-1], ranked,
                 gr.update(choices=list(zip(labels, item.response_ids, strict=True)), value=item.response_ids[0]))
