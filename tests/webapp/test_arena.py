@@ -51,6 +51,15 @@ def test_arena_battle_vote_is_stored_with_source_and_revealed_after(demo, store,
         call(demo, "arena_vote_a", None, user="vic")
 
 
+def test_arena_shows_html_in_prompts_and_answers_as_text_and_stores_it_raw(demo, store, tmp_path):
+    register(store, tmp_path)
+    prompt = '<img src=x onerror="alert(1)"> hi'
+    _, chat_a, chat_b, battle, *_ = call(demo, "arena_ask", prompt, user="vic")
+    assert chat_a[0]["content"].startswith("&lt;img") and "<img" not in chat_a[-1]["content"] + chat_b[-1]["content"]
+    call(demo, "arena_vote_tie", battle, user="vic")
+    assert store.list_prompts()[0].messages[0]["content"] == prompt
+
+
 def test_arena_refuses_anonymous_and_oversized_prompts(demo, store, tmp_path):
     register(store, tmp_path)
     with pytest.raises(gr.Error):

@@ -9,6 +9,7 @@ import gradio as gr
 from webapp import arena, limits
 from webapp.auth import EVERYONE
 from webapp.model_service import VersionLoadError
+from webapp.tabs.common import safe_markdown
 
 MAX_NEW_TOKENS = 128
 TEMPERATURE = 0.7
@@ -21,7 +22,10 @@ def build_arena_tab(services) -> None:
     rng = random.Random()
 
     def pair_view(messages: list[dict], answers: tuple[str, str]) -> tuple[list[dict], list[dict]]:
-        return tuple([*messages, {"role": "assistant", "content": text}] for text in answers)
+        """What the two Chatbots show: every text through safe_markdown (HTML shown as text); the battle keeps
+        the raw text."""
+        shown = [{"role": m["role"], "content": safe_markdown(m["content"])} for m in messages]
+        return tuple([*shown, {"role": "assistant", "content": safe_markdown(text)}] for text in answers)
 
     def arena_ask(message: str, request: gr.Request) -> Iterator[tuple]:
         auth.require(request, *EVERYONE)
@@ -62,8 +66,8 @@ def build_arena_tab(services) -> None:
     gr.Markdown("Blind battle: your prompt goes to two versions picked at random; vote for the better answer and "
                 "see which versions they were. Votes feed the leaderboard in Stats and the next training round.")
     with gr.Row():
-        chat_a = gr.Chatbot(label="Answer A", height=380, sanitize_html=True, elem_id="arena-a")
-        chat_b = gr.Chatbot(label="Answer B", height=380, sanitize_html=True, elem_id="arena-b")
+        chat_a = gr.Chatbot(label="Answer A", height=380, sanitize_html=True, elem_id="arena-chat-a")
+        chat_b = gr.Chatbot(label="Answer B", height=380, sanitize_html=True, elem_id="arena-chat-b")
     status = gr.Markdown(elem_id="arena-status")
     with gr.Row():
         buttons = [gr.Button(label, interactive=False, elem_id=f"arena-{key}") for label, key in VOTES]
