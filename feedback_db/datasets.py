@@ -52,7 +52,8 @@ class _Data:
 def _load(store: FeedbackStore, snapshot: dict | None, split: str) -> _Data:
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout'; got {split!r}")
-    prompts = {p.id: p for p in store.list_prompts(split=split, snapshot=snapshot)}
+    excluded = store.excluded_prompt_ids(snapshot)  # flagged by a reviewer on an excluding criterion
+    prompts = {p.id: p for p in store.list_prompts(split=split, snapshot=snapshot) if p.id not in excluded}
     responses = {r.id: r for r in store.list_responses(snapshot=snapshot) if r.prompt_id in prompts}
     return _Data(prompts, responses, store, snapshot)
 

@@ -261,6 +261,45 @@ def m008_comparison_source(db: Database) -> None:
     db.execute("ALTER TABLE comparisons ADD COLUMN source TEXT NOT NULL DEFAULT 'review'")
 
 
+@MIGRATIONS()
+def m008_review_form(db: Database) -> None:
+    """The configurable review form: Markdown guidelines per queue, optional criteria (a 1–5 scale or a yes/no flag;
+    a flag may exclude what it marks from training), and the reviewers' answers, tied to the judgment they came
+    with."""
+    _execute_all(
+        db,
+        """
+        CREATE TABLE review_guidelines (
+            id INTEGER PRIMARY KEY,
+            mode TEXT NOT NULL UNIQUE CHECK (mode IN ('single', 'pairwise', 'ranking')),
+            text TEXT NOT NULL,
+            username TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+        CREATE TABLE review_criteria (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            description TEXT NOT NULL DEFAULT '',
+            kind TEXT NOT NULL CHECK (kind IN ('scale', 'flag')),
+            excludes INTEGER NOT NULL DEFAULT 0,
+            retired TEXT,
+            created TEXT NOT NULL
+        );
+        CREATE TABLE criterion_answers (
+            id INTEGER PRIMARY KEY,
+            criterion_id INTEGER NOT NULL REFERENCES review_criteria(id),
+            judgment TEXT NOT NULL CHECK (judgment IN ('ratings', 'comparisons', 'rankings')),
+            judgment_id INTEGER NOT NULL,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            value INTEGER NOT NULL,
+            username TEXT NOT NULL,
+            created TEXT NOT NULL
+        );
+        CREATE INDEX idx_criterion_answers_judgment ON criterion_answers(judgment, judgment_id)
+        """,
+    )
+
+
 def _execute_all(db: Database, script: str) -> None:
     # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
     for statement in script.split(";"):

@@ -12,6 +12,8 @@ ROLES = ("admin", "reviewer", "viewer")
 SPLITS = ("train", "heldout")
 REVIEW_MODES = ("single", "pairwise", "ranking")
 WINNERS = ("a", "b", "tie", "both_bad")
+CRITERION_KINDS = ("scale", "flag")  # 1–5, or yes (1) / no (0)
+JUDGMENT_TABLES = ("ratings", "comparisons", "rankings")  # what criteria answers and undo attach to
 COMPARISON_SOURCES = ("review", "arena", "api")  # review queue, chat arena, REST API
 METHODS = ("sft", "reward", "dpo", "kto", "online_rl", "sdk")
 TECHNIQUES = ("lora", "full", "freeze")
@@ -139,6 +141,31 @@ class UnpairedLabel:
     completion: str
     label: bool
     source: str
+    created: str
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """An optional question of the review form."""
+
+    id: int
+    name: str
+    description: str
+    kind: str  # scale (1–5) | flag (1 yes, 0 no)
+    excludes: bool  # a flag answered yes keeps its prompt out of training
+    retired: str | None  # when an admin removed it from the form; old answers stay
+    created: str
+
+
+@dataclass(frozen=True)
+class CriterionAnswer:
+    id: int
+    criterion_id: int
+    judgment: str  # ratings | comparisons | rankings
+    judgment_id: int
+    prompt_id: int
+    value: int
+    username: str
     created: str
 
 

@@ -26,7 +26,9 @@ from feedback_db.connection import Connections, retry_locked
 from feedback_db.migrations import migrate, schema_version
 from feedback_db.models import (
     COMPARISON_SOURCES,
+    CRITERION_KINDS,
     FINAL_RUN_STATUSES,
+    JUDGMENT_TABLES,
     METHODS,
     REVIEW_MODES,
     ROLES,
@@ -39,6 +41,8 @@ from feedback_db.models import (
     AuditEntry,
     Comparison,
     Correction,
+    Criterion,
+    CriterionAnswer,
     Demonstration,
     FeedbackCount,
     ModelVersion,
@@ -70,7 +74,8 @@ SNAPSHOT_TABLES = (
 )
 FEEDBACK_TABLES = ("ratings", "comparisons", "rankings", "corrections")
 EXPORTABLE_TABLES = (
-    *SNAPSHOT_TABLES, "skips", "model_versions", "runs", "run_metrics", "audit", "prompt_split_moves"
+    *SNAPSHOT_TABLES, "skips", "model_versions", "runs", "run_metrics", "audit", "prompt_split_moves",
+    "review_criteria", "criterion_answers", "review_guidelines",
 )
 VERSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DUMMY_HASH = hash_password("tuneloop-timing-equaliser")
@@ -358,6 +363,103 @@ class FeedbackStore:
 
     def list_corrections(self, snapshot: dict | None = None) -> list[Correction]:
         return [Correction(**dict(r)) for r in self._rows("corrections", snapshot)]
+
+    # review form: guidelines, criteria, answers, undo ---
+
+    def set_guidelines(self, mode: str, text: str, username: str) -> None:
+        _check(mode in REVIEW_MODES, f"mode must be one of {', '.join(REVIEW_MODES)}; got {mode!r}")
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO review_guidelines (mode, text, username, updated) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(mode) DO UPDATE SET text = excluded.text, username = excluded.username, "
+                "updated = excluded.updated",
+                (mode, text, username, now()),
+            )
+
+    def guidelines(self, mode: str) -> str | None:
+        """The admins' guidelines for a queue; None = never written (the UI shows its built-in ones)."""
+        rows = self._query("SELECT text FROM review_guidelines WHERE mode = ?", (mode,))
+        return rows[0]["text"] if rows else None
+
+    def add_criterion(self, name: str, description: str, kind: str, excludes: bool = False) -> Criterion:
+        _check(bool(name.strip()), "a criterion needs a name")
+        _check(kind in CRITERION_KINDS, f"kind must be one of {', '.join(CRITERION_KINDS)}; got {kind!r}")
+        _check(not excludes or kind == "flag", "only a yes/no flag can exclude rows from training")
+        row = {"name": name.strip(), "description": description.strip(), "kind": kind, "excludes": int(excludes)}
+        try:
+            criterion_id = self._insert("review_criteria", {**row, "created": now()})
+        except sqlite3.IntegrityError:
+            raise ValueError(f"a criterion named {name.strip()!r} already exists") from None
+        return next(c for c in self.list_criteria(include_retired=True) if c.id == criterion_id)
+
+    def list_criteria(self, include_retired: bool = False) -> list[Criterion]:
+        where = "1" if include_retired else "retired IS NULL"
+        rows = self._query(f"SELECT * FROM review_criteria WHERE {where} ORDER BY id")
+        return [Criterion(**{**dict(r), "excludes": bool(r["excludes"])}) for r in rows]
+
+    def retire_criterion(self, name: str) -> None:
+        """Take a criterion off the form; its answers stay (and a flag's exclusions stay in force)."""
+        sql = "UPDATE review_criteria SET retired = COALESCE(retired, ?) WHERE name = ?"
+        changed = self._update(sql, (now(), name))
+        if changed == 0:
+            raise KeyError(f"no criterion {name!r}")
+
+    def add_criterion_answers(self, judgment: str, judgment_id: int, username: str, answers: dict[int, int]) -> int:
+        """Answers to the form's criteria that came with one judgment (call inside the judgment's transaction)."""
+        _check(judgment in JUDGMENT_TABLES, f"judgment must be one of {', '.join(JUDGMENT_TABLES)}")
+        criteria = {c.id: c for c in self.list_criteria()}
+        prompt_id = self._judgment_prompt(judgment, judgment_id)
+        for criterion_id, value in answers.items():
+            criterion = criteria.get(int(criterion_id))
+            _check(criterion is not None, f"no criterion {criterion_id} on the review form")
+            allowed = range(1, 6) if criterion.kind == "scale" else (0, 1)
+            _check(value in allowed, f"criterion {criterion.name!r}: {value!r} is not one of {list(allowed)}")
+            row = {"criterion_id": criterion.id, "judgment": judgment, "judgment_id": judgment_id}
+            self._insert("criterion_answers", {**row, "prompt_id": prompt_id, "value": value, "username": username,
+                                               "created": now()})
+        return len(answers)
+
+    def list_criterion_answers(self) -> list[CriterionAnswer]:
+        return [CriterionAnswer(**dict(r)) for r in self._query("SELECT * FROM criterion_answers ORDER BY id")]
+
+    def excluded_prompt_ids(self, snapshot: dict | None = None) -> set[int]:
+        """Prompts a reviewer flagged yes on an excluding criterion (as of `snapshot`: only answers that came with
+        judgments it pins), kept out of every training dataset."""
+        sql = ("SELECT a.prompt_id, a.judgment, a.judgment_id FROM criterion_answers a "
+               "JOIN review_criteria c ON c.id = a.criterion_id WHERE c.excludes = 1 AND a.value = 1")
+        rows = self._query(sql)
+        if snapshot is None:
+            return {r["prompt_id"] for r in rows}
+        return {r["prompt_id"] for r in rows if r["judgment_id"] <= snapshot["max_ids"][r["judgment"]]}
+
+    def _judgment_prompt(self, judgment: str, judgment_id: int) -> int:
+        sql = {"ratings": "SELECT r.prompt_id FROM ratings x JOIN responses r ON r.id = x.response_id WHERE x.id = ?",
+               "comparisons": "SELECT prompt_id FROM comparisons WHERE id = ?",
+               "rankings": "SELECT prompt_id FROM rankings WHERE id = ?"}[judgment]
+        rows = self._query(sql, (judgment_id,))
+        if not rows:
+            raise KeyError(f"no {judgment} row {judgment_id}")
+        return rows[0][0]
+
+    def undo_last_judgment(self, username: str) -> tuple[str, int]:
+        """Delete `username`'s latest rating, comparison or ranking and its criteria answers; (table, id).
+
+        Refused once a registered version trained on it (its id is within that version's data snapshot): the
+        version's provenance must stay true. A reviewer changes such a judgment by judging the item again."""
+        union = " UNION ALL ".join(f"SELECT '{t}' AS t, id, created FROM {t} WHERE username = :u"
+                                   for t in JUDGMENT_TABLES)
+        with self._db.write() as conn:
+            latest = f"SELECT t, id FROM ({union}) ORDER BY created DESC LIMIT 1"
+            row = conn.execute(latest, {"u": username}).fetchone()
+            _check(row is not None, "you have no judgment to undo")
+            table, judgment_id = row[0], row[1]
+            for version in self.list_versions():
+                pinned = version.data_snapshot.get("max_ids", {}).get(table, 0)
+                _check(judgment_id > pinned, f"version {version.name} was trained on this judgment; judge the item "
+                                             "again to change it")
+            conn.execute("DELETE FROM criterion_answers WHERE judgment = ? AND judgment_id = ?", (table, judgment_id))
+            conn.execute(f"DELETE FROM {table} WHERE id = ?", (judgment_id,))
+        return table, judgment_id
 
     # review queue ---
 

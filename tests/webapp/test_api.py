@@ -78,6 +78,8 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "users_disable": ["newbie"], "users_enable": ["newbie"], "audit_list": [20],
         "tokens_list": [], "tokens_create": ["newbie", "ci"], "tokens_revoke": [1],
         "onboarding_load": [], "onboarding_generate": [], "onboarding_train": [],
+        "form_load": ["pairwise"], "form_guidelines": ["pairwise", "Be *kind*"],
+        "form_add_criterion": ["accurate", "true claims", "scale", False], "form_retire": ["accurate"],
     }
 
 

@@ -1,4 +1,4 @@
-"""Admin console (admins only): Data, Rounds, Versions, Users, Audit — one sub-tab per module.
+"""Admin console (admins only): Data, Rounds, Versions, Review form, Users, Audit — one sub-tab per module.
 
 Sub-tabs load their tables when selected (never into the page config, which any logged-in user can read).
 """
@@ -6,6 +6,7 @@ Sub-tabs load their tables when selected (never into the page config, which any 
 import gradio as gr
 
 from webapp.tabs.admin_data import build_data_tab
+from webapp.tabs.admin_review_form import build_review_form_tab
 from webapp.tabs.admin_rounds import build_rounds_tab
 from webapp.tabs.admin_users import build_audit_tab, build_users_tab
 from webapp.tabs.admin_versions import build_versions_tab
@@ -20,6 +21,8 @@ def build_admin_tab(services) -> gr.Timer:
             timer = build_rounds_tab(services)
         with gr.Tab("Versions") as tab:
             build_versions_tab(services, tab)
+        with gr.Tab("Review form") as tab:
+            build_review_form_tab(services, tab)
         with gr.Tab("Users") as tab:
             build_users_tab(services, tab)
         with gr.Tab("Audit log") as tab:

@@ -6,6 +6,8 @@ the model versions behind A and B are recorded with the vote (from the responses
 Shortcuts (webapp/ui.py): a/b/t/x vote, 1–5 Likert, u/d thumbs, Enter submit, s skip.
 """
 
+from collections.abc import Callable
+
 import gradio as gr
 
 from feedback_db.models import Prompt
@@ -13,14 +15,14 @@ from webapp import limits
 from webapp.auth import REVIEWERS
 from webapp.tabs.common import safe_markdown
 
+MAX_CRITERIA = 5  # criteria slots on the form (admins add them in Admin › Review form)
+KEYS = "Keys (outside text boxes): `a` `b` `t` `x` vote · `1`–`5` Likert · `u`/`d` thumbs · `Enter` submit · `s` skip"
 GUIDELINES = """
 * Judge **helpfulness first**, then correctness, then tone. A short correct answer beats a long wrong one.
 * **A/B**: pick the better answer; **Tie** when they are equally good, **Both bad** when neither is acceptable.
 * **Ranking**: type the answers' numbers best first, e.g. `2,1,3`.
 * Anything could be improved? Open *Write a better answer*: your text becomes a training demonstration.
 * Unsure or out of your depth? **Skip** — it will not come back to you.
-
-Keys (outside text boxes): `a` `b` `t` `x` vote · `1`–`5` Likert · `u`/`d` thumbs · `Enter` submit · `s` skip
 """
 
 
@@ -61,6 +63,14 @@ def build_review_tab(services) -> None:
                 gr.update(visible=mode == "ranking"), texts[0], texts[0], texts[-1], ranked,
                 gr.update(choices=list(zip(labels, item.response_ids, strict=True)), value=item.response_ids[0]))
 
+    def judged(item: dict, table: str, username: str, write: Callable[[], int]) -> None:
+        """Store a judgment and the criteria answers that came with it (item["criteria"]) in one transaction."""
+        try:
+            with store.transaction():
+                store.add_criterion_answers(table, write(), username, item.get("criteria", {}))
+        except (ValueError, KeyError) as err:
+            raise gr.Error(f"Not saved: {err}") from err
+
     def current(item: dict | None, mode: str) -> dict:
         if not item or item["mode"] != mode:
             raise gr.Error(f"No {mode} item loaded: press Next item.")
@@ -77,16 +87,16 @@ def build_review_tab(services) -> None:
         item = current(item, "single")
         if thumbs is None and likert is None and not comment.strip():
             raise gr.Error("Give a thumbs, a 1–5 score or a comment (or skip).")
-        store.add_rating(item["response_ids"][0], user.username,
-                         thumbs=None if thumbs is None else int(thumbs == "up"),
-                         likert=int(likert) if likert else None, comment=comment.strip())
+        judged(item, "ratings", user.username, lambda: store.add_rating(
+            item["response_ids"][0], user.username, thumbs=None if thumbs is None else int(thumbs == "up"),
+            likert=int(likert) if likert else None, comment=comment.strip()))
         return show(user.username, "single")
 
     def vote(winner: str):
         def review_compare(item: dict | None, request: gr.Request) -> tuple:
             user = auth.require(request, *REVIEWERS)
             a, b = current(item, "pairwise")["response_ids"]
-            store.add_comparison(a, b, winner, user.username)
+            judged(item, "comparisons", user.username, lambda: store.add_comparison(a, b, winner, user.username))
             return show(user.username, "pairwise")
         return review_compare
 
@@ -99,7 +109,7 @@ def build_review_tab(services) -> None:
             raise gr.Error(f"Ranking {order!r}: use the answers' numbers, best first, e.g. 2,1,3.") from err
         if sorted(picks) != list(range(1, len(ids) + 1)):
             raise gr.Error(f"Ranking {order!r}: give each of 1..{len(ids)} exactly once, best first.")
-        store.add_ranking([ids[p - 1] for p in picks], user.username)
+        judged(item, "rankings", user.username, lambda: store.add_ranking([ids[p - 1] for p in picks], user.username))
         return show(user.username, "ranking")
 
     def review_correct(item: dict | None, response_id: int | None, text: str, request: gr.Request) -> str:
@@ -112,6 +122,50 @@ def build_review_tab(services) -> None:
         store.add_correction(int(response_id), text.strip(), user.username)
         gr.Info("Correction saved: it will be used as a demonstration.")
         return ""
+
+    def mine(username: str) -> str:
+        counts = {mode: 0 for mode in ("rating", "comparison", "ranking", "correction")}
+        for row in store.feedback_counts():
+            if row.username == username:
+                counts[row.mode] += row.count
+        shares = [(kind, services.data.agreement(store, kind).per_reviewer.get(username))
+                  for kind in ("pairwise", "thumbs", "likert")]
+        agree = ", ".join(f"{kind} {share:.0%}" for kind, share in shares if share is not None)
+        return (f"**Your judgments:** {counts['rating']} ratings · {counts['comparison']} A/B votes · "
+                f"{counts['ranking']} rankings · {counts['correction']} corrections"
+                + (f" · agreement with the majority: {agree}" if agree else ""))
+
+    def review_form(mode: str, request: gr.Request) -> tuple:
+        """The queue's guidelines, the reviewer's own counts and agreement, and the form's criteria."""
+        user = auth.require(request, *REVIEWERS)
+        criteria = store.list_criteria()[:MAX_CRITERIA]
+        slots = [gr.update(visible=False, value=None)] * MAX_CRITERIA
+        for i, c in enumerate(criteria):
+            choices = [(str(n), n) for n in range(1, 6)] if c.kind == "scale" else [("yes", 1), ("no", 0)]
+            label = c.name + (" (yes keeps this prompt out of training)" if c.excludes else "")
+            slots[i] = gr.update(visible=True, label=label, info=c.description or None, choices=choices, value=None)
+        text = store.guidelines(mode)
+        guidelines = safe_markdown(text) if text is not None else GUIDELINES
+        return f"{guidelines}\n\n{KEYS}", mine(user.username), [c.id for c in criteria], *slots
+
+    def pick(slot: int):
+        def review_criterion(item: dict | None, form: list[int], value: int | None, request: gr.Request) -> dict:
+            auth.require(request, *REVIEWERS)
+            if not item or slot >= len(form):
+                return item
+            answers = {k: v for k, v in item.get("criteria", {}).items() if k != form[slot]}
+            return {**item, "criteria": answers if value is None else {**answers, form[slot]: int(value)}}
+        return review_criterion
+
+    def review_undo(mode: str, request: gr.Request) -> tuple:
+        user = auth.require(request, *REVIEWERS)
+        try:
+            table, judgment_id = store.undo_last_judgment(user.username)
+        except ValueError as err:
+            raise gr.Error(f"Nothing undone: {err}") from err
+        store.audit(user.username, "undo_judgment", {"table": table, "id": judgment_id})
+        gr.Info(f"Your last judgment ({table[:-1]} {judgment_id}) was removed; its item is back in the queue.")
+        return show(user.username, mode)
 
     def review_skip(item: dict | None, mode: str, request: gr.Request) -> tuple:
         user = auth.require(request, *REVIEWERS)
@@ -126,8 +180,9 @@ def build_review_tab(services) -> None:
             progress = gr.Markdown(scale=2)
             next_btn = gr.Button("Next item", variant="primary", scale=1)
         with gr.Accordion("Guidelines & shortcuts", open=False):
-            gr.Markdown(GUIDELINES)
-        item = gr.State(None)
+            guidelines_md = gr.Markdown(f"{GUIDELINES}\n\n{KEYS}", elem_id="rv-guidelines")
+        mine_md = gr.Markdown(elem_id="rv-mine")
+        item, form = gr.State(None), gr.State([])
         prompt_md = gr.Markdown("Press **Next item** to start.")
         with gr.Group(visible=False) as single_box:
             single_md = gr.Markdown(elem_classes="tl-response")
@@ -158,13 +213,24 @@ def build_review_tab(services) -> None:
             which = gr.Dropdown(label="Improve answer", choices=[])
             correction = gr.Textbox(label="Better answer (Markdown)", lines=6)
             correct_btn = gr.Button("Save correction")
-        skip = gr.Button("Skip (s)", elem_id="rv-skip", size="sm")
+        with gr.Row():
+            slots = [gr.Radio([], visible=False, elem_id=f"rv-criterion-{i}") for i in range(MAX_CRITERIA)]
+        with gr.Row():
+            skip = gr.Button("Skip (s)", elem_id="rv-skip", size="sm")
+            undo = gr.Button("Undo my last judgment", elem_id="rv-undo", size="sm")
 
     shown = [item, progress, prompt_md, single_box, pair_box, rank_box, single_md, a_md, b_md, rank_md, which]
     clear = [thumbs, likert, comment, order]
     reset = (lambda: (None, None, "", ""), None, clear)
     gr.on([next_btn.click, mode.change], review_next, mode, shown,
           api_name=auth.endpoint("review_next", *REVIEWERS)).then(*reset, api_visibility="private")
+    gr.on([next_btn.click, mode.change], review_form, mode, [guidelines_md, mine_md, form, *slots],
+          api_name=auth.endpoint("review_form", *REVIEWERS))
+    for i, slot in enumerate(slots):
+        slot.input(pick(i), [item, form, slot], item, api_name=auth.endpoint(f"review_criterion_{i}", *REVIEWERS))
+    judgments = [submit.click, rank_btn.click, undo.click, *(b.click for b in (a_btn, b_btn, tie_btn, bad_btn))]
+    gr.on(judgments, lambda: [gr.update(value=None)] * MAX_CRITERIA, None, slots, api_visibility="private")
+    undo.click(review_undo, mode, shown, api_name=auth.endpoint("review_undo", *REVIEWERS))
     submit.click(review_rate, [item, thumbs, likert, comment], shown,
                  api_name=auth.endpoint("review_rate", *REVIEWERS)).then(*reset, api_visibility="private")
     for button, winner in ((a_btn, "a"), (b_btn, "b"), (tie_btn, "tie"), (bad_btn, "both_bad")):
