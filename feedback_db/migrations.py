@@ -300,6 +300,27 @@ def m008_review_form(db: Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m008_prompt_exclusions(db: Database) -> None:
+    """Admins keep prompts out of training from the data browser: soft (rows stay), audited (who, why, when) and
+    reversible (`lifted`)."""
+    _execute_all(
+        db,
+        """
+        CREATE TABLE prompt_exclusions (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            reason TEXT NOT NULL,
+            username TEXT NOT NULL,
+            created TEXT NOT NULL,
+            lifted TEXT,
+            lifted_by TEXT
+        );
+        CREATE INDEX idx_prompt_exclusions_prompt ON prompt_exclusions(prompt_id)
+        """,
+    )
+
+
 def _execute_all(db: Database, script: str) -> None:
     # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
     for statement in script.split(";"):

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from feedback_db import review_queue
+from feedback_db import browse, review_queue
 from feedback_db.connection import Connections, retry_locked
 from feedback_db.migrations import migrate, schema_version
 from feedback_db.models import (
@@ -75,7 +75,7 @@ SNAPSHOT_TABLES = (
 FEEDBACK_TABLES = ("ratings", "comparisons", "rankings", "corrections")
 EXPORTABLE_TABLES = (
     *SNAPSHOT_TABLES, "skips", "model_versions", "runs", "run_metrics", "audit", "prompt_split_moves",
-    "review_criteria", "criterion_answers", "review_guidelines",
+    "review_criteria", "criterion_answers", "review_guidelines", "prompt_exclusions",
 )
 VERSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DUMMY_HASH = hash_password("tuneloop-timing-equaliser")
@@ -428,9 +428,12 @@ class FeedbackStore:
         sql = ("SELECT a.prompt_id, a.judgment, a.judgment_id FROM criterion_answers a "
                "JOIN review_criteria c ON c.id = a.criterion_id WHERE c.excludes = 1 AND a.value = 1")
         rows = self._query(sql)
+        excluded = self._query("SELECT prompt_id, created, lifted FROM prompt_exclusions")
         if snapshot is None:
-            return {r["prompt_id"] for r in rows}
-        return {r["prompt_id"] for r in rows if r["judgment_id"] <= snapshot["max_ids"][r["judgment"]]}
+            return {r["prompt_id"] for r in rows} | {r["prompt_id"] for r in excluded if r["lifted"] is None}
+        taken = snapshot["taken_at"]  # admins' exclusions as they stood when the snapshot was taken
+        return {r["prompt_id"] for r in rows if r["judgment_id"] <= snapshot["max_ids"][r["judgment"]]} | {
+            r["prompt_id"] for r in excluded if r["created"] <= taken and (r["lifted"] is None or r["lifted"] > taken)}
 
     def _judgment_prompt(self, judgment: str, judgment_id: int) -> int:
         sql = {"ratings": "SELECT r.prompt_id FROM ratings x JOIN responses r ON r.id = x.response_id WHERE x.id = ?",
@@ -460,6 +463,59 @@ class FeedbackStore:
             conn.execute("DELETE FROM criterion_answers WHERE judgment = ? AND judgment_id = ?", (table, judgment_id))
             conn.execute(f"DELETE FROM {table} WHERE id = ?", (judgment_id,))
         return table, judgment_id
+
+    # data browser ---
+
+    def browse_prompts(self, f: browse.BrowseFilter, page: int = 1,
+                       page_size: int = browse.PAGE_SIZE) -> tuple[list[browse.BrowseRow], int]:
+        _check(f.split in (None, *SPLITS), f"split must be 'train' or 'heldout'; got {f.split!r}")
+        return browse.browse(self._db.get(), f, page, page_size)
+
+    def prompt_feedback(self, prompt_id: int) -> dict[str, list]:
+        """Everything judged about one prompt: responses, ratings, comparisons, rankings, corrections, criteria
+        answers and exclusions (each a list of the store's dataclasses or, for exclusions, dicts)."""
+        by_response = "response_id IN (SELECT id FROM responses WHERE prompt_id = ?)"
+        q = self._query
+        return {
+            "responses": self.list_responses(prompt_id),
+            "ratings": [Rating(**dict(r)) for r in q(f"SELECT * FROM ratings WHERE {by_response}", (prompt_id,))],
+            "comparisons": [Comparison(**dict(r)) for r in q("SELECT * FROM comparisons WHERE prompt_id = ?",
+                                                             (prompt_id,))],
+            "rankings": [Ranking(**{**dict(r), "response_ids": json.loads(r["response_ids"])})
+                         for r in q("SELECT * FROM rankings WHERE prompt_id = ?", (prompt_id,))],
+            "corrections": [Correction(**dict(r)) for r in q(f"SELECT * FROM corrections WHERE {by_response}",
+                                                             (prompt_id,))],
+            "criteria": [CriterionAnswer(**dict(r)) for r in q("SELECT * FROM criterion_answers WHERE prompt_id = ?",
+                                                               (prompt_id,))],
+            "exclusions": [dict(r) for r in q("SELECT * FROM prompt_exclusions WHERE prompt_id = ? ORDER BY id",
+                                              (prompt_id,))],
+        }
+
+    def exclude_prompt(self, prompt_id: int, username: str, reason: str) -> None:
+        """Keep a prompt and all its rows out of training (soft: nothing is deleted; `restore_prompt` undoes it)."""
+        _check(bool(reason.strip()), "say why the prompt is excluded")
+        with self._db.write():
+            _check(self.get_prompt(prompt_id) is not None, f"no prompt {prompt_id}")
+            _check(not self._query("SELECT 1 FROM prompt_exclusions WHERE prompt_id = ? AND lifted IS NULL",
+                                   (prompt_id,)), f"prompt {prompt_id} is already excluded")
+            row = {"prompt_id": prompt_id, "reason": reason.strip(), "username": username, "created": now()}
+            self._insert("prompt_exclusions", row)
+
+    def restore_prompt(self, prompt_id: int, username: str) -> None:
+        changed = self._update("UPDATE prompt_exclusions SET lifted = ?, lifted_by = ? WHERE prompt_id = ? AND "
+                               "lifted IS NULL", (now(), username, prompt_id))
+        _check(changed > 0, f"prompt {prompt_id} is not excluded")
+
+    def move_prompt(self, prompt_id: int, split: str, username: str) -> None:
+        """Move a prompt between train and held-out, recorded in `prompt_split_moves`."""
+        _check(split in SPLITS, f"split must be 'train' or 'heldout'; got {split!r}")
+        with self._db.write():
+            prompt = self.get_prompt(prompt_id)
+            _check(prompt is not None, f"no prompt {prompt_id}")
+            _check(prompt.split != split, f"prompt {prompt_id} is already in {split}")
+            self._update("UPDATE prompts SET split = ? WHERE id = ?", (split, prompt_id))
+            row = {"prompt_id": prompt_id, "from_split": prompt.split, "to_split": split}
+            self._insert("prompt_split_moves", {**row, "reason": f"data browser ({username})", "created": now()})
 
     # review queue ---
 

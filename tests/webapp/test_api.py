@@ -80,6 +80,8 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "onboarding_load": [], "onboarding_generate": [], "onboarding_train": [],
         "form_load": ["pairwise"], "form_guidelines": ["pairwise", "Be *kind*"],
         "form_add_criterion": ["accurate", "true claims", "scale", False], "form_retire": ["accurate"],
+        "browse_search": ["question", "any", "", "", "", "", False, "any", 1], "browse_open": [1],
+        "browse_move_heldout": [2], "browse_move_train": [2], "browse_exclude": [1, "test"], "browse_restore": [1],
     }
 
 

@@ -1,10 +1,11 @@
-"""Admin console (admins only): Data, Rounds, Versions, Review form, Users, Audit — one sub-tab per module.
+"""Admin console (admins only): Data, Browse, Rounds, Versions, Review form, Users, Audit — one sub-tab per module.
 
 Sub-tabs load their tables when selected (never into the page config, which any logged-in user can read).
 """
 
 import gradio as gr
 
+from webapp.tabs.admin_browse import build_browse_tab
 from webapp.tabs.admin_data import build_data_tab
 from webapp.tabs.admin_review_form import build_review_form_tab
 from webapp.tabs.admin_rounds import build_rounds_tab
@@ -17,6 +18,8 @@ def build_admin_tab(services) -> gr.Timer:
     with gr.Tabs():
         with gr.Tab("Data") as tab:
             build_data_tab(services, tab)
+        with gr.Tab("Browse") as tab:
+            build_browse_tab(services, tab)
         with gr.Tab("Rounds"):
             timer = build_rounds_tab(services)
         with gr.Tab("Versions") as tab:
