@@ -75,6 +75,34 @@ def import_file(
     return ImportReport(str(path), kind, fmt, len(records), added, duplicates)
 
 
+@dataclass(frozen=True)
+class ImportPreview:
+    """What an import would write, read and validated without touching the store."""
+
+    format: str
+    rows: int
+    first: list[dict]  # the first rows as validated: prompt, then the kind's fields
+    problem: str | None  # the validation error that would abort the import (None: it would go through)
+
+
+def preview_file(path: str | Path, kind: str, shown: int = 5, limits: ImportLimits = ImportLimits()) -> ImportPreview:
+    """Read and validate every row of a file as `import_file` would; return the counts, the first rows and the
+    first problem. Writes nothing."""
+    if kind not in KINDS:
+        raise ImportValidationError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    fmt, rows = read_rows(Path(path), limits)
+    first, problem = [], None
+    for location, row in rows:
+        try:
+            record = _validate(kind, location, row, limits)
+        except ImportValidationError as err:
+            problem = str(err)
+            break
+        if len(first) < shown:
+            first.append({"prompt": record.prompt, **{k: str(v) for k, v in record.values.items()}})
+    return ImportPreview(fmt, len(rows), first, problem)
+
+
 def read_rows(path: Path, limits: ImportLimits) -> tuple[str, list[tuple[str, dict]]]:
     """(format, [(location, row)]) where location is "line N" (JSONL) or "row N" (CSV, Parquet)."""
     fmt = FORMATS.get(path.suffix.lower())

@@ -68,7 +68,8 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         (uploaded,) = client.post("/gradio_api/upload", files={"files": f}).json()
     file_data = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
     return {
-        "data_counts": [], "data_import": [file_data, "prompts", "heldout"], "data_candidates": [],
+        "data_counts": [], "data_preview": [file_data, "prompts"],
+        "data_import": [file_data, "prompts", "heldout"], "data_candidates": [],
         "data_generate": ["pairwise", "v1-sft", 3, "train", 16, 0.7], "data_export": ["prompts"],
         "rounds_check": [["sft"]], "rounds_start": [["sft"], "lora", 4, "active", 2, None, 8, 0.1, True, True],
         "rounds_progress": [None], "rounds_cancel": [1],

@@ -298,9 +298,13 @@ def test_real_importer_reports_the_line_and_imports_nothing(store, tmp_path):
     demo = build_ui(make_services(store, tmp_path, import_file=import_file))
     bad = tmp_path / "prompts.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": ""}\n')
+    summary, first = call(demo, "data_preview", str(bad), "prompts", user="alice")
+    assert "2 prompts rows (jsonl)" in summary and "Would abort" in summary and "line 2" in summary
+    assert list(first.prompt) == ["fine"] and store.list_prompts() == []  # a preview writes nothing
     with pytest.raises(gr.Error, match="Nothing imported.*line 2"):
         call(demo, "data_import", str(bad), "prompts", "heldout", user="alice")
     assert store.list_prompts() == []
     bad.write_text('{"prompt": "fine"}\n{"prompt": "also fine"}\n')
+    assert "**Valid:**" in call(demo, "data_preview", str(bad), "prompts", user="alice")[0]
     message, counts = call(demo, "data_import", str(bad), "prompts", "heldout", user="alice")
     assert "Imported 2 rows" in message and [p.split for p in store.list_prompts()] == ["heldout", "heldout"]

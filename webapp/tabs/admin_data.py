@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import gradio as gr
 import pandas as pd
 
+from feedback_db.importers import preview_file
 from webapp.auth import ADMINS
 from webapp.model_service import BASE, VersionLoadError
 
@@ -38,6 +39,19 @@ def build_data_tab(services, tab: gr.Tab) -> None:
                                                "added": report.added})
         added = ", ".join(f"{n} {table}" for table, n in report.added.items())
         return f"✅ Imported {report.rows} rows: {added}; {report.duplicates} duplicates skipped.", counts()
+
+    def data_preview(path: str | None, kind: str, request: gr.Request) -> tuple[str, pd.DataFrame]:
+        auth.require(request, *ADMINS)
+        if not path:
+            return "", pd.DataFrame()
+        try:
+            preview = preview_file(path, kind)
+        except ValueError as err:
+            return f"**Cannot be imported:** {err}", pd.DataFrame()
+        verdict = (f"**Would abort, nothing written:** {preview.problem}" if preview.problem else
+                   "**Valid:** every row passed; press Import to write them.")
+        return (f"Preview: {preview.rows} {kind} rows ({preview.format}), first {len(preview.first)} below. {verdict}",
+                pd.DataFrame(preview.first))
 
     def data_generate(mode: str, candidate: str, samples: float, prompts: str, max_new_tokens: float,
                       temperature: float, request: gr.Request, progress=gr.Progress()  # noqa: B008 (Gradio injects it)
@@ -86,6 +100,8 @@ def build_data_tab(services, tab: gr.Tab) -> None:
                 kind = gr.Radio(IMPORT_KINDS, value="prompts", label="Kind")
                 split = gr.Radio(["auto", "train", "heldout"], value="auto", label="Split (auto: a share of new "
                                  "prompts is held out by text hash; held-out prompts feed the evaluation gate)")
+            preview_md = gr.Markdown(elem_id="import-preview")
+            preview_table = gr.Dataframe(interactive=False, wrap=True, max_height=240)
             import_btn = gr.Button("Import", variant="primary")
             import_result = gr.Markdown()
         with gr.Column(scale=2):
@@ -110,6 +126,8 @@ def build_data_tab(services, tab: gr.Tab) -> None:
         export_file = gr.File(label="Download", scale=2)
 
     gr.on([refresh.click, tab.select], data_counts, None, table, api_name=auth.endpoint("data_counts", *ADMINS))
+    gr.on([upload.change, kind.change], data_preview, [upload, kind], [preview_md, preview_table],
+          api_name=auth.endpoint("data_preview", *ADMINS))
     import_btn.click(data_import, [upload, kind, split], [import_result, table],
                      api_name=auth.endpoint("data_import", *ADMINS))
     generate.click(data_generate, [mode, candidate, samples, prompts, max_new_tokens, temperature],
