@@ -7,6 +7,7 @@
     python -m training online_rl --db data/tuneloop.db --reward_model v4-reward
     python -m training round --db data/tuneloop.db --stages sft,reward,dpo
     python -m training evaluate --db data/tuneloop.db --version v5-dpo
+    python -m training export --db data/tuneloop.db --version v5-dpo --out exports/v5-dpo [--merged]
     python -m training sft --config training/configs/sft_lora.yaml       # any flag can come from a YAML file
     accelerate launch --config_file training/accelerate/ddp.yaml -m training sft --db ...   # multi-GPU
 
@@ -26,6 +27,7 @@ COMMANDS = {
     "online_rl": ("training.recipes.online_rl", "OnlineRLRecipeConfig"),
     "round": ("training.round", "RoundConfig"),
     "evaluate": ("training.evaluate", "EvaluateConfig"),
+    "export": ("training.export", "ExportConfig"),
 }
 
 

@@ -8,6 +8,7 @@ r"""Tuneloop's Python SDK: the hosted-adapter API shape (Gradient-style), run lo
     result = adapter.fine_tune(samples=[{"inputs": "<s>### Instruction:\nWho is ...?\n\n### Response:\n...</s>"}])
     print(result.sum_loss, result.number_of_trainable_tokens)
     client.list_model_adapters(); client.get_model_adapter(adapter_id="Pavanmodel"); adapter.delete()
+    adapter.export("exports/Pavanmodel", merged=True)   # a plain Hugging Face folder with a model card
 
 An adapter is a model version (docs/ARCHITECTURE.md): a LoRA adapter in `data/versions/<name>/` with
 `tuneloop.json`, registered with method "sdk", technique "lora", status "candidate", so the web app lists it and can
@@ -199,6 +200,13 @@ class ModelAdapter:
         write_version(self.client.data_dir, self.path, model, optimizer, provenance, samples=conversations)
         self.client.store.update_version_metrics(self.id, provenance["metrics"])
         return result
+
+    def export(self, out_dir: str | Path, merged: bool = False) -> Path:
+        """Write this adapter to the new folder `out_dir` as a PEFT folder, or merged as a plain HF model, with a
+        model card (training.export)."""
+        from training.export import export_version
+
+        return export_version(self.client.store, self.id, out_dir, merged=merged)
 
     def delete(self) -> None:
         """Remove the adapter's weights and archive its registry row (the store keeps every version's row)."""

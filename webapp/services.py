@@ -160,6 +160,24 @@ class Services:
                 progress(i + 1, len(prompts))
         return rows
 
+    def export_version(self, name: str, merged: bool, username: str) -> tuple[Path, Path | None]:
+        """Export a version under data/exports/ (training.export; the client never picks a server path).
+
+        Returns the folder and, for an adapter (a few MB), a zip of it to download."""
+        from datetime import UTC, datetime
+
+        from training.export import export_version
+
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        out = self.data_dir / "exports" / f"{name}-{'merged' if merged else 'export'}-{stamp}"
+        folder = export_version(self.store, name, out, merged=merged)
+        self.store.audit(username, "export", {"version": name, "merged": merged, "path": str(folder)})
+        if (folder / "adapter_config.json").is_file():
+            import shutil
+
+            return folder, Path(shutil.make_archive(str(folder), "zip", root_dir=folder))
+        return folder, None
+
     # ----- rounds -----------------------------------------------------------------------------------------
     def round_request(self, stages: list[str], technique: str, freeze_top_n: int, parent: str, max_steps: int,
                       learning_rate: float | None, lora_r: int, beta: float, evaluate: bool, auto_promote: bool,

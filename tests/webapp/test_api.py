@@ -20,10 +20,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tiny_model(folder, tokenizer_from: str) -> None:
+    """A 1-layer random Llama with the real tokenizer: a full-weights version that exports in milliseconds."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 num_key_value_heads=1, vocab_size=len(tokenizer))).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
 @pytest.fixture()
-def app(store, tmp_path):
+def app(store, tmp_path, base_model_path):
     services = make_services(store, tmp_path)
-    (tmp_path / "versions" / "v1-sft").mkdir(parents=True)
+    tiny_model(tmp_path / "versions" / "v1-sft", base_model_path)
     store.register_version(name="v1-sft", parent=None, method="sft", technique="lora",
                            path=str(tmp_path / "versions" / "v1-sft"), base_model="fake-base", config={},
                            data_snapshot={}, metrics={})
@@ -74,7 +84,8 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "rounds_check": [["sft"]], "rounds_start": [["sft"], "lora", 4, "active", 2, None, 8, 0.1, True, True],
         "rounds_progress": [None], "rounds_cancel": [1],
         "versions_list": [], "versions_compare": ["base", "v1-sft", 1], "versions_promote": ["v1-sft"],
-        "versions_rollback": [], "versions_archive": ["v1-sft"], "versions_back": [],
+        "versions_rollback": [], "versions_export": ["v1-sft", False], "versions_archive": ["v1-sft"],
+        "versions_back": [],
         "users_list": [], "users_add": ["newbie", "long-enough", "viewer"], "users_set_role": ["newbie", "reviewer"],
         "users_disable": ["newbie"], "users_enable": ["newbie"], "audit_list": [20],
         "tokens_list": [], "tokens_create": ["newbie", "ci"], "tokens_revoke": [1],
@@ -115,6 +126,8 @@ def test_admin_endpoints_refuse_everyone_but_admins(app, tmp_path):
     assert services.store.active_version().name == "v1-sft" and services.models.active == "v1-sft"
     # the uploaded file and the starter prompts were imported (the fake importer stores each line as a prompt)
     assert len(services.store.list_prompts()) == 5 + 1 + 4 + 120
+    (exported,) = (services.data_dir / "exports").glob("v1-sft-export-*")
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in exported.iterdir()}
     (token,) = services.store.list_api_tokens("newbie")
     assert token.label == "ci" and token.revoked is not None
 

@@ -1,4 +1,5 @@
-"""Admin › Versions: lineage, metrics and the evaluation gate; promote (hot-swap), roll back, archive, compare."""
+"""Admin › Versions: lineage, metrics and the evaluation gate; promote (hot-swap), roll back, archive, export,
+compare."""
 
 import gradio as gr
 import pandas as pd
@@ -94,6 +95,17 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
             raise gr.Error(str(err)) from err
         return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
+    def versions_export(name: str | None, merged: bool, request: gr.Request) -> tuple:
+        admin = auth.require(request, *ADMINS)
+        if not name:
+            raise gr.Error("Pick a version to export.")
+        try:
+            folder, archive = services.export_version(name, merged, admin.username)
+        except ValueError as err:
+            raise gr.Error(f"Not exported: {err}") from err
+        text = f"Exported **{name}** to `{folder}` on the server (README.md is its model card)."
+        return text + (" Download the zip below." if archive else ""), str(archive) if archive else None
+
     def promote(name: str, username: str) -> None:
         try:
             services.promote(name, username)
@@ -109,6 +121,12 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
         rollback = gr.Button("Roll back to parent", scale=1)
         back = gr.Button("Back to previously active", scale=1)
         archive = gr.Button("Archive", variant="stop", scale=1)
+    gr.Markdown("#### Export a version (Hugging Face folder with a model card, under data/exports/)")
+    with gr.Row():
+        merged = gr.Checkbox(False, label="Merged into the base (plain transformers folder; LoRA versions)", scale=3)
+        export = gr.Button("Export", scale=1)
+    exported = gr.Markdown()
+    download = gr.File(label="Adapter zip", interactive=False)
     gr.Markdown("#### Compare two versions on held-out prompts")
     with gr.Row():
         version_a = gr.Dropdown([BASE], value=BASE, label="A", allow_custom_value=True)
@@ -123,5 +141,7 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
     rollback.click(versions_rollback, None, shown, api_name=auth.endpoint("versions_rollback", *ADMINS))
     back.click(versions_back, None, shown, api_name=auth.endpoint("versions_back", *ADMINS))
     archive.click(versions_archive, pick, shown, api_name=auth.endpoint("versions_archive", *ADMINS))
+    export.click(versions_export, [pick, merged], [exported, download],
+                 api_name=auth.endpoint("versions_export", *ADMINS))
     compare.click(versions_compare, [version_a, version_b, count], answers,
                   api_name=auth.endpoint("versions_compare", *ADMINS))
