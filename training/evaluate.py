@@ -22,6 +22,7 @@ import torch
 from peft import PeftModel
 
 from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm, load_tokenizer, resolve_base_model
+from training.generation import Request, generate
 from training.hardware import device
 from training.versions import is_adapter_dir, load_reward_model
 
@@ -80,13 +81,10 @@ def preference_accuracy(policy, reference, tokenizer, pairs) -> dict:
     return {"accuracy": sum(wins) / len(wins), "margin": sum(margins) / len(margins)} if wins else {}
 
 
-@torch.no_grad()
-def greedy_answer(model, tokenizer, prompt: list[dict], max_new_tokens: int) -> str:
-    inputs = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    inputs = {key: value.to(device()) for key, value in inputs.items()}
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                            pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+def greedy_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """Greedy answers to all prompts, decoded together by the batched generator."""
+    results = generate(model, tokenizer, [Request(prompt, max_new_tokens=max_new_tokens) for prompt in prompts])
+    return [result.text.strip() for result in results]
 
 
 @torch.no_grad()
@@ -143,11 +141,11 @@ def main(cfg: EvaluateConfig) -> dict:
             metrics["reward_model_accuracy"] = sum(ordered) / len(ordered)
         other = load_policy(base_model, against.path if against else None)
         outcomes = []
-        for prompt in prompts:
-            new = reward_score(reward_model, tokenizer, prompt, greedy_answer(policy, tokenizer, prompt,
-                                                                              cfg.max_new_tokens))
-            old = reward_score(reward_model, tokenizer, prompt, greedy_answer(other, tokenizer, prompt,
-                                                                              cfg.max_new_tokens))
+        answers = zip(greedy_answers(policy, tokenizer, prompts, cfg.max_new_tokens),
+                      greedy_answers(other, tokenizer, prompts, cfg.max_new_tokens), strict=True)
+        for prompt, (new_answer, old_answer) in zip(prompts, answers, strict=True):
+            new = reward_score(reward_model, tokenizer, prompt, new_answer)
+            old = reward_score(reward_model, tokenizer, prompt, old_answer)
             outcomes.append(1.0 if new > old else 0.5 if new == old else 0.0)
         metrics["win_rate_vs_active"] = sum(outcomes) / len(outcomes) if outcomes else None
 

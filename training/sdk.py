@@ -43,6 +43,7 @@ from transformers import PreTrainedTokenizerBase
 from feedback_db.models import ModelVersion
 from feedback_db.store import VERSION_NAME, FeedbackStore
 from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm, load_tokenizer, resolve_base_model
+from training.generation import Request, generate
 from training.hardware import device
 from training.versions import LORA_TARGETS, new_tmp_dir
 
@@ -155,17 +156,17 @@ class ModelAdapter:
     def __repr__(self) -> str:
         return f"ModelAdapter({self.id!r}, method={self.method!r}, base_model={self.base_model!r})"
 
-    def complete(self, query: str, max_generated_token_count: int = 100) -> CompletionResponse:
-        """Greedy answer to `query` as one user turn of the chat template; stops at the end-of-turn token."""
+    def complete(self, query: str | list[str], max_generated_token_count: int = 100
+                 ) -> CompletionResponse | list[CompletionResponse]:
+        """Greedy answer to `query` as one user turn of the chat template; stops at the end-of-turn token.
+        A list of queries is answered in one batch (training.generation), one response per query, in order."""
         model, tokenizer = self._load()
         model.eval()
-        inputs = tokenizer.apply_chat_template([{"role": "user", "content": query}], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True).to(device())
-        with torch.inference_mode():
-            output = model.generate(**inputs, max_new_tokens=max_generated_token_count, do_sample=False,
-                                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        new_tokens = output[0, inputs["input_ids"].shape[1]:]
-        return CompletionResponse(tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
+        queries = [query] if isinstance(query, str) else query
+        requests = [Request([{"role": "user", "content": q}], max_new_tokens=max_generated_token_count)
+                    for q in queries]
+        responses = [CompletionResponse(r.text.strip()) for r in generate(model, tokenizer, requests)]
+        return responses[0] if isinstance(query, str) else responses
 
     def fine_tune(self, samples: list[dict]) -> FineTuneResponse:
         """One pass over `samples` (one optimizer step per BATCH_SIZE samples), then save. Returns the pass's loss."""

@@ -1,0 +1,101 @@
+"""The batched generator on the real embedded model: batched answers equal one-by-one answers, rows leave and join
+the running batch, mixed LoRA adapters in one batch, chunked prefill, seeded sampling, cancellation."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from training.base_model import load_causal_lm, load_tokenizer
+from training.generation import Request, generate
+
+QUESTIONS = ["What is the capital of France?", "Name three fruits.", "What is 2+2?", "Why is the sky blue?",
+             "Write one sentence about cats."]
+
+
+def ask(question: str, **settings) -> Request:
+    return Request([{"role": "user", "content": question}], **settings)
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(base_model_path: str):
+    return load_causal_lm(base_model_path).eval(), load_tokenizer(base_model_path)
+
+
+@pytest.fixture(scope="module")
+def two_adapters(base_model_path: str):
+    """The base model with two random (non-zero) LoRA adapters, `a` and `b`."""
+    torch.manual_seed(0)
+    config = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(load_causal_lm(base_model_path), config, adapter_name="a")
+    torch.manual_seed(1)
+    model.add_adapter("b", config)
+    return model.eval()
+
+
+def texts(results) -> list[str]:
+    return [r.text for r in results]
+
+
+def test_batched_greedy_equals_one_by_one_with_rows_leaving_and_joining(model_and_tokenizer) -> None:
+    model, tokenizer = model_and_tokenizer
+    # different lengths: rows leave at different steps, and with max_batch 2 the waiting ones join the running batch
+    requests = [ask(q, max_new_tokens=n) for q, n in zip(QUESTIONS, (10, 3, 6, 8, 4), strict=True)]
+    one_by_one = [generate(model, tokenizer, [r])[0] for r in requests]
+    batched = generate(model, tokenizer, requests, max_batch=2)
+    assert texts(batched) == texts(one_by_one)
+    assert "Paris" in batched[0].text
+    assert [r.new_tokens for r in batched] == [r.new_tokens for r in one_by_one]
+    assert batched[1].new_tokens == 3  # stopped at its own length, not the batch's
+
+    # the same answers as transformers' own greedy generate
+    inputs = tokenizer.apply_chat_template(requests[0].messages, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+    output = model.generate(**inputs, max_new_tokens=10, do_sample=False)
+    assert tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True) == batched[0].text
+
+
+def test_mixed_adapters_in_one_batch_equal_each_adapter_alone(two_adapters, model_and_tokenizer) -> None:
+    _, tokenizer = model_and_tokenizer
+    requests = [ask(q, max_new_tokens=6, adapter=name)
+                for q in QUESTIONS[:2] for name in ("a", "b", None)]
+    alone = []
+    for request in requests:
+        if request.adapter is None:
+            with two_adapters.disable_adapter():
+                alone.append(generate(two_adapters, tokenizer, [request])[0].text)
+        else:
+            two_adapters.set_adapter(request.adapter)
+            alone.append(generate(two_adapters, tokenizer, [request])[0].text)
+    mixed = texts(generate(two_adapters, tokenizer, requests))
+    assert mixed == alone
+    assert len({mixed[0], mixed[1], mixed[2]}) == 3  # the adapters really answer differently
+
+
+@pytest.mark.slow
+def test_chunked_prefill_and_seeded_sampling(model_and_tokenizer) -> None:
+    from training.generation import Batch, Row, model_forward, prompt_ids, stop_ids
+
+    model, tokenizer = model_and_tokenizer
+    request = ask(QUESTIONS[3], max_new_tokens=6)
+    whole = generate(model, tokenizer, [request])[0].text
+    batch = Batch(model_forward(model), stop_ids(tokenizer), tokenizer.pad_token_id)
+    row = Row(request, prompt_ids(tokenizer, request.messages))
+    passes = sum(1 for _ in batch.admit([row], chunk=4))
+    assert passes == -(-len(row.prompt_ids) // 4)  # one forward pass per 4 prompt tokens
+    while batch.rows:
+        batch.step()
+    assert tokenizer.decode(row.new_ids, skip_special_tokens=True) == whole
+
+    sampled = [ask(QUESTIONS[4], max_new_tokens=8, temperature=1.0, seed=s) for s in (1, 2)]
+    together = texts(generate(model, tokenizer, sampled))
+    assert together == [generate(model, tokenizer, [r])[0].text for r in sampled]  # each row has its own generator
+    assert together[0] != together[1]
+
+
+def test_cancel_stops_and_leaves_unfinished_rows_empty(model_and_tokenizer) -> None:
+    model, tokenizer = model_and_tokenizer
+    finished = []
+    results = generate(model, tokenizer, [ask(q, max_new_tokens=2) for q in QUESTIONS], max_batch=1,
+                       on_result=lambda i, r: finished.append(i), cancelled=lambda: len(finished) >= 2)
+    assert finished == [0, 1]
+    assert results[2:] == [None, None, None] and all(results[:2])
