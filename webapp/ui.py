@@ -7,6 +7,7 @@ role itself (webapp/auth.py). `launch_options(services)` holds what Gradio 6 tak
 import gradio as gr
 
 from webapp.auth import ADMIN, EVERYONE, REVIEWERS
+from webapp.ingest_api import ingest_routes
 from webapp.ratelimit import LoginRateLimiter
 from webapp.rest_api import rest_routes
 from webapp.tabs.admin import build_admin_tab
@@ -51,7 +52,7 @@ def launch_options(services) -> dict:
     return {"auth": LoginRateLimiter(services.auth.login).login, "max_file_size": "200mb",
             "auth_message": "Tuneloop: sign in with your Tuneloop account.",
             "head": SHORTCUTS_JS, "css": CSS, "theme": gr.themes.Soft(), "footer_links": ["api"],
-            "app_kwargs": {"routes": rest_routes(services)}}
+            "app_kwargs": {"routes": [*rest_routes(services), *ingest_routes(services)]}}
 
 
 def build_ui(services) -> gr.Blocks:
