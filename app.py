@@ -23,6 +23,7 @@ from webapp.auth import ROLES, Auth
 from webapp.model_service import ModelService
 from webapp.services import DataOps, Runner, Services
 from webapp.ui import build_ui, launch_options
+from webapp.webhooks import Notifier
 
 log = logging.getLogger("tuneloop.app")
 
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     services = build_services(args)
     services.start_poller(interval_s=1.0)
+    Notifier(services.store, args.annotators_per_item).start()
     build_ui(services).queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, **launch_options(services))
 

@@ -321,6 +321,41 @@ def m008_prompt_exclusions(db: Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m008_webhooks(db: Database) -> None:
+    """Outgoing webhooks (URL, signing secret, events) and their delivery log; one delivery per hook and event."""
+    _execute_all(
+        db,
+        """
+        CREATE TABLE webhooks (
+            id INTEGER PRIMARY KEY,
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            events TEXT NOT NULL,
+            username TEXT NOT NULL,
+            created TEXT NOT NULL,
+            removed TEXT
+        );
+        CREATE TABLE webhook_deliveries (
+            id INTEGER PRIMARY KEY,
+            webhook_id INTEGER NOT NULL REFERENCES webhooks(id),
+            event TEXT NOT NULL,
+            event_key TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt TEXT NOT NULL,
+            http_status INTEGER,
+            last_error TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            delivered TEXT,
+            UNIQUE (webhook_id, event_key)
+        );
+        CREATE INDEX idx_webhook_deliveries_due ON webhook_deliveries(status, next_attempt)
+        """,
+    )
+
+
 def _execute_all(db: Database, script: str) -> None:
     # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
     for statement in script.split(";"):

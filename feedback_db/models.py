@@ -14,6 +14,7 @@ REVIEW_MODES = ("single", "pairwise", "ranking")
 WINNERS = ("a", "b", "tie", "both_bad")
 CRITERION_KINDS = ("scale", "flag")  # 1–5, or yes (1) / no (0)
 JUDGMENT_TABLES = ("ratings", "comparisons", "rankings")  # what criteria answers and undo attach to
+WEBHOOK_EVENTS = ("round_finished", "round_failed", "gate_verdict", "promotion", "queue_empty")
 COMPARISON_SOURCES = ("review", "arena", "api")  # review queue, chat arena, REST API
 METHODS = ("sft", "reward", "dpo", "kto", "online_rl", "sdk")
 TECHNIQUES = ("lora", "full", "freeze")
@@ -167,6 +168,33 @@ class CriterionAnswer:
     value: int
     username: str
     created: str
+
+
+@dataclass(frozen=True)
+class Webhook:
+    id: int
+    url: str
+    secret: str  # HMAC-SHA256 key; kept in clear because every delivery is signed with it
+    events: list[str]
+    username: str
+    created: str
+    removed: str | None
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    id: int
+    webhook_id: int
+    event: str
+    event_key: str  # what happened, stably named (run:3:succeeded, audit:41, ...): one delivery per hook and key
+    payload: dict
+    status: str  # pending | delivered | failed
+    attempts: int
+    next_attempt: str
+    http_status: int | None
+    last_error: str
+    created: str
+    delivered: str | None
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,8 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "form_load": ["pairwise"], "form_guidelines": ["pairwise", "Be *kind*"],
         "form_add_criterion": ["accurate", "true claims", "scale", False], "form_retire": ["accurate"],
         "browse_search": ["question", "any", "", "", "", "", False, "any", 1], "browse_open": [1],
+        "webhooks_list": [], "webhooks_add": ["http://127.0.0.1:9/hook", "a-long-enough-secret", ["promotion"]],
+        "webhooks_remove": [1],
         "browse_move_heldout": [2], "browse_move_train": [2], "browse_exclude": [1, "test"], "browse_restore": [1],
     }
 

@@ -1,4 +1,5 @@
-"""Admin console (admins only): Data, Browse, Rounds, Versions, Review form, Users, Audit — one sub-tab per module.
+"""Admin console (admins only): Data, Browse, Rounds, Versions, Review form, Users, Webhooks, Audit — one sub-tab
+per module.
 
 Sub-tabs load their tables when selected (never into the page config, which any logged-in user can read).
 """
@@ -11,6 +12,7 @@ from webapp.tabs.admin_review_form import build_review_form_tab
 from webapp.tabs.admin_rounds import build_rounds_tab
 from webapp.tabs.admin_users import build_audit_tab, build_users_tab
 from webapp.tabs.admin_versions import build_versions_tab
+from webapp.tabs.admin_webhooks import build_webhooks_tab
 
 
 def build_admin_tab(services) -> gr.Timer:
@@ -28,6 +30,8 @@ def build_admin_tab(services) -> gr.Timer:
             build_review_form_tab(services, tab)
         with gr.Tab("Users") as tab:
             build_users_tab(services, tab)
+        with gr.Tab("Webhooks") as tab:
+            build_webhooks_tab(services, tab)
         with gr.Tab("Audit log") as tab:
             build_audit_tab(services, tab)
     return timer
