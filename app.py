@@ -91,6 +91,7 @@ def build_services(args: argparse.Namespace) -> Services:
     interrupted = store.mark_interrupted_runs()
     if interrupted:
         log.warning("Marked %d unfinished run(s) from a previous start as interrupted.", interrupted)
+    store.mark_interrupted_generation_jobs()
     first_admin(store, os.environ.get("TUNELOOP_ADMIN"))
     base_model = resolve_base_model(args.base_model, args.data_dir)  # prints progress during the one-time conversion
     models = ModelService(base_model, args.data_dir / "versions")

@@ -202,6 +202,32 @@ def m004_api_tokens(db: Database) -> None:
 
 
 @MIGRATIONS()
+def m007_generation_jobs(db: Database) -> None:
+    """Candidate-generation jobs: what they answer and how far they got, so progress survives a page reload."""
+    _execute_all(
+        db,
+        """
+        CREATE TABLE generation_jobs (
+            id INTEGER PRIMARY KEY,
+            username TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            versions TEXT NOT NULL,
+            total INTEGER NOT NULL,
+            done INTEGER NOT NULL DEFAULT 0,
+            new_tokens INTEGER NOT NULL DEFAULT 0,
+            tokens_per_s REAL NOT NULL DEFAULT 0,
+            eta_s REAL,
+            status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'cancelling', 'cancelled', 'done', 'failed',
+                                                   'interrupted')),
+            error TEXT,
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+        """,
+    )
+
+
+@MIGRATIONS()
 def m005_heldout_split(db: Database) -> None:
     """Hold out the default share of existing train prompts by text hash, as new prompts are; recorded in
     `prompt_split_moves`. A prompt stays where it is when a registered version trained on its rows (any of its

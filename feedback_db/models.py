@@ -310,3 +310,26 @@ class Agreement:
     items: int  # items with two or more judgments
     disagreements: int  # of those, items without a strict majority
     per_reviewer: dict[str, float]  # share of a reviewer's shared items where they agree with the majority of others
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """A candidate-generation job (webapp.services runs it; the Data tab shows it)."""
+
+    id: int
+    username: str
+    mode: str
+    versions: list[str]
+    total: int
+    done: int
+    new_tokens: int
+    tokens_per_s: float
+    eta_s: float | None
+    status: str  # queued | running | cancelling | cancelled | done | failed | interrupted
+    error: str | None
+    created: str
+    updated: str
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("queued", "running", "cancelling")

@@ -46,6 +46,7 @@ from feedback_db.models import (
     CriterionAnswer,
     Demonstration,
     FeedbackCount,
+    GenerationJob,
     ModelVersion,
     PreferencePair,
     Prompt,
@@ -743,6 +744,40 @@ class FeedbackStore:
             (stamp, stamp),
         )
 
+    # generation jobs ---
+
+    def create_generation_job(self, username: str, mode: str, versions: list[str], total: int) -> int:
+        stamp = now()
+        return self._insert("generation_jobs", {"username": username, "mode": mode, "versions": json.dumps(versions),
+                                                "total": total, "status": "queued", "created": stamp,
+                                                "updated": stamp})
+
+    def update_generation_job(self, job_id: int, status: str, done: int = 0, new_tokens: int = 0,
+                              tokens_per_s: float = 0.0, eta_s: float | None = None, error: str | None = None) -> None:
+        """Progress or the end of a job; a cancel request (`cancelling`) is kept until the job ends."""
+        self._update("UPDATE generation_jobs SET status = CASE WHEN status = 'cancelling' AND ? = 'running' "
+                     "THEN status ELSE ? END, done = ?, new_tokens = ?, tokens_per_s = ?, eta_s = ?, error = ?, "
+                     "updated = ? WHERE id = ?",
+                     (status, status, done, new_tokens, tokens_per_s, eta_s, error, now(), job_id))
+
+    def cancel_generation_job(self, job_id: int) -> bool:
+        """Ask a queued or running job to stop; False when it has already ended."""
+        return self._update("UPDATE generation_jobs SET status = 'cancelling', updated = ? WHERE id = ? AND status "
+                            "IN ('queued', 'running')", (now(), job_id)) > 0
+
+    def get_generation_job(self, job_id: int) -> GenerationJob | None:
+        rows = self._query("SELECT * FROM generation_jobs WHERE id = ?", (job_id,))
+        return _generation_job(rows[0]) if rows else None
+
+    def latest_generation_job(self) -> GenerationJob | None:
+        rows = self._query("SELECT * FROM generation_jobs ORDER BY id DESC LIMIT 1")
+        return _generation_job(rows[0]) if rows else None
+
+    def mark_interrupted_generation_jobs(self) -> int:
+        """At app start: jobs a previous app process left unfinished become `interrupted`."""
+        return self._update("UPDATE generation_jobs SET status = 'interrupted', updated = ? WHERE status IN "
+                            "('queued', 'running', 'cancelling')", (now(),))
+
     # snapshot, audit, stats, export ---
 
     def snapshot(self) -> dict:
@@ -827,3 +862,7 @@ def _delivery(row: sqlite3.Row) -> WebhookDelivery:
 def _run(row: sqlite3.Row) -> Run:
     decoded = {k: json.loads(row[k]) for k in ("config", "stages", "versions")}
     return Run(**{**dict(row), **decoded})
+
+
+def _generation_job(row: sqlite3.Row) -> GenerationJob:
+    return GenerationJob(**{**dict(row), "versions": json.loads(row["versions"])})

@@ -1,9 +1,10 @@
 """The served model: one base model, PEFT adapters hot-swapped as named versions, full-weight versions beside it.
 
-Generation is a token-by-token decode loop that holds the model lock for one forward pass at a time, selecting
-the request's version before each step. So concurrent chats interleave instead of queueing behind each other, a
-hot-swap (loading an adapter, changing the active version) waits at most one token step, and every request
-finishes on the version it started with, whatever is activated meanwhile.
+Generation runs on one engine thread (webapp/engine.py) that decodes every request in one batch: concurrent chats
+and generation jobs join the running batch between two decode steps, rows of different LoRA versions mix in one
+forward pass (PEFT's adapter_names), and each step holds the model lock for one forward pass. So a hot-swap (loading
+an adapter, changing the active version) waits at most one step, and every request finishes on the version it
+started with, whatever is activated meanwhile.
 
 LoRA versions live in slots: PEFT adapters named `slot<N>` inside the shared model. Injecting a new adapter into
 every layer takes about a second of pure Python, so a version whose LoRA config matches a free slot's is loaded by
@@ -19,12 +20,12 @@ import copy
 import heapq
 import itertools
 import json
+import queue
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -34,11 +35,12 @@ from safetensors.torch import load_file
 from transformers import PreTrainedModel
 
 from training.base_model import load_causal_lm, load_tokenizer
-from training.hardware import device
+from training.generation import BASE_ADAPTER, Request, model_forward
+from webapp.engine import CHAT, JOB, Engine, Route, Ticket
 
 BASE = "base"
-# TurnLock priorities: registry changes (load, activate) first, then a new request's first forward pass, then decode
-REGISTRY, PREFILL, DECODE = 0, 1, 2
+# TurnLock priorities: registry changes (load, activate) first, then the engine's forward passes
+REGISTRY, DECODE = 0, 1
 # adapter_config.json keys that record where an adapter came from, not how its modules compute
 PROVENANCE_KEYS = ("base_model_name_or_path", "revision", "inference_mode", "peft_version", "auto_mapping")
 
@@ -141,8 +143,7 @@ class ModelService:
         self._active = BASE
         self._in_use: dict[str, int] = {}
         self._lock = TurnLock()
-        self._stop_ids = {i for i in (self.tokenizer.eos_token_id, self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-                          if isinstance(i, int) and i >= 0}
+        self._engine = Engine(self.tokenizer, lambda: self._lock.turn(DECODE), self._release_version)
 
     # ----- registry ---------------------------------------------------------------------------------------
     @property
@@ -363,6 +364,42 @@ class ModelService:
                 layer._active_adapter = slots
         self._selected = slots
 
+    def route(self, version: str) -> Route:
+        """Where `version`'s rows decode. LoRA versions and the base share one lane (rows mix versions through PEFT's
+        adapter_names) unless an adapter cannot mix (DoRA, modules_to_save); full-weight versions have their own."""
+        if version in self._full:
+            return Route(f"full:{version}", model_forward(self._full[version]), None)
+        if version == BASE:
+            return Route("shared", self._shared_forward, None)
+        if self._peft_selects or self._adapters[version].signature is None:
+            return Route(f"solo:{version}", self._shared_forward, version)
+        return Route("shared", self._shared_forward, version)
+
+    def _shared_forward(self, input_ids, attention_mask, position_ids, cache, adapters):
+        """The shared model's forward pass (under the lock): one version selected, or PEFT's mixed batch."""
+        versions = set(adapters) if adapters is not None else {BASE}
+        if len(versions) == 1:
+            version = versions.pop()
+            return model_forward(self._model_for(BASE if version == BASE_ADAPTER else version))(
+                input_ids, attention_mask, position_ids, cache, None)
+        slots = [name if name == BASE_ADAPTER else self._adapters[name].name for name in adapters]
+        return model_forward(self._peft)(input_ids, attention_mask, position_ids, cache, slots)
+
+    def submit(self, request: Request, priority: int = CHAT, stream: bool = True) -> Ticket:
+        """Queue `request` (its `adapter`: a version name, None = the active version) for the engine; the version
+        stays loaded until the ticket finishes."""
+        with self._lock:
+            version = self._active if request.adapter is None else request.adapter
+            if not self.is_loaded(version):
+                raise KeyError(f"Version {version!r} is not loaded (loaded: {', '.join(self.loaded_versions())}).")
+            route = self.route(version)
+            self._in_use[version] = self._in_use.get(version, 0) + 1
+        return self._engine.submit(replace(request, adapter=route.adapter), version, route, priority, stream)
+
+    def _release_version(self, version: str) -> None:
+        with self._lock:
+            self._in_use[version] -= 1
+
     def stream(self, messages: list[dict], version: str | None = None, max_new_tokens: int = 256,
                temperature: float = 0.0, top_p: float = 0.95, seed: int | None = None) -> Iterator[str]:
         """Yield the answer so far after each new token."""
@@ -381,59 +418,42 @@ class ModelService:
 
     def _decode(self, messages: list[dict], version: str | None, max_new_tokens: int, temperature: float,
                 top_p: float, seed: int | None) -> Iterator[tuple[str, dict]]:
-        if not messages:
-            raise ValueError("messages is empty: give at least one {'role': 'user', 'content': ...} message.")
-        if not 1 <= max_new_tokens <= 4096:
-            raise ValueError(f"max_new_tokens must be between 1 and 4096, got {max_new_tokens}.")
-        if not 0.0 <= temperature <= 5.0:
-            raise ValueError(f"temperature must be between 0 and 5, got {temperature}.")
-        with self._lock:
-            version = self._active if version is None else version
-            if not self.is_loaded(version):
-                raise KeyError(f"Version {version!r} is not loaded (loaded: {', '.join(self.loaded_versions())}).")
-            self._in_use[version] = self._in_use.get(version, 0) + 1
+        ticket = self.submit(Request(messages, max_new_tokens, temperature, top_p, seed, adapter=version))
         try:
-            yield from self._decode_loop(messages, version, max_new_tokens, temperature, top_p, seed)
+            yield from ticket.updates()
+        finally:  # the caller stopped reading (a closed chat): the row leaves the batch at the next step
+            self._engine.cancel(ticket)
+
+    def generate_many(self, requests: list[Request], on_result: Callable[[int, Generation], None] | None = None,
+                      cancelled: Callable[[], bool] | None = None) -> list[Generation | None]:
+        """Answer every request (`adapter`: version name) as a job: they decode in the shared batch beside the chats,
+        which keep priority and room. Results in order; None for those left when `cancelled()` turned true."""
+        results: list[Generation | None] = [None] * len(requests)
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        waiting = list(enumerate(requests))[::-1]
+        in_flight: dict[int, Ticket] = {}
+
+        def wait_for(i: int, ticket: Ticket) -> None:
+            *_, (text, stats) = ticket.updates()
+            done.put((i, Generation(text=text, **stats)))
+
+        try:
+            while waiting or in_flight:
+                while waiting and len(in_flight) < self._engine.max_batch:
+                    i, request = waiting.pop()
+                    in_flight[i] = self.submit(request, priority=JOB, stream=False)
+                    threading.Thread(target=wait_for, args=(i, in_flight[i]), daemon=True).start()
+                i, result = done.get()
+                del in_flight[i]
+                results[i] = result
+                if on_result:
+                    on_result(i, result)
+                if cancelled and cancelled():
+                    break
         finally:
-            with self._lock:
-                self._in_use[version] -= 1
-
-    def _decode_loop(self, messages: list[dict], version: str, max_new_tokens: int, temperature: float,
-                     top_p: float, seed: int | None) -> Iterator[tuple[str, dict]]:
-        started = time.perf_counter()
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                                 return_dict=True)["input_ids"].to(device())
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        prompt_tokens, new_ids, cache, first_token_s = ids.shape[1], [], None, 0.0
-        step_input = ids
-        for _ in range(max_new_tokens):
-            with self._lock.turn(DECODE if new_ids else PREFILL), torch.inference_mode():
-                out = self._model_for(version)(input_ids=step_input, cache=cache, use_cache=True, logits_to_keep=1)
-            cache = out.cache
-            token = self._pick(out.logits[0, -1].float(), temperature, top_p, generator)
-            if not new_ids:
-                first_token_s = time.perf_counter() - started
-            if token in self._stop_ids:
-                break
-            new_ids.append(token)
-            step_input = torch.tensor([[token]], device=ids.device)
-            stats = {"version": version, "prompt_tokens": prompt_tokens, "new_tokens": len(new_ids),
-                     "first_token_s": first_token_s, "total_s": time.perf_counter() - started}
-            yield self.tokenizer.decode(new_ids, skip_special_tokens=True), stats
-        if not new_ids:  # the model stopped at once: still one (empty) answer
-            yield "", {"version": version, "prompt_tokens": prompt_tokens, "new_tokens": 0,
-                       "first_token_s": first_token_s, "total_s": time.perf_counter() - started}
-
-    @staticmethod
-    def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
-        if temperature == 0.0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits / temperature, dim=-1)
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < top_p  # nucleus: smallest set reaching top_p
-        sorted_probs = sorted_probs * keep
-        choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
-        return int(order[choice])
+            for ticket in in_flight.values():
+                self._engine.cancel(ticket)
+        return results
 
 
 def _signature(config: dict) -> str | None:

@@ -6,6 +6,7 @@ generating on-policy candidates, and the background poller that follows the stor
 """
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -13,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from feedback_db.importers import STARTER_PROMPTS
+from training.generation import Request
 from webapp.auth import Auth
 from webapp.model_service import BASE, VersionLoadError
 
 log = logging.getLogger("tuneloop.webapp")
+JOB_QUEUE = 4  # generation jobs waiting for the worker; more are refused
 
 
 @dataclass
@@ -55,6 +58,8 @@ class Services:
     notices: list[str] = field(default_factory=list)  # start-up / hot-swap problems, shown in the banner
     _failed_version: str | None = None  # a version that failed to load; not retried every poll
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
+    _job_queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=JOB_QUEUE))
+    _job_worker: threading.Thread | None = None
 
     # ----- versions -------------------------------------------------------------------------------------
     def servable_versions(self) -> list[str]:
@@ -152,13 +157,17 @@ class Services:
         """Greedy answers of versions `a` and `b` to each prompt: [[prompt, answer a, answer b], ...]."""
         self.ensure_loaded(a)
         self.ensure_loaded(b)
-        rows = []
-        for i, prompt in enumerate(prompts):
-            rows.append([prompt.text, *(self.models.generate(prompt.as_messages(), version=v,
-                                                             max_new_tokens=max_new_tokens) for v in (a, b))])
+        requests = [Request(p.as_messages(), max_new_tokens, adapter=v) for p in prompts for v in (a, b)]
+        finished = 0
+
+        def answered(i: int, result) -> None:
+            nonlocal finished
+            finished += 1
             if progress:
-                progress(i + 1, len(prompts))
-        return rows
+                progress(finished // 2, len(prompts))
+
+        results = self.models.generate_many(requests, on_result=answered)
+        return [[p.text, results[2 * i].text, results[2 * i + 1].text] for i, p in enumerate(prompts)]
 
     def export_version(self, name: str, merged: bool, username: str) -> tuple[Path, Path | None]:
         """Export a version under data/exports/ (training.export; the client never picks a server path).
@@ -229,27 +238,89 @@ class Services:
         return self.data.import_file(self.store, STARTER_PROMPTS, "prompts")
 
     # ----- candidates -----------------------------------------------------------------------------------
+    def start_generation_job(self, prompt_ids: list[int], versions: list[str], samples: int, max_new_tokens: int,
+                             temperature: float, mode: str, username: str, ab_pair: bool = False) -> int:
+        """Queue a candidate-generation job for the worker thread; returns its id at once. Progress, tokens/s and
+        ETA go to the store (the Data tab polls them); `cancel_generation_job` stops it."""
+        for name in versions:
+            self.ensure_loaded(name)  # a bad version fails here, in the request, not later in the worker
+        job_id = self.store.create_generation_job(username, mode, versions, len(prompt_ids) * len(versions) * samples)
+        try:
+            self._job_queue.put_nowait((job_id, prompt_ids, versions, samples, max_new_tokens, temperature, ab_pair))
+        except queue.Full:
+            self.store.update_generation_job(job_id, "failed", error="too many jobs queued")
+            raise ValueError(f"{JOB_QUEUE} generation jobs are already queued: wait for one to finish.") from None
+        with self._swap_lock:
+            if self._job_worker is None:
+                self._job_worker = threading.Thread(target=self._run_jobs, name="tuneloop-generation", daemon=True)
+                self._job_worker.start()
+        return job_id
+
+    def cancel_generation_job(self, job_id: int) -> bool:
+        return self.store.cancel_generation_job(job_id)
+
+    def _run_jobs(self) -> None:
+        while True:
+            job_id, prompt_ids, versions, samples, max_new_tokens, temperature, ab_pair = self._job_queue.get()
+            self._run_job(job_id, prompt_ids, versions, samples, max_new_tokens, temperature, ab_pair)
+
+    def _run_job(self, job_id: int, prompt_ids: list[int], versions: list[str], samples: int, max_new_tokens: int,
+                 temperature: float, ab_pair: bool) -> None:
+        started, tokens, last = time.monotonic(), 0, {"done": 0}
+
+        def progress(done: int, total: int, new_tokens: int) -> None:
+            nonlocal tokens
+            tokens += new_tokens
+            elapsed = time.monotonic() - started
+            last["done"] = done
+            self.store.update_generation_job(job_id, "running", done, tokens, tokens / elapsed,
+                                             elapsed / done * (total - done))
+
+        def cancelled() -> bool:
+            return self.store.get_generation_job(job_id).status == "cancelling"
+
+        try:
+            if cancelled():
+                self.store.update_generation_job(job_id, "cancelled")
+                return
+            self.store.update_generation_job(job_id, "running")
+            self.generate_candidates(prompt_ids, versions, samples, max_new_tokens, temperature, progress, ab_pair,
+                                     cancelled)
+            rate = tokens / max(time.monotonic() - started, 1e-9)
+            self.store.update_generation_job(job_id, "cancelled" if cancelled() else "done", last["done"], tokens,
+                                             rate, 0.0)
+        except Exception as err:  # the job fails, the worker goes on with the next one
+            log.exception("generation job %s", job_id)
+            self.store.update_generation_job(job_id, "failed", last["done"], tokens, error=str(err)[:500])
+
     def generate_candidates(self, prompt_ids: Iterable[int], versions: list[str], samples: int = 1,
                             max_new_tokens: int = 128, temperature: float = 0.7,
-                            progress: Callable[[int, int], None] | None = None, ab_pair: bool = False) -> int:
-        """Answer each prompt with each version (`samples` each); store the responses. Returns how many.
+                            progress: Callable[[int, int, int], None] | None = None, ab_pair: bool = False,
+                            cancelled: Callable[[], bool] | None = None) -> int:
+        """Answer each prompt with each version (`samples` each), decoded in the model service's shared batch; store
+        each response as it finishes. Returns how many. `progress(done, total, new tokens of the latest answer)`;
+        `cancelled()` true stops it (the answers stored so far stay).
         `ab_pair`: two samples of one version that the review queue serves as a blind A/B item (the first run has
         only the base model, and two sampled answers are still a preference to learn from)."""
         prompt_ids = list(prompt_ids)
         for name in versions:
             self.ensure_loaded(name)
-        total, done = len(prompt_ids) * len(versions) * samples, 0
-        for prompt_id in prompt_ids:
-            prompt = self.store.get_prompt(prompt_id)
-            for name in versions:
-                for sample in range(samples):
-                    settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": sample}
-                    if ab_pair:
-                        settings["ab_sample"] = sample
-                    text = self.models.generate(prompt.as_messages(), version=name, max_new_tokens=max_new_tokens,
-                                                temperature=temperature, seed=sample)
-                    self.store.add_response(prompt_id, text, name, settings)
-                    done += 1
-                    if progress:
-                        progress(done, total)
+        jobs = [(self.store.get_prompt(prompt_id), name, sample)
+                for prompt_id in prompt_ids for name in versions for sample in range(samples)]
+        requests = [Request(prompt.as_messages(), max_new_tokens, temperature, seed=sample, adapter=name)
+                    for prompt, name, sample in jobs]
+        done = 0
+
+        def store_answer(i: int, result) -> None:
+            nonlocal done
+            prompt, name, sample = jobs[i]
+            settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": sample}
+            if ab_pair:
+                settings["ab_sample"] = sample
+            self.store.add_response(prompt.id, result.text, name, settings)
+            done += 1
+            if progress:
+                progress(done, len(jobs), result.new_tokens)
+
+        self.models.generate_many(requests, on_result=store_answer, cancelled=cancelled)
         return done

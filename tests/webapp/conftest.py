@@ -16,7 +16,7 @@ from feedback_db import datasets
 from feedback_db.models import Agreement, ImportReport, WinRate
 from feedback_db.store import EXPORTABLE_TABLES, FeedbackStore
 from webapp.auth import Auth
-from webapp.model_service import BASE, VersionLoadError
+from webapp.model_service import BASE, Generation, VersionLoadError
 from webapp.services import DataOps, Runner, Services
 from webapp.ui import build_ui
 
@@ -64,6 +64,17 @@ class FakeModels:
 
     def generate(self, messages: list[dict], version: str | None = None, **kwargs) -> str:
         return list(self.stream(messages, version, **kwargs))[-1]
+
+    def generate_many(self, requests: list, on_result=None, cancelled=None) -> list:
+        results: list = [None] * len(requests)
+        for i, request in enumerate(requests):
+            text = self.generate(request.messages, request.adapter)
+            results[i] = Generation(text, request.adapter or self.active, 5, len(text.split()), 0.01, 0.02)
+            if on_result:
+                on_result(i, results[i])
+            if cancelled and cancelled():
+                break
+        return results
 
 
 @dataclass

@@ -165,13 +165,33 @@ def test_generate_pairwise_candidates_fills_the_review_queue(demo, services, sto
     register(store, tmp_path)
     for i in range(3):
         store.add_prompt(f"prompt {i}")
-    message, _ = call(demo, "data_generate", "pairwise", "v1-sft", 3, "train", 32, 0.7, user="alice")
-    assert "6 answers" in message
+    message = call(demo, "data_generate", "pairwise", "v1-sft", 3, "train", 32, 0.7, user="alice")
+    assert "Generation job #1" in message  # returned at once: the job runs on the worker thread
+    deadline = time.monotonic() + 10
+    while store.get_generation_job(1).active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = call(demo, "data_job", user="alice")  # what the Data tab polls, also after a reload
+    assert "**done**" in status and "6/6 answers" in status
     assert {r.model_version for r in store.list_responses()} == {"base", "v1-sft"}
     assert store.queue_progress("rita", "pairwise") == (0, 3)
     with pytest.raises(gr.Error, match="already has answers"):
         call(demo, "data_generate", "pairwise", "v1-sft", 3, "train", 32, 0.7, user="alice")
     assert store.list_audit()[0].action == "generate_candidates"
+    with pytest.raises(gr.Error, match="No generation job is running"):
+        call(demo, "data_job_cancel", user="alice")
+
+
+def test_generation_job_cancelled_and_interrupted(services, store):
+    prompt_ids = [store.add_prompt(f"prompt {i}") for i in range(3)]
+    job_id = store.create_generation_job("alice", "single", ["base"], 3)
+    assert services.cancel_generation_job(job_id)
+    services._run_job(job_id, prompt_ids, ["base"], 1, 16, 0.0, False)
+    assert store.get_generation_job(job_id).status == "cancelled" and not store.list_responses()
+    running = store.create_generation_job("alice", "single", ["base"], 3)
+    store.update_generation_job(running, "running", done=1)
+    assert store.mark_interrupted_generation_jobs() == 1  # app start: the previous process's job
+    assert store.get_generation_job(running).status == "interrupted"
+    assert not services.cancel_generation_job(running)
 
 
 def test_export_writes_jsonl(demo, store, tmp_path):

@@ -267,3 +267,27 @@ def test_corrupt_adapter_on_the_fast_path_is_refused(
         assert service.generate(SLOT_QUESTION, max_new_tokens=8) == fresh_answers["a"]
     service.load_version("v2", random_adapters["b"])  # the spare survived the failures
     assert service.generate(SLOT_QUESTION, version="v2", max_new_tokens=8) == fresh_answers["b"]
+
+
+def test_chats_join_a_running_job_batch_and_answer_as_alone(service: ModelService) -> None:
+    from training.generation import Request
+
+    questions = [[{"role": "user", "content": q}] for q in ("Name a fruit.", "What is 2+2?", "Say hello.")]
+    alone = [service.generate(q, max_new_tokens=12) for q in questions]
+    job_done, first_chat_token = threading.Event(), []
+
+    def job() -> None:
+        service.generate_many([Request(q, max_new_tokens=12) for q in questions * 4])
+        job_done.set()
+
+    worker = threading.Thread(target=job)
+    worker.start()
+    tokens = service.stream(questions[1], max_new_tokens=12)
+    next(tokens)
+    first_chat_token.append(job_done.is_set())
+    *_, chat = tokens
+    worker.join()
+    assert first_chat_token == [False]  # the chat's first token came while the job was still decoding
+    assert chat == alone[1]
+    assert [r.text for r in service.generate_many([Request(q, max_new_tokens=12) for q in questions])] == alone
+    assert service._in_use == {BASE: 0}

@@ -7,6 +7,7 @@ import gradio as gr
 import pandas as pd
 
 from feedback_db.importers import preview_file
+from feedback_db.models import GenerationJob
 from webapp.auth import ADMINS
 from webapp.model_service import BASE, VersionLoadError
 
@@ -15,6 +16,16 @@ COUNTED = ["prompts", "responses", "demonstrations", "preference_pairs", "unpair
            "rankings", "corrections"]
 REVIEW_MODES = [("Blind A/B: active vs candidate (pairwise)", "pairwise"), ("Single answer from active", "single"),
                 ("Ranking: N samples from active", "ranking")]
+
+
+def job_status_text(job: GenerationJob | None) -> str:
+    """A generation job as one Markdown line: status, answers done of total, tokens/s, ETA."""
+    if job is None:
+        return "No generation job yet."
+    eta = f", ETA {job.eta_s / 60:.1f} min" if job.active and job.eta_s else ""
+    error = f": {job.error}" if job.error else ""
+    return (f"**Generation job #{job.id}** ({job.mode}, {', '.join(job.versions)}): **{job.status}**{error} · "
+            f"{job.done}/{job.total} answers · {job.tokens_per_s:.1f} tokens/s{eta}")
 
 
 def build_data_tab(services, tab: gr.Tab) -> None:
@@ -54,8 +65,7 @@ def build_data_tab(services, tab: gr.Tab) -> None:
                 pd.DataFrame(preview.first))
 
     def data_generate(mode: str, candidate: str, samples: float, prompts: str, max_new_tokens: float,
-                      temperature: float, request: gr.Request, progress=gr.Progress()  # noqa: B008 (Gradio injects it)
-                      ) -> tuple[str, pd.DataFrame]:
+                      temperature: float, request: gr.Request) -> str:
         admin = auth.require(request, *ADMINS)
         versions = {"single": [services.models.active], "ranking": [services.models.active],
                     "pairwise": [services.models.active, candidate]}[mode]
@@ -66,14 +76,28 @@ def build_data_tab(services, tab: gr.Tab) -> None:
             raise gr.Error(f"Every {prompts} prompt already has answers from {', '.join(versions)}: import more.")
         samples = int(samples) if mode == "ranking" else 1
         try:
-            made = services.generate_candidates(prompt_ids, versions, samples, int(max_new_tokens), float(temperature),
-                                                progress=lambda done, total: progress((done, total), unit="answers"))
-        except VersionLoadError as err:
+            job_id = services.start_generation_job(prompt_ids, versions, samples, int(max_new_tokens),
+                                                   float(temperature), mode, admin.username)
+        except (VersionLoadError, ValueError) as err:
             raise gr.Error(str(err)) from err
         store.audit(admin.username, "generate_candidates", {"versions": versions, "prompts": len(prompt_ids),
-                                                            "responses": made, "mode": mode})
-        summary = f"✅ {made} answers from {', '.join(versions)} for {len(prompt_ids)} prompts → *{mode}* queue."
-        return summary, counts()
+                                                            "job": job_id, "mode": mode})
+        return job_status_text(store.get_generation_job(job_id))
+
+    def data_job(request: gr.Request) -> str:
+        auth.require(request, *ADMINS)
+        return job_status_text(store.latest_generation_job())
+
+    def data_job_open(request: gr.Request) -> tuple[str, gr.Timer]:
+        return data_job(request), gr.Timer(active=True)
+
+    def data_job_cancel(request: gr.Request) -> str:
+        admin = auth.require(request, *ADMINS)
+        job = store.latest_generation_job()
+        if job is None or not services.cancel_generation_job(job.id):
+            raise gr.Error("No generation job is running.")
+        store.audit(admin.username, "cancel_generation_job", {"job": job.id})
+        return job_status_text(store.get_generation_job(job.id))
 
     def data_candidates(request: gr.Request) -> dict:
         auth.require(request, *ADMINS)
@@ -117,8 +141,11 @@ def build_data_tab(services, tab: gr.Tab) -> None:
         prompts = gr.Radio(["train", "heldout"], value="train", label="Prompts (only those without answers yet)")
         max_new_tokens = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
         temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature")
-    generate = gr.Button("Generate", variant="primary")
+    with gr.Row():
+        generate = gr.Button("Generate", variant="primary", scale=3)
+        cancel_job = gr.Button("Cancel job", scale=1)
     generate_result = gr.Markdown()
+    job_timer = gr.Timer(2.0, active=False)  # started when an admin opens the tab
     gr.Markdown("#### Export")
     with gr.Row():
         export_kind = gr.Dropdown(services.export_kinds(), value="preferences", label="Dataset or table", scale=2)
@@ -131,6 +158,10 @@ def build_data_tab(services, tab: gr.Tab) -> None:
     import_btn.click(data_import, [upload, kind, split], [import_result, table],
                      api_name=auth.endpoint("data_import", *ADMINS))
     generate.click(data_generate, [mode, candidate, samples, prompts, max_new_tokens, temperature],
-                   [generate_result, table], api_name=auth.endpoint("data_generate", *ADMINS))
+                   generate_result, api_name=auth.endpoint("data_generate", *ADMINS))
+    job_timer.tick(data_job, None, generate_result, api_name=auth.endpoint("data_job", *ADMINS),
+                   show_progress="hidden")
+    tab.select(data_job_open, None, [generate_result, job_timer], api_name=auth.endpoint("data_job_open", *ADMINS))
+    cancel_job.click(data_job_cancel, None, generate_result, api_name=auth.endpoint("data_job_cancel", *ADMINS))
     candidate.focus(data_candidates, None, candidate, api_name=auth.endpoint("data_candidates", *ADMINS))
     export_btn.click(data_export, export_kind, export_file, api_name=auth.endpoint("data_export", *ADMINS))

@@ -1,0 +1,163 @@
+"""Benchmark: candidate generation, the batched generator against plain transformers `generate`.
+
+    python -m bench.generation [--quick] [--sizes 16,64] [--max-new-tokens 64] [--max-batch 16]
+
+Two LoRA versions (random non-zero adapters of the shape the app trains: r=8 on all linear layers) on the base
+model; every prompt (the starter prompts) is answered by both versions, greedy, `--max-new-tokens` each. Side by
+side in one run, alternating, for each number of prompts:
+- sequential: `model.generate` one prompt at a time per version (what the app did before: one answer per call);
+- hf batched: `model.generate` on left-padded batches of `--max-batch` prompts, one version per batch (the best
+  plain contender);
+- ours (one batch per version): training.generation with every row on the same adapter (the app's slots);
+- ours (mixed): training.generation, rows of both versions in one batch (PEFT adapter_names per row).
+tokens/s counts new tokens. "identical" is the share of answers equal to the sequential path's (greedy: they differ
+only where float rounding in a padded batch flips a near-tie). The last line, batched_vs_sequential=<ratio>, is
+ours (mixed) vs sequential at the largest size.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+
+from bench.common import ROOT, alternate, base_model_path, median, offline, report, verdict
+from training.base_model import load_causal_lm, load_tokenizer
+from training.generation import Request, generate
+from training.hardware import device
+from training.versions import LORA_TARGETS
+
+VERSIONS = ("v1", "v2")
+TARGET = 5.0
+
+
+def two_versions(path: str) -> PeftModel:
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS, init_lora_weights=False)
+    torch.manual_seed(0)
+    model = get_peft_model(load_causal_lm(path), config, adapter_name=VERSIONS[0])
+    model.add_adapter(VERSIONS[1], config)
+    for module in model.modules():  # PEFT's random init is large: scale it to a trained adapter's size
+        if isinstance(module, LoraLayer):
+            for name in VERSIONS:
+                module.lora_B[name].weight.data *= 0.05
+    return model.eval()
+
+
+def prompts(n: int) -> list[list[dict]]:
+    lines = (ROOT / "feedback_db" / "assets" / "starter_prompts.jsonl").read_text().splitlines()
+    texts = [json.loads(line)["prompt"] for line in lines]
+    return [[{"role": "user", "content": texts[i % len(texts)]}] for i in range(n)]
+
+
+def sequential(model: PeftModel, tokenizer, chats: list[list[dict]], max_new_tokens: int) -> dict:
+    answers = {}
+    for version in VERSIONS:
+        model.set_adapter(version)
+        for i, chat in enumerate(chats):
+            inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                                   return_dict=True).to(device())
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            answers[version, i] = out[0, inputs["input_ids"].shape[1]:]
+    return answers
+
+
+def hf_batched(model: PeftModel, tokenizer, chats: list[list[dict]], max_new_tokens: int, max_batch: int) -> dict:
+    answers = {}
+    tokenizer.padding_side = "left"
+    for version in VERSIONS:
+        model.set_adapter(version)
+        for start in range(0, len(chats), max_batch):
+            texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                     for c in chats[start:start + max_batch]]
+            inputs = tokenizer(texts, return_tensors="pt", padding=True).to(device())
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            for j, row in enumerate(out[:, inputs["input_ids"].shape[1]:]):
+                answers[version, start + j] = row
+    return answers
+
+
+def ours(model: PeftModel, tokenizer, chats: list[list[dict]], max_new_tokens: int, max_batch: int,
+         mixed: bool) -> dict:
+    requests = [Request(c, max_new_tokens=max_new_tokens, adapter=v) for v in VERSIONS for c in chats]
+    if mixed:
+        results = generate(model, tokenizer, requests, max_batch=max_batch)
+    else:
+        results = []
+        for version in VERSIONS:
+            model.set_adapter(version)
+            results += generate(model, tokenizer, [r for r in requests if r.adapter == version], max_batch=max_batch)
+    return {(r.adapter, i % len(chats)): result.text for i, (r, result) in enumerate(zip(requests, results,
+                                                                                         strict=True))}
+
+
+def contenders_for(model: PeftModel, tokenizer, chats: list[list[dict]], n: int, b: int) -> dict:
+    return {
+        "sequential generate": lambda: timed(lambda: sequential(model, tokenizer, chats, n), tokenizer),
+        "hf batched generate": lambda: timed(lambda: hf_batched(model, tokenizer, chats, n, b), tokenizer),
+        "ours, one batch per version": lambda: timed(lambda: ours(model, tokenizer, chats, n, b, False), tokenizer),
+        "ours, mixed versions": lambda: timed(lambda: ours(model, tokenizer, chats, n, b, True), tokenizer),
+    }
+
+
+def timed(run, tokenizer) -> dict:
+    started = time.perf_counter()
+    answers = run()
+    seconds = time.perf_counter() - started
+    texts = {k: v if isinstance(v, str) else _text(tokenizer, v) for k, v in answers.items()}
+    tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts.values())
+    return {"seconds": seconds, "tokens": tokens, "texts": texts}
+
+
+def _text(tokenizer, ids: torch.Tensor) -> str:
+    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    kept = []
+    for token in ids.tolist():
+        if token in stops:
+            break
+        kept.append(token)
+    return tokenizer.decode(kept, skip_special_tokens=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="Smoke settings: 16 new tokens, one repeat.")
+    parser.add_argument("--sizes", default="16,64", help="Numbers of prompts (each answered by both versions).")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    offline()
+    if args.quick:
+        args.max_new_tokens, args.repeats = 16, 1
+    path = base_model_path()
+    tokenizer, model = load_tokenizer(path), two_versions(path)
+    rows, ratio = [], float("nan")
+    for size in (int(s) for s in args.sizes.split(",")):
+        contenders = contenders_for(model, tokenizer, prompts(size), args.max_new_tokens, args.max_batch)
+        results = alternate(contenders, args.repeats)
+        reference = results["sequential generate"][0]["texts"]
+        rates = {name: median([r["tokens"] / r["seconds"] for r in runs]) for name, runs in results.items()}
+        for name, runs in results.items():
+            same = sum(runs[0]["texts"][k] == reference[k] for k in reference) / len(reference)
+            rows.append([size, name, rates[name], rates[name] / rates["sequential generate"],
+                         rates[name] / rates["hf batched generate"], f"{same:.0%}"])
+        ratio = rates["ours, mixed versions"] / rates["sequential generate"]
+        best = max(rates["ours, mixed versions"], rates["ours, one batch per version"])
+        rows.append([size, "target: ours vs sequential", "", best / rates["sequential generate"], "",
+                     f">= {TARGET}x: {verdict(best / rates['sequential generate'], TARGET)}"])
+    report("Candidate generation: batched generator vs transformers generate (bench/generation.py)",
+           f"2 LoRA versions (r=8, all linear), greedy, {args.max_new_tokens} new tokens, max batch "
+           f"{args.max_batch}, {args.repeats} repeat(s), threads {torch.get_num_threads()}",
+           ["prompts", "contender", "new tokens/s", "vs sequential", "vs hf batched", "identical to sequential"],
+           rows)
+    print(f"batched_vs_sequential={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Continuous batching for the model service: one thread decodes every request, concurrent ones in one batch.
+
+A request (a chat turn, or one answer of a generation job) is a `Ticket`. The engine thread admits waiting tickets
+into their lane's running batch between two decode steps (a lane: the shared LoRA model, whose rows may mix
+versions, or one full-weight model), prefills new prompts `chunk` tokens per forward pass with a decode step of the
+running rows in between (a long prompt cannot stall the others), and hands each ticket its text after every step.
+Jobs never take the last `reserved` rows of a lane, so a chat always finds room at the next step.
+
+    engine = Engine(tokenizer, route, release)          # ModelService builds it
+    ticket = engine.submit(Request(messages, adapter="v3"), stream=True)
+    for text, stats in ticket.updates(): ...
+"""
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from transformers import PreTrainedTokenizerBase
+
+from training.generation import Batch, Forward, Request, Row, prompt_ids, stop_ids
+
+log = logging.getLogger("tuneloop.engine")
+CHAT, JOB = 0, 1  # admission priority: chats first
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a version's rows decode: the lane (batch) key, its forward pass, and the row's adapter in that lane."""
+
+    lane: str
+    forward: Forward
+    adapter: str | None
+
+
+@dataclass(eq=False)
+class Ticket:
+    request: Request
+    version: str
+    route: Route
+    priority: int
+    stream: bool
+    row: Row
+    started: float = field(default_factory=time.perf_counter)
+    first_token_s: float = 0.0
+    cancelled: bool = False
+    _out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    _order: int = 0
+    _sent: int | None = None  # tokens in the last text sent
+
+    def stats(self) -> dict:
+        return {"version": self.version, "prompt_tokens": len(self.row.prompt_ids),
+                "new_tokens": len(self.row.new_ids), "first_token_s": self.first_token_s,
+                "total_s": time.perf_counter() - self.started}
+
+    def updates(self) -> Iterator[tuple[str, dict]]:
+        """(text so far, stats) after each token when streaming, else once; ends when the answer is complete."""
+        while (item := self._out.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+@dataclass(eq=False)
+class _Lane:
+    batch: Batch
+    admitting: Iterator[None] | None = None
+    joining: list[Ticket] = field(default_factory=list)
+    tickets: dict[int, Ticket] = field(default_factory=dict)  # id(row) -> ticket, rows in the batch
+
+
+class Engine:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, guard: Callable, release: Callable[[str], None],
+                 max_batch: int = 16, reserved: int = 4, chunk: int = 64) -> None:
+        self.tokenizer, self.guard, self.release = tokenizer, guard, release
+        self.max_batch, self.reserved, self.chunk = max_batch, reserved, chunk
+        self._stops, self._pad = stop_ids(tokenizer), tokenizer.pad_token_id or 0
+        self._waiting: list[Ticket] = []
+        self._lanes: dict[str, _Lane] = {}
+        self._wake = threading.Condition()
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, request: Request, version: str, route: Route, priority: int = CHAT,
+               stream: bool = True) -> Ticket:
+        ticket = Ticket(request, version, route, priority, stream, Row(request, prompt_ids(self.tokenizer,
+                                                                                           request.messages)))
+        ticket._order = next(self._order)
+        with self._wake:
+            self._waiting.append(ticket)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="tuneloop-engine", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return ticket
+
+    def cancel(self, ticket: Ticket) -> None:
+        with self._wake:
+            ticket.cancelled = True
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting and not any(lane.batch.rows or lane.admitting
+                                                    for lane in self._lanes.values()):
+                    self._wake.wait()
+                self._admit_waiting()
+            for key, lane in list(self._lanes.items()):
+                if not (lane.batch.rows or lane.admitting):
+                    del self._lanes[key]  # idle: a reloaded version gets a fresh lane with its new model
+                    continue
+                try:
+                    self._turn(lane)
+                except Exception as err:  # a failed forward pass fails that lane's requests, not the engine
+                    log.exception("decode lane %s", key)
+                    for ticket in [*lane.tickets.values(), *lane.joining]:
+                        self._finish(ticket, err)
+                    del self._lanes[key]
+
+    def _admit_waiting(self) -> None:
+        """Drop cancelled tickets; start a prefill of waiting tickets in each lane that has room (chats first)."""
+        for lane in self._lanes.values():
+            gone = [t for t in lane.tickets.values() if t.cancelled]
+            if gone:
+                lane.batch.drop([t.row for t in gone])
+                for ticket in gone:
+                    del lane.tickets[id(ticket.row)]
+                    self._finish(ticket)
+        for ticket in [t for t in self._waiting if t.cancelled]:
+            self._waiting.remove(ticket)
+            self._finish(ticket)
+        for ticket in sorted(self._waiting, key=lambda t: (t.priority, t._order)):
+            lane = self._lanes.get(ticket.route.lane)
+            if lane is None:
+                batch = Batch(ticket.route.forward, self._stops, self._pad, self.guard)
+                lane = self._lanes[ticket.route.lane] = _Lane(batch)
+            if lane.admitting is not None:  # one prefill at a time per lane; the next one starts after it
+                continue
+            room = self.max_batch - len(lane.batch.rows) - len(lane.joining)
+            if room > (self.reserved if ticket.priority == JOB else 0):
+                lane.joining.append(ticket)
+                self._waiting.remove(ticket)
+        for lane in self._lanes.values():
+            if lane.joining and lane.admitting is None:
+                lane.admitting = lane.batch.admit([t.row for t in lane.joining], self.chunk)
+
+    def _turn(self, lane: _Lane) -> None:
+        """One prefill chunk of the joining rows, then one decode step of the running rows."""
+        if lane.admitting is not None:
+            next(lane.admitting, None)
+            first = lane.joining[0].row
+            if first.done or first.new_ids:  # the last chunk ran: the joining rows are in the batch
+                lane.admitting, joined, lane.joining = None, lane.joining, []
+                for ticket in joined:
+                    ticket.first_token_s = time.perf_counter() - ticket.started
+                    self._deliver(lane, ticket)
+                return
+        running = [lane.tickets[id(row)] for row in lane.batch.rows]
+        if running:
+            lane.batch.step()
+            for ticket in running:
+                self._deliver(lane, ticket)
+
+    def _deliver(self, lane: _Lane, ticket: Ticket) -> None:
+        if ticket.row.done:
+            lane.tickets.pop(id(ticket.row), None)
+            self._finish(ticket)
+            return
+        lane.tickets[id(ticket.row)] = ticket
+        if ticket.stream:
+            self._send(ticket)
+
+    def _send(self, ticket: Ticket) -> None:
+        ticket._sent = len(ticket.row.new_ids)
+        ticket._out.put((self.tokenizer.decode(ticket.row.new_ids, skip_special_tokens=True), ticket.stats()))
+
+    def _finish(self, ticket: Ticket, error: BaseException | None = None) -> None:
+        if error is not None:
+            ticket._out.put(error)
+        elif not ticket.cancelled and (ticket._sent is None or ticket._sent < len(ticket.row.new_ids)):
+            self._send(ticket)  # the last token (or the empty answer of a model that stopped at once)
+        ticket._out.put(None)
+        self.release(ticket.version)
