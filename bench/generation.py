@@ -126,7 +126,7 @@ def _text(tokenizer, ids: torch.Tensor) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="Smoke settings: 16 new tokens, one repeat.")
+    parser.add_argument("--quick", action="store_true", help="Smoke settings: 12 new tokens, one repeat.")
     parser.add_argument("--sizes", default="16,64", help="Numbers of prompts (each answered by both versions).")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--max-batch", type=int, default=16)
@@ -134,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     offline()
     if args.quick:
-        args.max_new_tokens, args.repeats = 16, 1
+        args.max_new_tokens, args.repeats = 12, 1
     path = base_model_path()
     tokenizer, model = load_tokenizer(path), two_versions(path)
     rows, ratio = [], float("nan")

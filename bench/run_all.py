@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("dpo_throughput", 1500, 420),
     ("hot_swap", 600, 240),
     ("chat_serving", 600, 240),
+    ("generation", 1200, 420),
     ("write_load", 600, 240),
     ("tutorial_walltime", 600, 240),
     ("memory", 900, 420),
