@@ -228,6 +228,19 @@ def m007_generation_jobs(db: Database) -> None:
 
 
 @MIGRATIONS()
+def m007_review_queue_indexes(db: Database) -> None:
+    """Indexes for the single-answer queue's per-item judge counts (review_queue._SINGLE_AT)."""
+    _execute_all(
+        db,
+        """
+        CREATE INDEX idx_ratings_response_user ON ratings(response_id, username);
+        CREATE INDEX idx_corrections_response_user ON corrections(response_id, username);
+        CREATE INDEX idx_corrections_user ON corrections(username, response_id);
+        """,
+    )
+
+
+@MIGRATIONS()
 def m005_heldout_split(db: Database) -> None:
     """Hold out the default share of existing train prompts by text hash, as new prompts are; recorded in
     `prompt_split_moves`. A prompt stays where it is when a registered version trained on its rows (any of its

@@ -16,20 +16,35 @@ from feedback_db.connection import retry_locked
 MAX_RANKED = 5
 
 # every query yields (ids, n): the item's response ids comma-separated, and how many reviewers judged it
-_SINGLE = """
-WITH judges AS (
-    SELECT response_id, username FROM ratings UNION SELECT response_id, username FROM corrections
-)
-SELECT ids, n FROM (
-    SELECT CAST(r.id AS TEXT) AS ids, r.id AS k1, 0 AS k2,
-           (SELECT COUNT(*) FROM judges j WHERE j.response_id = r.id) AS n
-    FROM responses r
-    WHERE NOT EXISTS (SELECT 1 FROM judges j WHERE j.response_id = r.id AND j.username = :user)
-      AND NOT EXISTS (
-          SELECT 1 FROM skips s WHERE s.username = :user AND s.mode = 'single' AND s.item_key = CAST(r.id AS TEXT)
-      )
-)
-WHERE n < :k ORDER BY n, k1, k2 LIMIT :limit
+# single items at exactly :n judges, in id order: SQLite walks responses by id and stops at :limit, so serving the
+# next item costs index probes over the items before it, not a count of every item's judges (21,000 items: 25 ms
+# -> well under 1 ms per event); idx_ratings_response_user and idx_corrections_response_user serve the probes
+_SINGLE_AT = """
+SELECT CAST(r.id AS TEXT) AS ids, :n AS n FROM responses r
+WHERE CASE WHEN :n = 0  -- the common case, unjudged: two index probes instead of a count
+           THEN NOT EXISTS (SELECT 1 FROM ratings x WHERE x.response_id = r.id)
+                AND NOT EXISTS (SELECT 1 FROM corrections x WHERE x.response_id = r.id)
+           ELSE (SELECT COUNT(*) FROM (SELECT username FROM ratings WHERE response_id = r.id
+                                       UNION SELECT username FROM corrections WHERE response_id = r.id)) = :n END
+  AND NOT EXISTS (SELECT 1 FROM ratings x WHERE x.response_id = r.id AND x.username = :user)
+  AND NOT EXISTS (SELECT 1 FROM corrections x WHERE x.response_id = r.id AND x.username = :user)
+  AND NOT EXISTS (
+      SELECT 1 FROM skips s WHERE s.username = :user AND s.mode = 'single' AND s.item_key = CAST(r.id AS TEXT)
+  )
+ORDER BY r.id LIMIT :limit
+"""
+
+# items left = all responses minus those fully judged, judged by the user or skipped by the user: a pass over the
+# judgments, not over every item
+_SINGLE_COUNT = """
+SELECT (SELECT COUNT(*) FROM responses) - (SELECT COUNT(*) FROM (
+    SELECT response_id FROM (
+        SELECT response_id, username FROM ratings UNION SELECT response_id, username FROM corrections
+    ) GROUP BY response_id HAVING COUNT(*) >= :k
+    UNION SELECT response_id FROM ratings WHERE username = :user
+    UNION SELECT response_id FROM corrections WHERE username = :user
+    UNION SELECT CAST(item_key AS INTEGER) FROM skips WHERE username = :user AND mode = 'single'
+))
 """
 
 # pairs are compared in either order: (a, b) or (b, a), both served by idx_comparisons_pair
@@ -72,7 +87,7 @@ SELECT ids, n FROM (
 WHERE n < :k ORDER BY n, k1, k2 LIMIT :limit
 """
 
-_QUERIES = {"single": _SINGLE, "pairwise": _PAIRWISE, "ranking": _RANKING}
+_QUERIES = {"pairwise": _PAIRWISE, "ranking": _RANKING}
 
 _JUDGED = {
     "single": "SELECT COUNT(*) FROM (SELECT response_id FROM ratings WHERE username = :user "
@@ -89,14 +104,22 @@ def candidates(
     """Response-id lists of the items `username` may judge next, in serving order."""
     params = {"user": username, "k": annotators_per_item, "limit": -1 if limit is None else limit}
     params["max_ranked"] = MAX_RANKED
-    rows = retry_locked(lambda: conn.execute(_QUERIES[mode], params).fetchall())
+    if mode == "single":  # fewest judges first: one id-ordered walk per judge count
+        rows = []
+        for n in range(annotators_per_item):
+            if limit is not None and len(rows) >= limit:
+                break
+            at = {**params, "n": n, "limit": -1 if limit is None else limit - len(rows)}
+            rows += retry_locked(lambda at=at: conn.execute(_SINGLE_AT, at).fetchall())
+    else:
+        rows = retry_locked(lambda: conn.execute(_QUERIES[mode], params).fetchall())
     return [[int(i) for i in row[0].split(",")] for row in rows]
 
 
 def candidate_count(conn: sqlite3.Connection, username: str, mode: str, annotators_per_item: int) -> int:
     """How many items `candidates` would return, counted in SQL instead of materialising every item's ids."""
     params = {"user": username, "k": annotators_per_item, "limit": -1, "max_ranked": MAX_RANKED}
-    sql = f"SELECT COUNT(*) FROM ({_QUERIES[mode]})"
+    sql = _SINGLE_COUNT if mode == "single" else f"SELECT COUNT(*) FROM ({_QUERIES[mode]})"
     return retry_locked(lambda: conn.execute(sql, params).fetchone()[0])
 
 
