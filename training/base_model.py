@@ -86,8 +86,14 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
 
 
 def load_causal_lm(path: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or pick_dtype())
-    return model.to(device())
+    """For inference: loaded and placed on the device."""
+    return load_causal_lm_for_training(path, dtype).to(device())
+
+
+def load_causal_lm_for_training(path: str, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """Loaded, not placed: the Trainer places it (DDP), DeepSpeed ZeRO-3 partitions it while it loads and FSDP loads
+    real weights on local rank 0 only. Build the trainer config first (see training/distributed.py)."""
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype or pick_dtype())
 
 
 def main() -> None:

@@ -2,14 +2,17 @@
 
 The app only reads `store.run_metrics(run_id)`, so a page reload or a second browser sees the same state.
 Each row holds loss, learning_rate, epoch, step/total, eta_s, tokens_per_s and whatever the TRL trainer logs
-(rewards/accuracies, rewards/margins, kl, reward, ...).
+(rewards/accuracies, rewards/margins, kl, reward, ...). Only rank 0 writes; under several data-parallel processes
+every rank logs a digest of its trainable weights at the end (equal digests: the ranks stayed in step).
 """
 
+import hashlib
 import json
 import math
 import time
 
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from accelerate import DistributedType
+from transformers import PreTrainedModel, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 
 class StoreProgressCallback(TrainerCallback):
@@ -47,3 +50,20 @@ class StoreProgressCallback(TrainerCallback):
         print(f"[tuneloop] {self.stage} {json.dumps(metrics)}", flush=True)
         if self.store is not None and self.run_id is not None:
             self.store.add_run_metrics(self.run_id, state.global_step, self.stage, metrics)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     model: PreTrainedModel | None = None, **kwargs):
+        sharded = args.distributed_state.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        if args.world_size == 1 or model is None or sharded:  # FSDP / ZeRO-3 ranks hold different shards
+            return
+        print(f"[tuneloop] {self.stage} rank {args.process_index}/{args.world_size} trainable weights sha256 "
+              f"{trainable_digest(model)}", flush=True)
+
+
+def trainable_digest(model: PreTrainedModel) -> str:
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        if param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]

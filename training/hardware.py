@@ -48,8 +48,9 @@ def trainer_precision_kwargs() -> dict:
     }
 
 
-def micro_batch(batch_size: int, per_device: int | None) -> tuple[int, int]:
-    """(rows per forward pass, gradient accumulation steps) that make `batch_size` rows per optimizer step.
+def micro_batch(batch_size: int, per_device: int | None, processes: int = 1) -> tuple[int, int]:
+    """(rows per forward pass, gradient accumulation steps) that make `batch_size` rows per optimizer step, summed
+    over the `processes` training processes (so a 2-process run takes the same optimizer steps as a 1-process one).
 
     CPU default: one row per forward. On CPU, SDPA runs any masked batch (padding-free's block-diagonal mask or a
     padded batch) through its math kernel, which keeps a tokens x tokens score matrix per layer and head for the
@@ -59,11 +60,11 @@ def micro_batch(batch_size: int, per_device: int | None) -> tuple[int, int]:
     if batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {batch_size}.")
     if per_device is None:
-        per_device = 1 if device() == "cpu" else batch_size
-    if per_device < 1 or batch_size % per_device:
+        per_device = 1 if device() == "cpu" else max(1, batch_size // processes)
+    if per_device < 1 or batch_size % (per_device * processes):
         raise ValueError(f"--batch_size {batch_size} must be a multiple of --per_device_train_batch_size "
-                         f"{per_device} (rows per forward pass).")
-    return per_device, batch_size // per_device
+                         f"{per_device} (rows per forward pass) x {processes} processes.")
+    return per_device, batch_size // (per_device * processes)
 
 
 def describe() -> str:

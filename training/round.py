@@ -1,12 +1,14 @@
 """A training round: the stages the admin picked, chained, in this one process, then the evaluation gate.
 
     python -m training round --db data/tuneloop.db --stages sft,reward,dpo
+    torchrun --nproc_per_node 2 -m training round --db data/tuneloop.db --stages sft,reward,dpo   # 2 processes
     python -m training round --db data/tuneloop.db --stages sft,reward,online_rl --technique lora
     python -m training round --config training/configs/round.yaml
 
 Each policy stage (sft, dpo, kto, online_rl) starts from the previous policy stage's version (the first from
 `--parent`, default the active version). The reward stage trains a reward model on the base; later online_rl
-stages and the evaluation gate use it. All stages read the same data snapshot, taken once at the start.
+stages and the evaluation gate use it. All stages read the same data snapshot, taken once at the start (by rank 0
+when several processes train: see training/distributed.py).
 The app starts rounds through `training.runner.start_round`; SIGTERM (cancel) marks the run cancelled.
 """
 
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from training.base_model import DEFAULT_BASE_MODEL
+from training.distributed import from_main, open_store, start
 
 STAGES = ("sft", "reward", "dpo", "kto", "online_rl")
 POLICY_STAGES = ("sft", "dpo", "kto", "online_rl")
@@ -94,71 +97,88 @@ def latest_reward_version(store) -> str | None:
     return rewards[-1].name if rewards else None
 
 
-def main(cfg: RoundConfig) -> list[str]:
-    from feedback_db import FeedbackStore
+def checked_snapshot(store, stages: list[str]) -> dict:
+    """One snapshot for every stage; SystemExit naming what is missing when a stage lacks data."""
     from feedback_db.datasets import data_check
+
+    snapshot = store.snapshot()
+    problems = [problem for stage in stages for problem in data_check(store, stage, snapshot).problems]
+    if problems:
+        raise SystemExit("Not enough data for this round:\n" + "\n".join(problems))
+    return snapshot
+
+
+def main(cfg: RoundConfig) -> list[str]:
     from training.runner import log_tail
 
-    store = FeedbackStore(cfg.db)
+    # Under torchrun/accelerate every rank runs this; rank 0 alone opens the store, takes the snapshot, owns the run
+    # row and runs the evaluation gate, and each stage's version name comes back to every rank from its publish.
+    state = start()
+    store = open_store(cfg.db)
     stages = cfg.stage_list
-    run_id = cfg.run_id or store.create_run(config=asdict(cfg), stages=stages, username=cfg.username)
+    run_id = from_main(lambda: cfg.run_id or store.create_run(config=asdict(cfg), stages=stages,
+                                                             username=cfg.username))
     versions: list[str] = []
+
+    def record(**fields) -> None:
+        if store is not None:
+            store.update_run(run_id, **fields)
 
     def on_sigterm(signum, frame):
         raise RunCancelled()
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    store.update_run(run_id, status="running", pid=os.getpid())
+    record(status="running", pid=os.getpid())
     try:
-        # 1. One snapshot for every stage; refuse early when data is missing
-        snapshot = store.snapshot()
-        problems = []
-        for stage in stages:
-            problems += data_check(store, stage, snapshot).problems
-        if problems:
-            message = "Not enough data for this round:\n" + "\n".join(problems)
-            print(f"[tuneloop] {message}", flush=True)
-            store.update_run(run_id, status="failed", error=message)
-            raise SystemExit(message)
+        # 1. One snapshot for every stage (and every rank); refuse early when data is missing
+        try:
+            snapshot = from_main(lambda: checked_snapshot(store, stages))
+        except SystemExit as refused:
+            print(f"[tuneloop] {refused}", flush=True)
+            record(status="failed", error=str(refused))
+            raise
+        print(f"[tuneloop] round {run_id} rank {state.process_index}: snapshot {json.dumps(snapshot)}",
+              flush=True)
 
         # 2. The stages, each starting from the previous policy version
         parent = cfg.parent
-        reward_model = cfg.reward_model or (None if "reward" in stages else latest_reward_version(store))
+        reward_model = cfg.reward_model or (None if "reward" in stages else from_main(
+            lambda: latest_reward_version(store)))
         for stage in stages:
             print(f"[tuneloop] round {run_id}: stage {stage} (parent {parent})", flush=True)
-            store.update_run(run_id, stage=stage)
+            record(stage=stage)
             module, stage_cfg = stage_config(cfg, stage, snapshot, run_id, parent, reward_model)
             name = module.main(stage_cfg)
             versions.append(name)
-            store.update_run(run_id, versions=versions)
+            record(versions=versions)
             if stage == "reward":
                 reward_model = name
             else:
                 parent = name
             gc.collect()
 
-        # 3. Evaluation gate on the final policy version
+        # 3. Evaluation gate on the final policy version (rank 0; the other ranks wait)
         if cfg.evaluate and parent not in (cfg.parent, None):
             from training.evaluate import EvaluateConfig
             from training.evaluate import main as evaluate
 
-            store.update_run(run_id, stage="evaluate")
-            evaluate(EvaluateConfig(db=cfg.db, data_dir=cfg.data_dir, version=parent, reward_model=reward_model,
-                                    base_model=cfg.base_model, promote=cfg.auto_promote,
-                                    win_rate_threshold=cfg.win_rate_threshold))
-        store.update_run(run_id, status="succeeded", stage="done", versions=versions)
+            record(stage="evaluate")
+            from_main(lambda: evaluate(EvaluateConfig(
+                db=cfg.db, data_dir=cfg.data_dir, version=parent, reward_model=reward_model,
+                base_model=cfg.base_model, promote=cfg.auto_promote, win_rate_threshold=cfg.win_rate_threshold)))
+        record(status="succeeded", stage="done", versions=versions)
         print(f"[tuneloop] round {run_id} succeeded: {versions}", flush=True)
         return versions
     except RunCancelled:
         print(f"[tuneloop] round {run_id} cancelled", flush=True)
-        store.update_run(run_id, status="cancelled", versions=versions)
+        record(status="cancelled", versions=versions)
         raise SystemExit(143) from None
     except SystemExit:
         raise
     except BaseException as error:
         traceback.print_exc()
-        store.update_run(run_id, status="failed", error=f"{type(error).__name__}: {error}",
-                         log_tail=log_tail(cfg.data_dir, run_id) or traceback.format_exc()[-4000:], versions=versions)
+        record(status="failed", error=f"{type(error).__name__}: {error}",
+               log_tail=log_tail(cfg.data_dir, run_id) or traceback.format_exc()[-4000:], versions=versions)
         raise
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

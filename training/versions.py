@@ -2,8 +2,9 @@
 
 Every recipe writes into `data/versions/.tmp-<pid>-<method>-*` and calls `publish_version`, which writes
 `tuneloop.json` (provenance, see docs/ARCHITECTURE.md), renames the folder into `data/versions/<name>/` and
-registers it in the store. A crashed or killed run leaves only a `.tmp-<pid>-*` folder, which
-`remove_stale_tmp_dirs` deletes once its process is gone.
+registers it in the store. The stage's datasets live beside it in `<that folder>.data` (training.distributed).
+A crashed or killed run leaves only `.tmp-<pid>-*` folders, which `remove_stale_tmp_dirs` deletes once its
+process is gone. Under several processes the pid is rank 0's and only rank 0 publishes.
 """
 
 import json
@@ -19,7 +20,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from training.base_model import load_causal_lm
+from training.base_model import load_causal_lm_for_training
+from training.distributed import from_main
 from training.hardware import device, pick_dtype
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -61,16 +63,17 @@ def load_trainable_policy(
     if technique == "lora":
         if parent_dir is not None and not parent_is_adapter:
             raise ValueError(f"Parent {parent_dir} holds full weights; a LoRA stage needs a LoRA or base parent.")
-        model = load_causal_lm(base_model)
+        model = load_causal_lm_for_training(base_model)
         if parent_is_adapter:
             return PeftModel.from_pretrained(model, str(parent_dir), is_trainable=True)
         lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
                           task_type="CAUSAL_LM")
         return get_peft_model(model, lora)
     if parent_is_adapter:
-        model = PeftModel.from_pretrained(load_causal_lm(base_model), str(parent_dir)).merge_and_unload()
+        base = load_causal_lm_for_training(base_model)
+        model = PeftModel.from_pretrained(base, str(parent_dir)).merge_and_unload()
     else:
-        model = load_causal_lm(str(parent_dir) if parent_dir is not None else base_model)
+        model = load_causal_lm_for_training(str(parent_dir) if parent_dir is not None else base_model)
     if technique == "freeze":
         freeze_all_but_top(model, freeze_top_n)
     return model
@@ -99,9 +102,19 @@ def freeze_all_but_top(model: PreTrainedModel, top_n: int) -> None:
 
 
 def new_tmp_dir(data_dir: str | Path, method: str) -> Path:
-    versions = Path(data_dir) / "versions"
-    versions.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-{method}-", dir=versions))
+    """A stage's output folder; under several processes rank 0 makes it and every rank gets its path."""
+    def make() -> Path:
+        versions = Path(data_dir) / "versions"
+        versions.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-{method}-", dir=versions))
+
+    return from_main(make)
+
+
+def stage_data_dir(tmp_dir: Path) -> Path:
+    """Where a stage materialises its datasets: beside its output folder, with the same `.tmp-<pid>-` prefix, so the
+    stale-folder sweep also removes a killed run's copy; `publish_version` removes it after a successful one."""
+    return tmp_dir.with_name(f"{tmp_dir.name}.data")
 
 
 def remove_stale_tmp_dirs(data_dir: str | Path) -> list[Path]:
@@ -132,11 +145,19 @@ def publish_version(
     """Write tuneloop.json, rename the temp folder into versions/<name>/ and register it. Returns the name.
 
     Without a store (a recipe run on a JSONL file) the folder is renamed to `<method>-<timestamp>` and not
-    registered; the returned value is then the folder path.
+    registered; the returned value is then the folder path. Under several processes only rank 0 (which saved the
+    weights) writes and registers; every rank returns the name.
     """
-    if int(os.environ.get("RANK", "0")) != 0:  # under `accelerate launch` only rank 0 saved and registers
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        return ""
+    return from_main(lambda: _publish(store, tmp_dir, method=method, technique=technique, parent=parent,
+                                      base_model=base_model, config=config, data_snapshot=data_snapshot,
+                                      metrics=metrics))
+
+
+def _publish(
+    store, tmp_dir: Path, *, method: str, technique: str, parent: str | None, base_model: str, config,
+    data_snapshot: dict | None, metrics: dict,
+) -> str:
+    shutil.rmtree(stage_data_dir(tmp_dir), ignore_errors=True)
     config_dict = asdict(config) if is_dataclass(config) else dict(config)
     if store is not None:
         name = store.next_version_name(method)

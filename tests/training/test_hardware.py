@@ -19,6 +19,13 @@ def test_explicit_micro_batch_splits_the_optimizer_batch():
     assert micro_batch(4, 4) == (4, 1)
 
 
+def test_micro_batch_keeps_rows_per_optimizer_step_across_processes():
+    assert micro_batch(4, 1, processes=2) == (1, 2)  # 1 row x 2 accumulation x 2 processes = 4 rows
+    assert micro_batch(8, 2, processes=4) == (2, 1)
+    with pytest.raises(ValueError, match="x 2 processes"):
+        micro_batch(4, 4, processes=2)
+
+
 @pytest.mark.parametrize(("batch", "per_device"), [(4, 3), (0, None), (4, 0)])
 def test_bad_batch_flags_are_refused_naming_the_flags(batch: int, per_device: int | None):
     with pytest.raises(ValueError, match="--batch_size"):

@@ -13,14 +13,15 @@ reference pass over the data up front, so each training step is a single forward
 import json
 from dataclasses import dataclass, field
 
-from datasets import load_dataset
+from datasets import Dataset, load_dataset
 from peft import PeftModel
 from trl import DPOConfig, DPOTrainer
 
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
+from training.distributed import from_main, materialise, open_store, start
 from training.hardware import micro_batch, trainer_precision_kwargs
-from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent
+from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent, stage_data_dir
 
 DEFAULT_LR = {"lora": 1e-4, "full": 1e-6, "freeze": 1e-5}
 
@@ -68,14 +69,7 @@ class DPORecipeConfig:
             self.learning_rate = DEFAULT_LR[self.technique]
 
 
-def main(cfg: DPORecipeConfig) -> str:
-    # 1. Store, snapshot, pairs
-    store = None
-    if cfg.db is not None:
-        from feedback_db import FeedbackStore
-
-        store = FeedbackStore(cfg.db)
-    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+def preference_pairs(cfg: DPORecipeConfig, store, snapshot: dict | None) -> Dataset:
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
     else:
@@ -84,17 +78,23 @@ def main(cfg: DPORecipeConfig) -> str:
         dataset = build_preference_dataset(store, snapshot=snapshot)
     if len(dataset) == 0:
         raise ValueError("No preference pairs: compare or rank answers in the review tab first.")
+    return dataset
 
-    # 2. Policy: the parent's weights, trainable; the parent is also the reference
-    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
-    parent_name, parent_dir = resolve_parent(store, cfg.parent)
+
+def main(cfg: DPORecipeConfig) -> str:
+    # 1. Processes, store, snapshot, pairs: rank 0 reads the store and writes the pairs, every rank loads that copy
+    state = start()
+    store = open_store(cfg.db)
+    snapshot = from_main(lambda: json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None))
+    base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
+    parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
-    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
-                                  cfg.freeze_top_n)
-
-    # 3. Trainer
-    per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size)
     tmp_dir = new_tmp_dir(cfg.data_dir, "dpo")
+    dataset = materialise(lambda: preference_pairs(cfg, store, snapshot), stage_data_dir(tmp_dir))
+
+    # 2. Trainer config, then the policy (ZeRO-3 / FSDP decide how to load it from the config): the parent's
+    #    weights, trainable; the parent is also the reference
+    per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size, state.num_processes)
     args = DPOConfig(
         output_dir=str(tmp_dir),
         beta=cfg.beta,
@@ -114,6 +114,10 @@ def main(cfg: DPORecipeConfig) -> str:
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
+                                  cfg.freeze_top_n)
+
+    # 3. Trainer
     trainer = DPOTrainer(
         model=model,
         args=args,
@@ -122,18 +126,18 @@ def main(cfg: DPORecipeConfig) -> str:
         callbacks=[StoreProgressCallback(store, cfg.run_id, "dpo")],
     )
 
-    # 4. Train, save (without TRL's frozen "ref" adapter copy), register
+    # 4. Train, save (without TRL's frozen "ref" adapter copy; rank 0 writes), register
     result = trainer.train()
     if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
         trainer.model.delete_adapter("ref")
     trainer.save_model(str(tmp_dir))
-    tokenizer.save_pretrained(str(tmp_dir))
     logged = [entry for entry in trainer.state.log_history if "rewards/margins" in entry]
     metrics = {
         "train_loss": result.training_loss,
         "train_runtime_s": result.metrics["train_runtime"],
         "train_pairs": len(dataset),
         "steps": trainer.state.global_step,
+        "processes": state.num_processes,
         "pairs_per_s": len(dataset) * cfg.num_train_epochs / result.metrics["train_runtime"]
         if cfg.max_steps < 0 else None,
         "final_reward_accuracy": logged[-1]["rewards/accuracies"] if logged else None,

@@ -13,14 +13,15 @@ precomputed from the model before its first step with full/freeze; never a secon
 import json
 from dataclasses import dataclass, field
 
-from datasets import load_dataset
+from datasets import Dataset, load_dataset
 from peft import PeftModel
 from trl import KTOConfig, KTOTrainer
 
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
+from training.distributed import from_main, materialise, open_store, start
 from training.hardware import trainer_precision_kwargs
-from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent
+from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent, stage_data_dir
 
 DEFAULT_LR = {"lora": 1e-4, "full": 1e-6, "freeze": 1e-5}
 
@@ -67,14 +68,7 @@ class KTORecipeConfig:
             self.learning_rate = DEFAULT_LR[self.technique]
 
 
-def main(cfg: KTORecipeConfig) -> str:
-    # 1. Store, snapshot, labelled answers
-    store = None
-    if cfg.db is not None:
-        from feedback_db import FeedbackStore
-
-        store = FeedbackStore(cfg.db)
-    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+def labelled_answers(cfg: KTORecipeConfig, store, snapshot: dict | None) -> Dataset:
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
     else:
@@ -82,19 +76,28 @@ def main(cfg: KTORecipeConfig) -> str:
 
         dataset = build_kto_dataset(store, snapshot=snapshot)
     desirable = sum(dataset["label"])
-    undesirable = len(dataset) - desirable
-    if not desirable or not undesirable:
-        raise ValueError(f"KTO needs thumbs up and thumbs down; found {desirable} up, {undesirable} down.")
+    if not desirable or desirable == len(dataset):
+        raise ValueError(f"KTO needs thumbs up and thumbs down; found {desirable} up, "
+                         f"{len(dataset) - desirable} down.")
+    return dataset
 
-    # 2. Policy: the parent's weights, trainable; the parent is also the reference
-    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
-    parent_name, parent_dir = resolve_parent(store, cfg.parent)
+
+def main(cfg: KTORecipeConfig) -> str:
+    # 1. Processes, store, snapshot, labelled answers: rank 0 reads the store and writes the rows, every rank loads
+    #    that copy
+    state = start()
+    store = open_store(cfg.db)
+    snapshot = from_main(lambda: json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None))
+    base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
+    parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
-    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
-                                  cfg.freeze_top_n)
-
-    # 3. Trainer
     tmp_dir = new_tmp_dir(cfg.data_dir, "kto")
+    dataset = materialise(lambda: labelled_answers(cfg, store, snapshot), stage_data_dir(tmp_dir))
+    desirable = sum(dataset["label"])
+    undesirable = len(dataset) - desirable
+
+    # 2. Trainer config, then the policy (ZeRO-3 / FSDP decide how to load it from the config): the parent's
+    #    weights, trainable; the parent is also the reference
     args = KTOConfig(
         output_dir=str(tmp_dir),
         beta=cfg.beta,
@@ -116,6 +119,10 @@ def main(cfg: KTORecipeConfig) -> str:
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
+                                  cfg.freeze_top_n)
+
+    # 3. Trainer
     trainer = KTOTrainer(
         model=model,
         args=args,
@@ -124,12 +131,11 @@ def main(cfg: KTORecipeConfig) -> str:
         callbacks=[StoreProgressCallback(store, cfg.run_id, "kto")],
     )
 
-    # 4. Train, save (without TRL's frozen "ref" adapter copy), register
+    # 4. Train, save (without TRL's frozen "ref" adapter copy; rank 0 writes), register
     result = trainer.train()
     if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
         trainer.model.delete_adapter("ref")
     trainer.save_model(str(tmp_dir))
-    tokenizer.save_pretrained(str(tmp_dir))
     logged = [entry for entry in trainer.state.log_history if "kl" in entry]
     metrics = {
         "train_loss": result.training_loss,
@@ -139,6 +145,7 @@ def main(cfg: KTORecipeConfig) -> str:
         "desirable_weight": args.desirable_weight,
         "undesirable_weight": args.undesirable_weight,
         "steps": trainer.state.global_step,
+        "processes": state.num_processes,
         "final_kl": logged[-1]["kl"] if logged else None,
     }
     return publish_version(

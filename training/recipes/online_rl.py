@@ -20,8 +20,16 @@ from trl import GRPOConfig, GRPOTrainer
 
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
+from training.distributed import from_main, materialise, open_store, start
 from training.hardware import trainer_precision_kwargs
-from training.versions import load_reward_model, load_trainable_policy, new_tmp_dir, publish_version, resolve_parent
+from training.versions import (
+    load_reward_model,
+    load_trainable_policy,
+    new_tmp_dir,
+    publish_version,
+    resolve_parent,
+    stage_data_dir,
+)
 
 DEFAULT_LR = {"lora": 5e-5, "full": 1e-6, "freeze": 5e-6}
 
@@ -75,14 +83,7 @@ class OnlineRLRecipeConfig:
             self.learning_rate = DEFAULT_LR[self.technique]
 
 
-def main(cfg: OnlineRLRecipeConfig) -> str:
-    # 1. Store, snapshot, prompts, reward model version
-    store = None
-    if cfg.db is not None:
-        from feedback_db import FeedbackStore
-
-        store = FeedbackStore(cfg.db)
-    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+def training_prompts(cfg: OnlineRLRecipeConfig, store, snapshot: dict | None) -> Dataset:
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train").select_columns(["prompt"])
     else:
@@ -90,7 +91,11 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
         dataset = Dataset.from_list([{"prompt": p.as_messages()} for p in prompts])
     if len(dataset) == 0:
         raise ValueError("No training prompts: add or import prompts first.")
-    dataset = dataset.shuffle(seed=cfg.seed).select(range(min(cfg.max_prompts, len(dataset))))
+    return dataset.shuffle(seed=cfg.seed).select(range(min(cfg.max_prompts, len(dataset))))
+
+
+def reward_version_dir(cfg: OnlineRLRecipeConfig, store) -> tuple[str, str]:
+    """(name, folder) of the reward model: --reward_model (a version or a folder), else the newest reward version."""
     reward_name = cfg.reward_model
     if reward_name is None and store is not None:
         rewards = [v for v in store.list_versions() if v.method == "reward"]
@@ -98,18 +103,23 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
     if reward_name is None:
         raise ValueError("No reward model: train one first (python -m training reward, or a reward stage).")
     reward_version = store.get_version(reward_name) if store is not None else None
-    reward_dir = reward_version.path if reward_version else reward_name
+    return reward_name, reward_version.path if reward_version else reward_name
 
-    # 2. Policy (parent weights, trainable) and the reward model as the reward function
-    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
-    parent_name, parent_dir = resolve_parent(store, cfg.parent)
+
+def main(cfg: OnlineRLRecipeConfig) -> str:
+    # 1. Processes, store, snapshot, prompts, reward model version: rank 0 reads the store and writes the prompts,
+    #    every rank loads that copy
+    start()
+    store = open_store(cfg.db)
+    snapshot = from_main(lambda: json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None))
+    base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
+    parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
+    reward_name, reward_dir = from_main(lambda: reward_version_dir(cfg, store))
     tokenizer = load_tokenizer(base_model)
-    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
-                                  cfg.freeze_top_n)
-    reward_model = load_reward_model(base_model, reward_dir, tokenizer)
-
-    # 3. Trainer
     tmp_dir = new_tmp_dir(cfg.data_dir, "online_rl")
+    dataset = materialise(lambda: training_prompts(cfg, store, snapshot), stage_data_dir(tmp_dir))
+
+    # 2. Trainer config, then the policy (parent weights, trainable) and the reward model as the reward function
     args = GRPOConfig(
         output_dir=str(tmp_dir),
         beta=cfg.beta,
@@ -127,6 +137,11 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
+                                  cfg.freeze_top_n)
+    reward_model = load_reward_model(base_model, reward_dir, tokenizer)
+
+    # 3. Trainer
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[reward_model],
@@ -137,12 +152,11 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
         callbacks=[StoreProgressCallback(store, cfg.run_id, "online_rl")],
     )
 
-    # 4. Train, save (without TRL's frozen "ref" adapter copy), register
+    # 4. Train, save (without TRL's frozen "ref" adapter copy; rank 0 writes), register
     result = trainer.train()
     if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
         trainer.model.delete_adapter("ref")
     trainer.save_model(str(tmp_dir))
-    tokenizer.save_pretrained(str(tmp_dir))
     logged = [entry for entry in trainer.state.log_history if "reward" in entry]
     metrics = {
         "train_loss": result.training_loss,

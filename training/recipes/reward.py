@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 
 import torch
-from datasets import Dataset, load_dataset
+from datasets import Dataset, DatasetDict, load_dataset
 from peft import LoraConfig
 from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig, RewardTrainer
@@ -22,8 +22,9 @@ from trl import RewardConfig, RewardTrainer
 from feedback_db.datasets import split_by_prompt
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
-from training.hardware import device, micro_batch, pick_dtype, trainer_precision_kwargs
-from training.versions import LORA_TARGETS, new_tmp_dir, publish_version
+from training.distributed import from_main, materialise, open_store, start
+from training.hardware import micro_batch, pick_dtype, trainer_precision_kwargs
+from training.versions import LORA_TARGETS, new_tmp_dir, publish_version, stage_data_dir
 
 
 @dataclass
@@ -69,20 +70,14 @@ def pairwise_accuracy(model, tokenizer, pairs: Dataset) -> dict:
         for answer in (row["chosen"], row["rejected"]):
             ids = tokenizer.apply_chat_template(row["prompt"] + answer, return_tensors="pt", return_dict=True)
             with torch.no_grad():
-                scores.append(model(input_ids=ids["input_ids"].to(device())).logits[0, 0].item())
+                scores.append(model(input_ids=ids["input_ids"].to(model.device)).logits[0, 0].item())
         wins.append(float(scores[0] > scores[1]))
         margins.append(scores[0] - scores[1])
     return {"accuracy": sum(wins) / len(wins), "margin": sum(margins) / len(margins), "pairs": len(wins)}
 
 
-def main(cfg: RewardRecipeConfig) -> str:
-    # 1. Store, snapshot, pairs (+ held-out pairs for the accuracy report)
-    store = None
-    if cfg.db is not None:
-        from feedback_db import FeedbackStore
-
-        store = FeedbackStore(cfg.db)
-    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+def reward_pairs(cfg: RewardRecipeConfig, store, snapshot: dict | None) -> DatasetDict:
+    """Training pairs + held-out pairs for the accuracy report (the store's held-out split, or an --eval_fraction)."""
     heldout = None
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
@@ -96,18 +91,23 @@ def main(cfg: RewardRecipeConfig) -> str:
         raise ValueError("No preference pairs: compare or rank answers in the review tab first.")
     if heldout is None and cfg.eval_fraction > 0 and len({json.dumps(r) for r in dataset["prompt"]}) >= 5:
         dataset, heldout = split_by_prompt(dataset, cfg.eval_fraction, cfg.seed)
+    return DatasetDict(train=dataset, **({"heldout": heldout} if heldout is not None else {}))
 
-    # 2. Model: sequence classifier on the base, LoRA + a trained score head
-    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
+
+def main(cfg: RewardRecipeConfig) -> str:
+    # 1. Processes, store, snapshot, pairs: rank 0 reads the store and writes the pairs, every rank loads that copy
+    state = start()
+    store = open_store(cfg.db)
+    snapshot = from_main(lambda: json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None))
+    base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     tokenizer = load_tokenizer(base_model)
-    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=pick_dtype())
-    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
-    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
-                             modules_to_save=["score"], task_type="SEQ_CLS")
-
-    # 3. Trainer
-    per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size)
     tmp_dir = new_tmp_dir(cfg.data_dir, "reward")
+    pairs = materialise(lambda: reward_pairs(cfg, store, snapshot), stage_data_dir(tmp_dir))
+    dataset, heldout = pairs["train"], pairs.get("heldout")
+
+    # 2. Trainer config, then the model (ZeRO-3 / FSDP decide how to load it from the config): a sequence
+    #    classifier on the base, LoRA + a trained score head
+    per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size, state.num_processes)
     args = RewardConfig(
         output_dir=str(tmp_dir),
         num_train_epochs=cfg.num_train_epochs,
@@ -125,6 +125,12 @@ def main(cfg: RewardRecipeConfig) -> str:
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=pick_dtype())
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
+                             modules_to_save=["score"], task_type="SEQ_CLS")
+
+    # 3. Trainer
     trainer = RewardTrainer(
         model=model,
         args=args,
@@ -134,7 +140,7 @@ def main(cfg: RewardRecipeConfig) -> str:
         callbacks=[StoreProgressCallback(store, cfg.run_id, "reward")],
     )
 
-    # 4. Train, measure held-out accuracy, save, register
+    # 4. Train, measure held-out accuracy (every rank, same weights), save (rank 0 writes), register
     result = trainer.train()
     trainer.model.eval()
     train_eval = pairwise_accuracy(trainer.model, tokenizer, dataset)
@@ -143,17 +149,18 @@ def main(cfg: RewardRecipeConfig) -> str:
         "train_runtime_s": result.metrics["train_runtime"],
         "train_pairs": len(dataset),
         "steps": trainer.state.global_step,
+        "processes": state.num_processes,
         "train_accuracy": train_eval["accuracy"],
     }
     if heldout is not None:
         evaluation = pairwise_accuracy(trainer.model, tokenizer, heldout)
         metrics.update(heldout_accuracy=evaluation["accuracy"], heldout_margin=evaluation["margin"],
                        heldout_pairs=evaluation["pairs"])
-    print(f"[tuneloop] reward {json.dumps(metrics)}", flush=True)
+    if state.is_main_process:
+        print(f"[tuneloop] reward {json.dumps(metrics)}", flush=True)
     if store is not None and cfg.run_id is not None:
         store.add_run_metrics(cfg.run_id, trainer.state.global_step, "reward", metrics)
     trainer.save_model(str(tmp_dir))
-    tokenizer.save_pretrained(str(tmp_dir))
     return publish_version(
         store, tmp_dir, method="reward", technique="lora", parent=None, base_model=base_model,
         config=cfg, data_snapshot=snapshot, metrics=metrics,

@@ -12,13 +12,14 @@ Speed: padding-free batches (no pad tokens are computed), no gradient checkpoint
 import json
 from dataclasses import dataclass, field
 
-from datasets import load_dataset
+from datasets import DatasetDict, load_dataset
 from trl import SFTConfig, SFTTrainer
 
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
+from training.distributed import from_main, materialise, open_store, start
 from training.hardware import micro_batch, trainer_precision_kwargs
-from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent
+from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent, stage_data_dir
 
 DEFAULT_LR = {"lora": 2e-4, "full": 1e-5, "freeze": 5e-5}
 
@@ -62,41 +63,44 @@ class SFTRecipeConfig:
             self.learning_rate = DEFAULT_LR[self.technique]
 
 
-def main(cfg: SFTRecipeConfig) -> str:
-    # 1. Store, snapshot, data
-    store = None
-    if cfg.db is not None:
-        from feedback_db import FeedbackStore
-
-        store = FeedbackStore(cfg.db)
-    snapshot = json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None)
+def sft_rows(cfg: SFTRecipeConfig, store, snapshot: dict | None, tokenizer) -> DatasetDict:
+    """prompt/completion rows (the loss covers only the answer); rows longer than --max_length apart."""
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
     else:
         from feedback_db.datasets import build_sft_dataset
 
         dataset = build_sft_dataset(store, snapshot=snapshot)
-    if "messages" in dataset.column_names:  # prompt/completion: the loss covers only the answer
+    if "messages" in dataset.column_names:
         dataset = dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
                               remove_columns=["messages"])
     if len(dataset) == 0:
         raise ValueError("The SFT dataset is empty: import demonstrations or add corrections first.")
+    lengths = [len(tokenizer.apply_chat_template(row["prompt"] + row["completion"])["input_ids"]) for row in dataset]
+    too_long = [i for i, n in enumerate(lengths) if n > cfg.max_length]
+    splits = {"train": dataset.select([i for i, n in enumerate(lengths) if n <= cfg.max_length])}
+    if too_long:  # `datasets` cannot load back an empty split
+        splits["too_long"] = dataset.select(too_long)
+    return DatasetDict(splits)
 
-    # 2. Model: the parent's weights, made trainable for this technique
-    base_model = resolve_base_model(cfg.base_model, cfg.data_dir)
-    parent_name, parent_dir = resolve_parent(store, cfg.parent)
+
+def main(cfg: SFTRecipeConfig) -> str:
+    # 1. Processes, store, snapshot, data: rank 0 reads the store and writes the rows, every rank loads that copy
+    state = start()
+    store = open_store(cfg.db)
+    snapshot = from_main(lambda: json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None))
+    base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
+    parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
-    rows = len(dataset)
-    dataset = dataset.filter(lambda row: len(
-        tokenizer.apply_chat_template(row["prompt"] + row["completion"])["input_ids"]) <= cfg.max_length)
-    if len(dataset) < rows:
-        print(f"[tuneloop] sft: dropped {rows - len(dataset)} rows longer than --max_length {cfg.max_length}")
-    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
-                                  cfg.freeze_top_n)
-
-    # 3. Trainer
-    per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size)
     tmp_dir = new_tmp_dir(cfg.data_dir, "sft")
+    data = materialise(lambda: sft_rows(cfg, store, snapshot, tokenizer), stage_data_dir(tmp_dir))
+    dataset, dropped = data["train"], len(data.get("too_long", []))
+    if dropped:
+        print(f"[tuneloop] sft: dropped {dropped} rows longer than --max_length {cfg.max_length}")
+
+    # 2. Trainer config, then the model (ZeRO-3 / FSDP decide how to load it from the config): the parent's weights,
+    #    made trainable for this technique
+    per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size, state.num_processes)
     args = SFTConfig(
         output_dir=str(tmp_dir),
         num_train_epochs=cfg.num_train_epochs,
@@ -115,6 +119,10 @@ def main(cfg: SFTRecipeConfig) -> str:
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
+                                  cfg.freeze_top_n)
+
+    # 3. Trainer
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -123,18 +131,18 @@ def main(cfg: SFTRecipeConfig) -> str:
         callbacks=[StoreProgressCallback(store, cfg.run_id, "sft")],
     )
 
-    # 4. Train, save, register
+    # 4. Train, save (every rank takes part, rank 0 writes the weights and the tokenizer), register
     result = trainer.train()
     trainer.save_model(str(tmp_dir))
-    tokenizer.save_pretrained(str(tmp_dir))
     runtime = result.metrics["train_runtime"]
     metrics = {
         "train_loss": result.training_loss,
         "train_runtime_s": runtime,
         "train_samples": len(dataset),
-        "dropped_too_long": rows - len(dataset),
+        "dropped_too_long": dropped,
         "steps": trainer.state.global_step,
-        "tokens_per_s": trainer.state.num_input_tokens_seen / runtime if runtime else None,
+        "processes": state.num_processes,
+        "tokens_per_s": trainer.state.num_input_tokens_seen / runtime if runtime else None,  # all processes
     }
     return publish_version(
         store, tmp_dir, method="sft", technique=cfg.technique, parent=parent_name, base_model=base_model,
