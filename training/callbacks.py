@@ -14,6 +14,8 @@ import time
 from accelerate import DistributedType
 from transformers import PreTrainedModel, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from training.distributed import say
+
 
 class StoreProgressCallback(TrainerCallback):
     def __init__(self, store, run_id: int | None, stage: str):
@@ -56,8 +58,8 @@ class StoreProgressCallback(TrainerCallback):
         sharded = args.distributed_state.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         if args.world_size == 1 or model is None or sharded:  # FSDP / ZeRO-3 ranks hold different shards
             return
-        print(f"[tuneloop] {self.stage} rank {args.process_index}/{args.world_size} trainable weights sha256 "
-              f"{trainable_digest(model)}", flush=True)
+        say(f"[tuneloop] {self.stage} rank {args.process_index}/{args.world_size} trainable weights sha256 "
+            f"{trainable_digest(model)}")
 
 
 def trainable_digest(model: PreTrainedModel) -> str:

@@ -13,6 +13,7 @@ process group, see `is_fsdp_enabled`). So a recipe builds its trainer config bef
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -71,9 +72,16 @@ def materialise(build: Callable[[], Dataset | DatasetDict], folder: Path) -> Dat
     dataset = load_from_disk(str(folder))
     state = PartialState()
     if state.num_processes > 1:  # the evidence that every rank trains on the same rows
-        print(f"[tuneloop] rank {state.process_index}/{state.num_processes} data {folder.name}: "
-              f"{content_digest(dataset)}", flush=True)
+        say(f"[tuneloop] rank {state.process_index}/{state.num_processes} data {folder.name}: "
+            f"{content_digest(dataset)}")
     return dataset
+
+
+def say(line: str) -> None:
+    """Print `line` in one write: with PYTHONUNBUFFERED, print() writes the text and its newline separately, and the
+    lines of ranks sharing one pipe interleave."""
+    sys.stdout.write(f"{line}\n")
+    sys.stdout.flush()
 
 
 def content_digest(dataset: Dataset | DatasetDict) -> str:

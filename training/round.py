@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from training.base_model import DEFAULT_BASE_MODEL
-from training.distributed import from_main, open_store, start
+from training.distributed import from_main, open_store, say, start
 
 STAGES = ("sft", "reward", "dpo", "kto", "online_rl")
 POLICY_STAGES = ("sft", "dpo", "kto", "online_rl")
@@ -137,15 +137,14 @@ def main(cfg: RoundConfig) -> list[str]:
             print(f"[tuneloop] {refused}", flush=True)
             record(status="failed", error=str(refused))
             raise
-        print(f"[tuneloop] round {run_id} rank {state.process_index}: snapshot {json.dumps(snapshot)}",
-              flush=True)
+        say(f"[tuneloop] round {run_id} rank {state.process_index}: snapshot {json.dumps(snapshot)}")
 
         # 2. The stages, each starting from the previous policy version
         parent = cfg.parent
         reward_model = cfg.reward_model or (None if "reward" in stages else from_main(
             lambda: latest_reward_version(store)))
         for stage in stages:
-            print(f"[tuneloop] round {run_id}: stage {stage} (parent {parent})", flush=True)
+            say(f"[tuneloop] round {run_id}: stage {stage} (parent {parent})")
             record(stage=stage)
             module, stage_cfg = stage_config(cfg, stage, snapshot, run_id, parent, reward_model)
             name = module.main(stage_cfg)

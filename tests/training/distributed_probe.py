@@ -20,7 +20,7 @@ def main() -> None:
     seen: dict = {"rank": state.process_index, "processes": state.num_processes}
     seen["pid_of_rank0"] = from_main(os.getpid)  # computed on rank 0 only
     rows = materialise(lambda: Dataset.from_dict({"rank_that_built": [os.getpid()] * 3}), out / "data")
-    seen["rows"] = rows["rank_that_built"]
+    seen["rows"] = list(rows["rank_that_built"])
     seen["digest"] = content_digest(rows)
     try:
         from_main(lambda: 1 / 0)
