@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks 1, 2 and 4 on a CUDA GPU in bf16, within 10 minutes; every table records the card.
+# Benchmarks 1, 2 and 4 on a CUDA GPU in bf16, within 10 minutes; every table records the card. With 2+ GPUs it
+# then also runs the `accelerate launch` configs (DDP LoRA SFT and DPO, FSDP full SFT) on all of them, 20 steps
+# each, up to 4 more minutes per run (never run yet: no multi-GPU machine was lent).
 #
 #     bash bench/gpu_bench.sh            # from the repository root, in an environment with a CUDA build of torch
 #
@@ -26,4 +28,16 @@ run() {  # run <seconds> <module> [args...]
 run 200 bench.sft_throughput --steps 20 --batch 16 --repeats 2
 run 200 bench.dpo_throughput --steps 20 --batch 16 --repeats 2
 run 120 bench.chat_serving --prompts 6 --max-new-tokens 128 --repeats 2
+
+gpus=$(nvidia-smi -L | wc -l)
+if [ "$gpus" -ge 2 ]; then  # the multi-GPU configs: one process per GPU, 2 rows per GPU per optimizer step
+    launch() {  # launch <config> <recipe flags...>
+        local config=$1; shift
+        run 240 accelerate.commands.launch --config_file "training/accelerate/$config.yaml" --num_processes "$gpus" \
+            -m training "$@" --data_dir .cache/bench-data --parent base --max_steps 20 --batch_size $((2 * gpus))
+    }
+    launch ddp sft --dataset_file tests/assets/sft_tiny.jsonl
+    launch ddp dpo --dataset_file tests/assets/pairs_tiny.jsonl
+    launch fsdp sft --dataset_file tests/assets/sft_tiny.jsonl --technique full
+fi
 exit $status
