@@ -177,8 +177,7 @@ def test_generate_pairwise_candidates_fills_the_review_queue(demo, services, sto
     with pytest.raises(gr.Error, match="already has answers"):
         call(demo, "data_generate", "pairwise", "v1-sft", 3, "train", 32, 0.7, user="alice")
     assert store.list_audit()[0].action == "generate_candidates"
-    with pytest.raises(gr.Error, match="No generation job is running"):
-        call(demo, "data_job_cancel", user="alice")
+    assert call(demo, "data_job_cancel", user="alice").startswith("No generation job is running")
 
 
 def test_generation_job_cancelled_and_interrupted(services, store):

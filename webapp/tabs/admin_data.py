@@ -95,7 +95,7 @@ def build_data_tab(services, tab: gr.Tab) -> None:
         admin = auth.require(request, *ADMINS)
         job = store.latest_generation_job()
         if job is None or not services.cancel_generation_job(job.id):
-            raise gr.Error("No generation job is running.")
+            return "No generation job is running. " + job_status_text(job)
         store.audit(admin.username, "cancel_generation_job", {"job": job.id})
         return job_status_text(store.get_generation_job(job.id))
 
