@@ -1,5 +1,5 @@
-"""Admin console (admins only): Data, Browse, Rounds, Versions, Review form, Users, Webhooks, Audit — one sub-tab
-per module.
+"""Admin console (admins only): Data, Browse, Rounds, Versions, Guidelines & criteria, Users, Webhooks, Audit —
+one sub-tab per module. No sub-tab name contains another tab's name (browser tests find tabs by substring).
 
 Sub-tabs load their tables when selected (never into the page config, which any logged-in user can read).
 """
@@ -26,7 +26,7 @@ def build_admin_tab(services) -> gr.Timer:
             timer = build_rounds_tab(services)
         with gr.Tab("Versions") as tab:
             build_versions_tab(services, tab)
-        with gr.Tab("Review form") as tab:
+        with gr.Tab("Guidelines & criteria") as tab:
             build_review_form_tab(services, tab)
         with gr.Tab("Users") as tab:
             build_users_tab(services, tab)

@@ -1,6 +1,7 @@
-"""Admin › Review form: guidelines per queue (Markdown, shown to reviewers as text, never HTML) and the optional
-criteria reviewers answer with each judgment — a 1–5 scale or a yes/no flag; a flag can keep what it marks out of
-training. Answers are exported with the raw tables `criterion_answers` / `review_criteria`."""
+"""Admin › Guidelines & criteria (the review form): guidelines per queue (Markdown, shown to reviewers as text,
+never HTML) and the optional criteria reviewers answer with each judgment — a 1–5 scale or a yes/no flag; a flag
+can keep what it marks out of training. Answers are exported with the raw tables `criterion_answers` /
+`review_criteria`."""
 
 import gradio as gr
 import pandas as pd

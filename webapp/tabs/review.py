@@ -15,7 +15,7 @@ from webapp import limits
 from webapp.auth import REVIEWERS
 from webapp.tabs.common import safe_markdown
 
-MAX_CRITERIA = 5  # criteria slots on the form (admins add them in Admin › Review form)
+MAX_CRITERIA = 5  # criteria slots on the form (admins add them in Admin › Guidelines & criteria)
 KEYS = "Keys (outside text boxes): `a` `b` `t` `x` vote · `1`–`5` Likert · `u`/`d` thumbs · `Enter` submit · `s` skip"
 GUIDELINES = """
 * Judge **helpfulness first**, then correctness, then tone. A short correct answer beats a long wrong one.
