@@ -1,7 +1,7 @@
 """Which review item a reviewer sees next; the SQL behind `FeedbackStore.next_item` / `queue_progress`.
 
 Items per mode: `single` = one response; `pairwise` = two responses to one prompt from different model versions, or
-two samples of one version generated as an A/B pair (settings `ab_sample` 0 and 1); `ranking` = the latest responses
+two samples of one version generated as an A/B pair (settings `ab_sample` 0 and 1, stored in either order); `ranking` = the latest responses
 (3 to `MAX_RANKED`) of one prompt. An item is offered to a reviewer who has not judged or skipped it, while fewer
 than `annotators_per_item` reviewers have judged it, fewest judgments first.
 """
@@ -56,7 +56,8 @@ _PAIRWISE = f"""
 WITH pairs AS (
     SELECT r1.id AS a, r2.id AS b FROM responses r1
     JOIN responses r2 ON r1.prompt_id = r2.prompt_id AND r1.id < r2.id AND (r1.model_version != r2.model_version
-        OR (json_extract(r1.settings, '$.ab_sample') = 0 AND json_extract(r2.settings, '$.ab_sample') = 1))
+        OR (json_extract(r1.settings, '$.ab_sample') IN (0, 1)
+            AND json_extract(r2.settings, '$.ab_sample') = 1 - json_extract(r1.settings, '$.ab_sample')))
 )
 SELECT ids, n FROM (
     SELECT p.a || ',' || p.b AS ids, p.a AS k1, p.b AS k2, (SELECT COUNT(DISTINCT c.username) {_PAIR_VOTES}) AS n

@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import gradio as gr
 import pytest
@@ -20,10 +21,15 @@ def test_starter_prompts_are_many_varied_unique_and_partly_held_out():
 
 
 class SampledModels(FakeModels):
-    """Sampled answers differ by seed, as the real model's do at temperature 0.8."""
+    """Sampled answers differ by seed, as the real model's do at temperature 0.8; the batch finishes them last
+    first (a batched decoder stores answers as they finish, so sample 1 may be stored before sample 0)."""
 
-    def generate(self, messages: list[dict], version: str | None = None, seed: int = 0, **kwargs) -> str:
-        return f"{super().generate(messages, version)} (sample {seed})"
+    def generate_many(self, requests: list, on_result=None, cancelled=None) -> list:
+        order = list(reversed(range(len(requests))))
+        results = super().generate_many([requests[i] for i in order])
+        for i, result in zip(order, results, strict=True):
+            on_result(i, replace(result, text=f"{result.text} (sample {requests[i].seed})"))
+        return results
 
 
 def test_onboarding_panel_walks_an_empty_store_through_one_loop(store, tmp_path):
