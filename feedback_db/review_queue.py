@@ -1,9 +1,9 @@
 """Which review item a reviewer sees next; the SQL behind `FeedbackStore.next_item` / `queue_progress`.
 
 Items per mode: `single` = one response; `pairwise` = two responses to one prompt from different model versions, or
-two samples of one version generated as an A/B pair (settings `ab_sample` 0 and 1, stored in either order); `ranking` = the latest responses
-(3 to `MAX_RANKED`) of one prompt. An item is offered to a reviewer who has not judged or skipped it, while fewer
-than `annotators_per_item` reviewers have judged it, fewest judgments first.
+two samples of one version generated as an A/B pair (settings `ab_sample` 0 and 1, stored in either order);
+`ranking` = the latest responses (3 to `MAX_RANKED`) of one prompt. An item is offered to a reviewer who has not
+judged or skipped it, while fewer than `annotators_per_item` reviewers have judged it, fewest judgments first.
 """
 
 from __future__ import annotations
