@@ -6,9 +6,13 @@
     python -m training round --config training/configs/round.yaml
 
 Each policy stage (sft, dpo, kto, online_rl) starts from the previous policy stage's version (the first from
-`--parent`, default the active version). The reward stage trains a reward model on the base; later online_rl
-stages and the evaluation gate use it. All stages read the same data snapshot, taken once at the start (by rank 0
-when several processes train: see training/distributed.py).
+`--parent`, default the active version). The reward stage trains a reward model, starting from the round's
+previous LoRA policy stage (its SFT adapter) when there is one, else from the base; later online_rl stages use it.
+A round whose online_rl stage has no reward model (none trained before it, none in the store) is refused before
+the first stage. All stages read the same data snapshot, taken once at the start (by rank 0 when several processes
+train: see training/distributed.py).
+The evaluation gate (training.evaluate) then judges the final policy version; a model trained in this round never
+judges it. Gate flags go in --stage_args under "evaluate", e.g. '{"evaluate": {"judge_model": "v2-reward"}}'.
 The app starts rounds through `training.runner.start_round`; SIGTERM (cancel) marks the run cancelled.
 """
 
@@ -52,9 +56,10 @@ class RoundConfig:
     stage_args: str = field(default="{}", metadata={"help": 'Per-stage recipe flags as JSON, e.g. '
                                                             '\'{"dpo": {"beta": 0.2}}\'.'})
     evaluate: bool = field(default=True, metadata={"help": "Run the evaluation gate after the round."})
-    auto_promote: bool = field(default=True, metadata={"help": "Let the gate make the new version active."})
-    win_rate_threshold: float = field(default=0.5, metadata={"help": "Gate: minimum win-rate vs the active "
-                                                                     "version, judged by the reward model."})
+    auto_promote: bool = field(default=True, metadata={"help": "Let the gate make the new version active when "
+                                                               "its verdict passes with no refusal (see "
+                                                               "training.gate: never on training data; automatic "
+                                                               "judges and online RL need their own gate flags)."})
     run_id: int | None = field(default=None, metadata={"help": "Existing run row (set by the runner)."})
     username: str = field(default="admin", metadata={"help": "Who started the round (new run rows only)."})
 
@@ -88,6 +93,8 @@ def stage_config(cfg: RoundConfig, stage: str, snapshot: dict, run_id: int, pare
         values.update(parent=parent, technique=cfg.technique)
     if stage == "online_rl":
         values["reward_model"] = reward_model
+    if stage == "reward" and parent not in (None, "base") and cfg.technique == "lora":
+        values["init_from"] = parent
     values.update(json.loads(cfg.stage_args).get(stage, {}))
     return module, getattr(module, config_name)(**values)
 
@@ -97,12 +104,13 @@ def latest_reward_version(store) -> str | None:
     return rewards[-1].name if rewards else None
 
 
-def checked_snapshot(store, stages: list[str]) -> dict:
-    """One snapshot for every stage; SystemExit naming what is missing when a stage lacks data."""
+def checked_snapshot(store, cfg: RoundConfig) -> dict:
+    """One snapshot for every stage; SystemExit naming what is missing when a stage lacks data (or a reward model)."""
     from feedback_db.datasets import data_check
 
     snapshot = store.snapshot()
-    problems = [problem for stage in stages for problem in data_check(store, stage, snapshot).problems]
+    problems = [problem for stage in cfg.stage_list for problem in data_check(store, stage, snapshot).problems]
+    problems += reward_model_problems(cfg, store)
     if problems:
         raise SystemExit("Not enough data for this round:\n" + "\n".join(problems))
     return snapshot
@@ -132,7 +140,7 @@ def main(cfg: RoundConfig) -> list[str]:
     try:
         # 1. One snapshot for every stage (and every rank); refuse early when data is missing
         try:
-            snapshot = from_main(lambda: checked_snapshot(store, stages))
+            snapshot = from_main(lambda: checked_snapshot(store, cfg))
         except SystemExit as refused:
             print(f"[tuneloop] {refused}", flush=True)
             record(status="failed", error=str(refused))
@@ -141,19 +149,22 @@ def main(cfg: RoundConfig) -> list[str]:
 
         # 2. The stages, each starting from the previous policy version
         parent = cfg.parent
+        first_policy = True
         reward_model = cfg.reward_model or (None if "reward" in stages else from_main(
             lambda: latest_reward_version(store)))
         for stage in stages:
             say(f"[tuneloop] round {run_id}: stage {stage} (parent {parent})")
             record(stage=stage)
-            module, stage_cfg = stage_config(cfg, stage, snapshot, run_id, parent, reward_model)
+            # the reward stage starts from a policy this round trained, never from the round's --parent
+            stage_parent = None if stage == "reward" and first_policy else parent
+            module, stage_cfg = stage_config(cfg, stage, snapshot, run_id, stage_parent, reward_model)
             name = module.main(stage_cfg)
             versions.append(name)
             record(versions=versions)
             if stage == "reward":
                 reward_model = name
             else:
-                parent = name
+                parent, first_policy = name, False
             gc.collect()
 
         # 3. Evaluation gate on the final policy version (rank 0; the other ranks wait)
@@ -162,9 +173,10 @@ def main(cfg: RoundConfig) -> list[str]:
             from training.evaluate import main as evaluate
 
             record(stage="evaluate")
-            from_main(lambda: evaluate(EvaluateConfig(
-                db=cfg.db, data_dir=cfg.data_dir, version=parent, reward_model=reward_model,
-                base_model=cfg.base_model, promote=cfg.auto_promote, win_rate_threshold=cfg.win_rate_threshold)))
+            gate_args = json.loads(cfg.stage_args).get("evaluate", {})
+            from_main(lambda: evaluate(EvaluateConfig(**{
+                "db": cfg.db, "data_dir": cfg.data_dir, "version": parent, "base_model": cfg.base_model,
+                "promote": cfg.auto_promote, **gate_args, "exclude_judges": ",".join(versions)})))
         record(status="succeeded", stage="done", versions=versions)
         print(f"[tuneloop] round {run_id} succeeded: {versions}", flush=True)
         return versions
@@ -182,6 +194,23 @@ def main(cfg: RoundConfig) -> list[str]:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         remove_own_tmp_dirs(cfg.data_dir)
+
+
+def reward_model_problems(cfg: RoundConfig, store) -> list[str]:
+    """An online_rl stage needs a reward model: one trained before it in this round, --reward_model, or one in the
+    store. Refused before the first stage rather than after hours of SFT."""
+    stages = cfg.stage_list
+    if "online_rl" not in stages or ("reward" in stages and stages.index("reward") < stages.index("online_rl")):
+        return []
+    if cfg.reward_model:
+        version = store.get_version(cfg.reward_model)
+        if (version and version.method == "reward") or (not version and Path(cfg.reward_model).is_dir()):
+            return []
+        return [f"--reward_model {cfg.reward_model}: no reward version of that name and no such folder"]
+    if latest_reward_version(store):
+        return []
+    return ["Online RL needs a reward model: this round trains none before online_rl and the store has no reward "
+            "version. Put 'reward' before 'online_rl' in the stages, or train one first (python -m training reward)"]
 
 
 def remove_own_tmp_dirs(data_dir: str) -> None:

@@ -37,7 +37,6 @@ class RoundRequest:
     stage_args: dict = field(default_factory=dict)  # {"dpo": {"beta": 0.2}}
     evaluate: bool = True
     auto_promote: bool = True
-    win_rate_threshold: float = 0.5
 
 
 def round_command(db: str, data_dir: str | Path, run_id: int, request: RoundRequest) -> list[str]:
@@ -47,7 +46,7 @@ def round_command(db: str, data_dir: str | Path, run_id: int, request: RoundRequ
                "--run_id", str(run_id), "--stages", ",".join(request.stages), "--technique", request.technique,
                "--base_model", request.base_model, "--parent", request.parent, "--max_steps", str(request.max_steps),
                "--stage_args", json.dumps(request.stage_args), "--evaluate", str(request.evaluate),
-               "--auto_promote", str(request.auto_promote), "--win_rate_threshold", str(request.win_rate_threshold),
+               "--auto_promote", str(request.auto_promote),
                "--username", request.username]
     if request.num_train_epochs is not None:
         command += ["--num_train_epochs", str(request.num_train_epochs)]

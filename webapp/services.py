@@ -5,6 +5,7 @@ touch both the store and the model service: which versions can be served, promot
 generating on-policy candidates, and the background poller that follows the store's active version.
 """
 
+import json
 import logging
 import queue
 import threading
@@ -13,7 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from feedback_db.consensus import pair_votes
 from feedback_db.importers import STARTER_PROMPTS
+from training.gate import human_verdict
 from training.generation import Request
 from webapp.auth import Auth
 from webapp.model_service import BASE, VersionLoadError
@@ -136,6 +139,7 @@ class Services:
                     if time.monotonic() >= next_slow:
                         next_slow = time.monotonic() + interval_s
                         self.runner.poll_runs(self.store, self.data_dir)
+                        self.check_gates()
                         if time.monotonic() - swapped_at >= interval_s:
                             self.models.prepare_spare()
                 except Exception:  # a poll failure must not kill the thread; the next poll retries
@@ -144,6 +148,69 @@ class Services:
 
         threading.Thread(target=loop, name="tuneloop-poller", daemon=True).start()
         return stop
+
+    # ----- evaluation gate ----------------------------------------------------------------------------------
+    def gate_status(self, name: str) -> dict | None:
+        """The version's gate as training.evaluate stored it; a waiting human sign-off gate with its verdict so far
+        and `missing_votes`."""
+        version = self.store.get_version(name)
+        gate = version.metrics.get("gate") if version else None
+        if not gate or gate.get("mode") != "human" or gate.get("status") != "waiting":
+            return gate
+        result, missing = human_verdict(gate, pair_votes(self.store.list_comparisons(), []))
+        return {**gate, "missing_votes": missing, "verdict": result.as_dict()}
+
+    def check_gates(self) -> list[str]:
+        """Decide every human sign-off gate whose votes are all in; a pass with no refusal is promoted (hot-swap),
+        unless the version it was compared with is no longer the active one. Returns the versions decided."""
+        waiting = [v for v in self.store.list_versions()
+                   if (v.metrics.get("gate") or {}).get("mode") == "human"
+                   and v.metrics["gate"]["status"] == "waiting"]
+        decided = []
+        for version in waiting:
+            gate = self.gate_status(version.name)
+            if gate["missing_votes"]:
+                continue
+            verdict = dict(gate.pop("verdict"))
+            active = self.store.active_version()
+            if verdict["promote"] and (active.name if active else BASE) != gate["compared_with"]:
+                verdict["promote"] = False
+                verdict["reason"] += (f"; not auto-promoted: the active version changed since the gate started (it "
+                                      f"compared with {gate['compared_with']}): promote by hand")
+            gate.pop("missing_votes")
+            final = {**gate, "status": verdict["status"], "verdict": verdict}
+            self.store.update_version_metrics(version.name, {"gate": final, "win_rate_vs_active": verdict["win_rate"],
+                                                             "promoted": verdict["promote"]})
+            if verdict["promote"]:
+                self.promote(version.name, "evaluation-gate")
+            decided.append(version.name)
+        return decided
+
+    def gate_report(self, name: str) -> dict:
+        """Everything the gate saw: its settings, the verdict, and per prompt both answers and the judgment(s)."""
+        version = self.store.get_version(name)
+        if version is None:
+            raise KeyError(f"There is no version named {name!r}.")
+        gate = self.gate_status(name)
+        if not gate:
+            return {"gate": "not evaluated", "items": []}
+        if gate.get("mode") != "human":
+            path = Path(version.path) / "gate_report.json"
+            return json.loads(path.read_text()) if path.is_file() else {"gate": gate, "items": []}
+        votes = pair_votes(self.store.list_comparisons(), [])
+        items = []
+        for prompt_id, pair in zip(gate["prompt_ids"], gate["pairs"], strict=True):
+            item = {"prompt": self.store.get_prompt(prompt_id).text}
+            if pair:
+                candidate, other = (self.store.get_response(i) for i in pair)
+                by_user = votes.get((min(pair), max(pair)), {})
+                item |= {"candidate": candidate.text, "compared": other.text,
+                         "votes": {u: "candidate" if j == candidate.id else "compared" if j == other.id else j
+                                   for u, j in by_user.items()}}
+            else:
+                item["judgment"] = "tie (identical answers)"
+            items.append(item)
+        return {"gate": gate, "items": items}
 
     def record_chat_thumbs(self, messages: list[dict], answer: str, version: str, liked: bool,
                            username: str) -> int:

@@ -1,5 +1,6 @@
 """Rounds end to end: the CLI against a real store file, the runner's cancel and kill handling."""
 
+import json
 import os
 import signal
 import subprocess
@@ -45,7 +46,10 @@ def test_cli_round_sft_reward_dpo_registers_lineage(store, data_dir: Path):
     assert run.status == "succeeded" and run.versions == [versions[m].name for m in ("sft", "reward", "dpo")]
     stages = {m.stage for m in store.run_metrics(run.id)}
     assert {"sft", "reward", "dpo"} <= stages
-    assert "win_rate_vs_active" in store.get_version(versions["dpo"].name).metrics  # the evaluation gate ran
+    gate = store.get_version(versions["dpo"].name).metrics["gate"]  # the evaluation gate ran
+    # 3 held-out prompts, no reviewers and no independent judge chosen: measured, never promoted
+    assert gate["judge"] is None and gate["status"] == "inconclusive" and store.active_version() is None
+    assert versions["reward"].metrics["init_from"] == versions["sft"].name  # the reward model starts from SFT
     # DPO continued the SFT adapter (its randomly initialised lora_A is the SFT one, moved by one small step)
     # and trained it (non-zero gradients: every lora_B moved away from the SFT values)
     sft = load_file(f"{versions['sft'].path}/adapter_model.safetensors")
@@ -93,3 +97,25 @@ def test_round_refuses_when_data_is_missing(data_dir: Path):
     assert run.status == "failed"
     assert "SFT needs at least" in run.error and "DPO needs at least" in run.error
     assert store.list_versions() == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_round_on_flipped_train_only_preferences_is_not_promoted(data_dir: Path):
+    """A new user's first round: preferences imported without a held-out split (all train here), flipped."""
+    from tests.training.conftest import read_jsonl
+    from training.round import RoundConfig
+    from training.round import main as run_round
+
+    store = FeedbackStore(data_dir / "tuneloop.db")
+    for row in read_jsonl("pairs_tiny.jsonl"):
+        prompt_id = store.add_prompt(row["prompt"][-1]["content"], split="train")
+        store.add_preference_pair(prompt_id, row["rejected"][0]["content"], row["chosen"][0]["content"])
+    gate_args = {"evaluate": {"gate_prompts": 4, "max_new_tokens": 16}}
+    (name,) = run_round(RoundConfig(db=store.path, stages="dpo", max_steps=2, stage_args=gate_args))
+    gate = store.get_version(name).metrics["gate"]
+    assert store.active_version() is None and not store.get_version(name).metrics["promoted"]
+    assert gate["eval_on_train"] and gate["status"] == "inconclusive"
+    assert any("evaluated on training data" in r for r in gate["verdict"]["refusals"])
+    report = json.loads((Path(store.get_version(name).path) / "gate_report.json").read_text())
+    assert len(report["items"]) == 4 and report["gate"]["seed"] == 0

@@ -87,6 +87,7 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "versions_list": [], "versions_compare": ["base", "v1-sft", 1], "versions_promote": ["v1-sft"],
         "versions_rollback": [], "versions_export": ["v1-sft", False], "versions_archive": ["v1-sft"],
         "versions_back": [],
+        "versions_gate_report": ["v1-sft"],
         "users_list": [], "users_add": ["newbie", "long-enough", "viewer"], "users_set_role": ["newbie", "reviewer"],
         "users_disable": ["newbie"], "users_enable": ["newbie"], "audit_list": [20],
         "tokens_list": [], "tokens_create": ["newbie", "ci"], "tokens_revoke": [1],

@@ -327,3 +327,51 @@ def test_real_importer_reports_the_line_and_imports_nothing(store, tmp_path):
     assert "**Valid:**" in call(demo, "data_preview", str(bad), "prompts", user="alice")[0]
     message, counts = call(demo, "data_import", str(bad), "prompts", "heldout", user="alice")
     assert "Imported 2 rows" in message and [p.split for p in store.list_prompts()] == ["heldout", "heldout"]
+
+
+# ----- evaluation gate: human sign-off ---------------------------------------------------------------------------
+def human_gate(store, tmp_path: Path, prompts: int = 22) -> list[list[int]]:
+    """A candidate whose gate put `prompts` held-out A/B items (candidate vs base) in the review queue, as
+    training.evaluate does in human mode; the first item had identical answers (a tie, never queued)."""
+    register(store, tmp_path, name="v2-dpo", method="dpo")
+    pairs, ids = [[]], []
+    for i in range(prompts):
+        prompt_id, responses = add_pair(store, f"Held-out question {i}?", versions=("v2-dpo", "base"))
+        pairs.append(responses)
+        ids.append(prompt_id)
+    gate = {"mode": "human", "status": "waiting", "judge": "human", "compared_with": "base", "pairs": pairs,
+            "prompt_ids": [ids[0], *ids], "votes_per_item": 1, "policy": {"min_decisive": 20},
+            "eval_on_train": False, "heldout_prompts": 40, "method": "dpo", "auto_promote": True}
+    store.update_version_metrics("v2-dpo", {"gate": gate})
+    return pairs
+
+
+def test_human_gate_waits_for_votes_then_promotes(demo, services, store, tmp_path):
+    pairs = human_gate(store, tmp_path)
+    table = call(demo, "versions_list", user="alice")[0]
+    row = table[table.name == "v2-dpo"].iloc[0]
+    assert row.gate.startswith("⏳ human sign-off: waiting for 22 more votes (0 won, 0 lost, 1 ties so far)")
+    item = call(demo, "review_next", "pairwise", user="rita")  # gate items are ordinary blind A/B items
+    assert item is not None
+    for n, (candidate, other) in enumerate(pairs[1:]):
+        store.add_comparison(candidate, other, "a" if n else "b", "rita")  # 21 wins, 1 loss
+        if n == 10:
+            assert services.check_gates() == [] and services.models.active == "base"  # still waiting
+    assert services.check_gates() == ["v2-dpo"]
+    assert services.models.active == "v2-dpo" and store.active_version().name == "v2-dpo"
+    gate = store.get_version("v2-dpo").metrics["gate"]
+    assert gate["status"] == "pass" and gate["verdict"]["promote"] and gate["verdict"]["wins"] == 21
+    report = call(demo, "versions_gate_report", "v2-dpo", user="alice")
+    assert report["items"][0]["judgment"] == "tie (identical answers)"
+    assert report["items"][1] == {"prompt": "Held-out question 0?", "candidate": "answer from v2-dpo",
+                                  "compared": "answer from base", "votes": {"rita": "compared"}}
+    assert services.check_gates() == []  # decided once
+
+
+def test_human_gate_with_losing_votes_is_not_promoted(demo, services, store, tmp_path):
+    pairs = human_gate(store, tmp_path)
+    for n, (candidate, other) in enumerate(pairs[1:]):
+        store.add_comparison(candidate, other, "a" if n % 2 else "b", "rita")  # 11 wins, 11 losses
+    assert services.check_gates() == ["v2-dpo"] and services.models.active == "base"
+    table = call(demo, "versions_list", user="alice")[0]
+    assert table[table.name == "v2-dpo"].iloc[0].gate.startswith("❌ not better (human judge): win-rate 0.50")

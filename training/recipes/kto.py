@@ -75,6 +75,7 @@ def labelled_answers(cfg: KTORecipeConfig, store, snapshot: dict | None) -> Data
         from feedback_db.datasets import build_kto_dataset
 
         dataset = build_kto_dataset(store, snapshot=snapshot)
+    dataset = dataset.shuffle(seed=cfg.seed)  # rows come grouped by prompt and label; TRL's KL term pairs neighbours
     desirable = sum(dataset["label"])
     if not desirable or desirable == len(dataset):
         raise ValueError(f"KTO needs thumbs up and thumbs down; found {desirable} up, "

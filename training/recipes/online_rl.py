@@ -126,6 +126,7 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
+        mask_truncated_completions=True,  # a cut-off answer is not a finished one: no reward signal from it
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -167,6 +168,9 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
         "first_reward": logged[0]["reward"] if logged else None,
         "final_reward": logged[-1]["reward"] if logged else None,
         "final_kl": logged[-1].get("kl") if logged else None,
+        "completion_mean_length": logged[-1].get("completions/mean_length") if logged else None,
+        "completion_clipped_ratio": logged[-1].get("completions/clipped_ratio") if logged else None,
+        "kl_reference": parent_name or "base",
     }
     return publish_version(
         store, tmp_dir, method="online_rl", technique=cfg.technique, parent=parent_name, base_model=base_model,

@@ -7,15 +7,19 @@
 Pairs come from comparisons, rankings, corrections and imported pairs (feedback_db.datasets). Pairwise accuracy
 (score(chosen) > score(rejected)) is reported on held-out pairs: the store's held-out split, or else a
 `--eval_fraction` of the prompts (all their pairs) kept out of training. The version is used by online RL and the
-evaluation gate.
+evaluation gate. `--init_from` (a round passes its SFT version) starts from that LoRA policy: its adapter goes on
+the classifier and keeps training, so the reward model reads answers with the policy's features; the saved adapter
+stays self-contained on the base.
 """
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
-from peft import LoraConfig
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 from trl import RewardConfig, RewardTrainer
 
@@ -24,7 +28,14 @@ from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
 from training.hardware import micro_batch, pick_dtype, trainer_precision_kwargs
-from training.versions import LORA_TARGETS, new_tmp_dir, publish_version, stage_data_dir
+from training.versions import (
+    LORA_TARGETS,
+    is_adapter_dir,
+    new_tmp_dir,
+    publish_version,
+    resolve_parent,
+    stage_data_dir,
+)
 
 
 @dataclass
@@ -36,7 +47,9 @@ class RewardRecipeConfig:
                                                                      "instead of the store's preference pairs."})
     base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model: the embedded default, a "
                                                                           "local HF folder or a hub id."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    init_from: str | None = field(default=None, metadata={"help": "Start from this LoRA policy version (name or "
+                                                                  "folder) instead of a fresh LoRA on the base."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (fresh adapters only)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the pairs."})
     max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
@@ -94,6 +107,23 @@ def reward_pairs(cfg: RewardRecipeConfig, store, snapshot: dict | None) -> Datas
     return DatasetDict(train=dataset, **({"heldout": heldout} if heldout is not None else {}))
 
 
+def policy_adapter_on_classifier(model, adapter_dir: Path | None):
+    """The policy's LoRA adapter, trainable, on the sequence classifier (same `model.layers` module names), plus a
+    trainable `score` head."""
+    if adapter_dir is None or not is_adapter_dir(adapter_dir):
+        raise ValueError(f"--init_from {adapter_dir}: a reward model starts from a LoRA policy version only.")
+    config = LoraConfig.from_pretrained(str(adapter_dir))
+    config.task_type, config.modules_to_save, config.inference_mode = "SEQ_CLS", ["score"], False
+    model = get_peft_model(model, config)
+    weights = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    weights |= {k: v for k, v in get_peft_model_state_dict(model).items() if ".score." in k}  # the new head as is
+    missing = set_peft_model_state_dict(model, weights)
+    if missing.unexpected_keys:
+        raise ValueError(f"--init_from {adapter_dir}: adapter weights do not fit the classifier "
+                         f"({missing.unexpected_keys[:3]})")
+    return model
+
+
 def main(cfg: RewardRecipeConfig) -> str:
     # 1. Processes, store, snapshot, pairs: rank 0 reads the store and writes the pairs, every rank loads that copy
     state = start()
@@ -129,6 +159,10 @@ def main(cfg: RewardRecipeConfig) -> str:
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
                              modules_to_save=["score"], task_type="SEQ_CLS")
+    init_name = None
+    if cfg.init_from is not None:
+        init_name, init_dir = from_main(lambda: resolve_parent(store, cfg.init_from))
+        model, peft_config = policy_adapter_on_classifier(model, init_dir), None
 
     # 3. Trainer
     trainer = RewardTrainer(
@@ -151,6 +185,7 @@ def main(cfg: RewardRecipeConfig) -> str:
         "steps": trainer.state.global_step,
         "processes": state.num_processes,
         "train_accuracy": train_eval["accuracy"],
+        "init_from": init_name or "base",
     }
     if heldout is not None:
         evaluation = pairwise_accuracy(trainer.model, tokenizer, heldout)

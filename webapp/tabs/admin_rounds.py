@@ -108,6 +108,12 @@ def build_rounds_tab(services) -> gr.Timer:
             with gr.Row():
                 evaluate = gr.Checkbox(True, label="Run the evaluation gate")
                 auto_promote = gr.Checkbox(True, label="Promote automatically when the gate passes")
+            gr.Markdown("The gate judges on held-out prompts: reviewers vote on its A/B items when there are "
+                        "reviewers (Admin › Versions shows the votes it still waits for). A pass needs the 95 % lower "
+                        "bound of "
+                        "the win-rate above 0.5 over 20+ decisive votes. It never auto-promotes on training data, a "
+                        "judge model (it can be fooled) or an online RL round (reward hacking): promote those by hand "
+                        "after reading the gate report.")
             with gr.Row():
                 check = gr.Button("Check data")
                 start = gr.Button("Start round", variant="primary")

@@ -1,5 +1,5 @@
-"""Admin › Versions: lineage, metrics and the evaluation gate; promote (hot-swap), roll back, archive, export,
-compare."""
+"""Admin › Versions: lineage, metrics and the evaluation gate (verdict, votes still needed, the full gate report);
+promote (hot-swap), roll back, archive, export, compare."""
 
 import gradio as gr
 import pandas as pd
@@ -11,18 +11,23 @@ VERSION_COLUMNS = ["name", "status", "parent", "method", "technique", "gate", "m
 COMPARE_COLUMNS = ["prompt", "A", "B"]
 
 
-GATE_KEYS = ("gate_passed", "win_rate_vs_active", "gate_reason", "promoted")  # written by training.evaluate
+GATE_KEYS = ("gate", "win_rate_vs_active", "promoted")  # written by training.evaluate / services.check_gates
+STATUS = {"pass": "✅ passed", "fail": "❌ not better", "inconclusive": "❔ inconclusive"}
 
 
-def gate_text(metrics: dict) -> str:
-    """The evaluation gate's verdict as training.evaluate recorded it in the version's metrics."""
-    if "gate_passed" not in metrics:
+def gate_text(gate: dict | None) -> str:
+    """One line for the versions table: the verdict (or the votes a human sign-off still waits for) and why."""
+    if not gate:
         return "not evaluated"
-    win_rate = metrics.get("win_rate_vs_active")
-    verdict = "✅ passed" if metrics["gate_passed"] else "❌ failed"
-    return verdict + (f", win-rate {win_rate:.2f}" if win_rate is not None else "") + (
-        f" ({metrics['gate_reason']})" if metrics.get("gate_reason") else "") + (
-        ", promoted" if metrics.get("promoted") else "")
+    verdict = gate.get("verdict", {})
+    tally = f"{verdict.get('wins', 0)} won, {verdict.get('losses', 0)} lost, {verdict.get('ties', 0)} ties"
+    if gate.get("status") == "waiting":
+        return f"⏳ human sign-off: waiting for {gate['missing_votes']} more votes ({tally} so far)"
+    text = f"{STATUS[gate['status']]} ({gate['mode']} judge): {verdict['reason']}"
+    if verdict.get("promote"):
+        return text + "; promoted"
+    refusals = verdict.get("refusals") or []
+    return text + (f"; not auto-promoted: {refusals[0]}" if refusals and gate["status"] != "pass" else "")
 
 
 def build_versions_tab(services, tab: gr.Tab) -> None:
@@ -30,7 +35,7 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
 
     def table() -> pd.DataFrame:
         rows = [[v.name, v.status + (" · serving" if v.name == services.models.active else ""), v.parent or BASE,
-                 v.method, v.technique, gate_text(v.metrics),
+                 v.method, v.technique, gate_text(services.gate_status(v.name)),
                  ", ".join(f"{k}={x:.3g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.metrics.items()
                            if k not in GATE_KEYS), v.created[:19]]
                 for v in sorted(store.list_versions(), key=lambda v: -v.id)]
@@ -106,6 +111,13 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
         text = f"Exported **{name}** to `{folder}` on the server (README.md is its model card)."
         return text + (" Download the zip below." if archive else ""), str(archive) if archive else None
 
+    def versions_gate_report(name: str | None, request: gr.Request) -> dict:
+        auth.require(request, *ADMINS)
+        try:
+            return services.gate_report(name or "")
+        except KeyError as err:
+            raise gr.Error(str(err)) from err
+
     def promote(name: str, username: str) -> None:
         try:
             services.promote(name, username)
@@ -121,6 +133,9 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
         rollback = gr.Button("Roll back to parent", scale=1)
         back = gr.Button("Back to previously active", scale=1)
         archive = gr.Button("Archive", variant="stop", scale=1)
+        report_btn = gr.Button("Gate report", scale=1)
+    with gr.Accordion("Gate report: prompts, both answers, each judgment, interval, verdict", open=False):
+        report = gr.JSON(label="Gate report")
     gr.Markdown("#### Export a version (Hugging Face folder with a model card, under data/exports/)")
     with gr.Row():
         merged = gr.Checkbox(False, label="Merged into the base (plain transformers folder; LoRA versions)", scale=3)
@@ -143,5 +158,6 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
     archive.click(versions_archive, pick, shown, api_name=auth.endpoint("versions_archive", *ADMINS))
     export.click(versions_export, [pick, merged], [exported, download],
                  api_name=auth.endpoint("versions_export", *ADMINS))
+    report_btn.click(versions_gate_report, pick, report, api_name=auth.endpoint("versions_gate_report", *ADMINS))
     compare.click(versions_compare, [version_a, version_b, count], answers,
                   api_name=auth.endpoint("versions_compare", *ADMINS))
