@@ -27,6 +27,7 @@ BENCHMARKS = [
     ("write_load", 600, 240),
     ("tutorial_walltime", 600, 240),
     ("memory", 900, 420),
+    ("loop_quality", 14400, 3000),
 ]
 
 

@@ -122,9 +122,10 @@ def store_floors(folder: Path, seeded: Seeded, ratings: int) -> tuple[float, flo
     return 1000 * rest, 1000 * gradio
 
 
-def start_app(folder: Path, port: int, log: Path) -> subprocess.Popen:
+def start_app(folder: Path, port: int, log: Path, extra: list[str] = ()) -> subprocess.Popen:
     out = log.open("wb")
-    process = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(folder), "--port", str(port)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(folder), "--port", str(port), *extra],
+                               cwd=ROOT,
                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     deadline = time.monotonic() + 180

@@ -1,0 +1,326 @@
+"""Benchmark 8: does the loop make the model better? Simulated reviewers with a known rule (AlpacaFarm-style).
+
+    python -m bench.loop_quality --quick               # 1 round + a flipped round + an unchanged model, small sizes
+    python -m bench.loop_quality                       # 2 rounds per oracle, flipped rounds over --flip_seeds seeds
+    python -m bench.loop_quality --oracle plain --rounds 2 --seeds 0,1
+
+Runs the real loop end to end on a fresh data dir with the real app (`python app.py`) serving REST and hot-swaps:
+1. prompts are added without a split, so `--heldout-share` of them are held out by text hash (the default path);
+2. on-policy A/B candidates: the active version samples two answers per train prompt (the admin's "generate");
+3. two simulated reviewers vote on every pair through `POST /api/v1/comparisons` and thumbs the answer they preferred
+   through `POST /api/v1/ratings`, each flipping 15 % of their votes at random;
+4. a round `sft,reward,dpo` (`python -m training round`, what the app's runner starts);
+5. the gate in human sign-off mode: its held-out A/B items are voted by the same noisy oracle reviewers over REST;
+   the app decides once every item has two votes and hot-swaps a pass;
+6. the oracle (noise-free) judges greedy answers of the active version vs the base on every held-out prompt:
+   win-rate among decisive judgments with its 95 % Wilson interval.
+Oracles: `short` prefers the answer with fewer words; `plain` prefers the answer with fewer markdown marks (list
+bullets, numbered lines, headings, bold). A *flipped* round trains on inverted votes while the gate is still voted
+by the true oracle: it must never be promoted. An *unchanged* model (a zero LoRA: same answers as the base) must
+never be promoted either. Wall time of each phase is reported.
+"""
+
+import argparse
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import torch
+
+from bench.common import ROOT, base_model_path, markdown_table, offline, report
+from bench.write_load import free_port, start_app, stop_app
+from feedback_db.store import FeedbackStore
+from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm, load_tokenizer
+from training.evaluate import greedy_answers, load_policy
+from training.gate import wilson_interval
+
+PASSWORD = "bench-password-1"
+REVIEWERS = ("oracle1", "oracle2")
+TOPICS = ["sleep", "coffee", "running", "saving money", "learning a language", "gardening", "cooking rice",
+          "public speaking", "job interviews", "writing emails", "time management", "stretching", "camping",
+          "reading more", "drinking water", "houseplants", "budget travel", "meal prep", "bike repair", "chess",
+          "photography", "baking bread", "meditation", "moving house", "painting a room", "first aid", "recycling",
+          "studying for exams", "making friends", "learning guitar", "keeping a journal", "birdwatching", "composting",
+          "hiking safety", "cleaning a kitchen", "buying a laptop", "walking a dog", "hosting a dinner",
+          "choosing running shoes", "winter driving"]
+TEMPLATES = ["Give me some tips about {t}.", "Explain {t} to a beginner.", "What should I know about {t}?",
+             "How do I get better at {t}?"]
+MARKDOWN = re.compile(r"^\s*([-*+]|\d+[.)]|#+)\s|\*\*", re.MULTILINE)
+
+
+# ----- oracles ------------------------------------------------------------------------------------------------
+def oracle_score(oracle: str, answer: str) -> float:
+    """Higher is better: fewer words (`short`) or fewer markdown marks (`plain`); an empty answer is worst."""
+    if not answer.strip():
+        return -1e9
+    if oracle == "short":
+        return -len(answer.split())
+    return -len(MARKDOWN.findall(answer))
+
+
+def oracle_judgment(oracle: str, a: str, b: str) -> str:
+    """`a`, `b` or `tie`, noise-free."""
+    sa, sb = oracle_score(oracle, a), oracle_score(oracle, b)
+    return "a" if sa > sb else "b" if sb > sa else "tie"
+
+
+def noisy(judgment: str, rng: random.Random, noise: float) -> str:
+    return {"a": "b", "b": "a"}.get(judgment, judgment) if rng.random() < noise else judgment
+
+
+# ----- the app side -------------------------------------------------------------------------------------------
+@dataclass
+class Loop:
+    folder: Path
+    store: FeedbackStore
+    tokens: dict[str, str]
+    url: str
+    app: subprocess.Popen
+
+
+def setup(folder: Path, heldout_share: float) -> tuple[FeedbackStore, dict[str, str]]:
+    (folder / "models").mkdir(parents=True)
+    (folder / "models" / DEFAULT_BASE_MODEL).symlink_to(Path(base_model_path()).resolve(), target_is_directory=True)
+    store = FeedbackStore(folder / "tuneloop.db", heldout_share=heldout_share)
+    store.create_user("admin", PASSWORD, "admin")
+    tokens = {}
+    for name in REVIEWERS:
+        store.create_user(name, PASSWORD, "reviewer")
+        tokens[name] = store.create_api_token(name, "bench")
+    for topic in TOPICS:
+        for template in TEMPLATES:
+            store.add_prompt(template.format(t=topic), source="bench")  # no split: held out by hash
+    return store, tokens
+
+
+def post(loop: Loop, reviewer: str, path: str, body: dict) -> None:
+    response = httpx.post(f"{loop.url}/api/v1/{path}", json=body, timeout=30,
+                          headers={"Authorization": f"Bearer {loop.tokens[reviewer]}"})
+    if response.status_code != 201:
+        raise RuntimeError(f"POST {path} {body}: HTTP {response.status_code} {response.text[:200]}")
+
+
+def vote(loop: Loop, pairs: list[tuple[int, int]], oracle: str, rng: random.Random, noise: float,
+         flipped: bool = False, thumbs: bool = False) -> None:
+    """Every reviewer votes on every pair (and thumbs the answer it preferred when `thumbs`)."""
+    for a, b in pairs:
+        truth = oracle_judgment(oracle, loop.store.get_response(a).text, loop.store.get_response(b).text)
+        if flipped:
+            truth = {"a": "b", "b": "a"}.get(truth, truth)
+        for reviewer in REVIEWERS:
+            winner = noisy(truth, rng, noise)
+            post(loop, reviewer, "comparisons", {"response_a": a, "response_b": b, "winner": winner})
+            if thumbs and winner in ("a", "b"):
+                post(loop, reviewer, "ratings", {"response_id": a if winner == "a" else b, "thumbs": 1})
+                post(loop, reviewer, "ratings", {"response_id": b if winner == "a" else a, "thumbs": 0})
+
+
+@torch.no_grad()
+def generate_pairs(loop: Loop, base_model: str, tokenizer, max_new_tokens: int, seed: int,
+                   count: int) -> list[tuple[int, int]]:
+    """Two sampled answers of the active version to `count` random train prompts, stored as responses (on-policy
+    A/B)."""
+    active = loop.store.active_version()
+    model = load_policy(base_model, active.path if active else None)
+    name = active.name if active else "base"
+    torch.manual_seed(seed)
+    pairs = []
+    for prompt in random.Random(seed).sample(loop.store.list_prompts(split="train"), count):
+        inputs = tokenizer.apply_chat_template(prompt.as_messages(), add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_p=0.95,
+                             num_return_sequences=2, pad_token_id=tokenizer.pad_token_id)
+        texts = [tokenizer.decode(o[inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
+        if texts[0] != texts[1]:
+            settings = {"max_new_tokens": max_new_tokens, "temperature": 1.0, "bench": "loop_quality"}
+            pairs.append(tuple(loop.store.add_response(prompt.id, t, name, settings) for t in texts))
+    return pairs
+
+
+def run_round(loop: Loop, args: argparse.Namespace, tag: str) -> str:
+    gate = {"judge": "human", "votes_per_item": len(REVIEWERS), "gate_prompts": args.gate_prompts,
+            "max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    stage_args = {"evaluate": gate}
+    command = [sys.executable, "-m", "training", "round", "--db", loop.store.path, "--stages", "sft,reward,dpo",
+               "--max_steps", str(args.max_steps), "--stage_args", json.dumps(stage_args), "--parent", "active"]
+    log = loop.folder / f"round-{tag}.log"
+    with log.open("wb") as out:
+        status = subprocess.run(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT).returncode
+    if status:
+        raise RuntimeError(f"round {tag} failed:\n{log.read_text()[-3000:]}")
+    return loop.store.list_runs()[0].versions[-1]
+
+
+def vote_gate(loop: Loop, version: str, oracle: str, rng: random.Random, noise: float, timeout_s: float) -> dict:
+    """The oracle reviewers vote on the gate's items; then wait for the app to decide. Returns the final gate."""
+    gate = loop.store.get_version(version).metrics["gate"]
+    pairs = [tuple(p) for p in gate["pairs"] if p]
+    vote(loop, pairs, oracle, rng, noise)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        gate = loop.store.get_version(version).metrics["gate"]
+        if gate["status"] != "waiting":
+            return gate
+        time.sleep(0.5)
+    raise RuntimeError(f"the app did not decide the gate of {version} within {timeout_s} s")
+
+
+@torch.no_grad()
+def oracle_win_rate(loop: Loop, base_model: str, tokenizer, oracle: str, max_new_tokens: int) -> list:
+    """Active vs base on every held-out prompt, judged by the noise-free oracle: [rate, low, high, W, L, T]."""
+    active = loop.store.active_version()
+    if active is None:
+        return [None, None, None, 0, 0, 0]
+    policy, base = load_policy(base_model, active.path), load_causal_lm(base_model).eval()
+    tally = {"a": 0, "b": 0, "tie": 0}
+    messages = [p.as_messages() for p in loop.store.list_prompts(split="heldout")]
+    for (new, _), (old, _) in zip(greedy_answers(policy, tokenizer, messages, max_new_tokens),
+                                  greedy_answers(base, tokenizer, messages, max_new_tokens), strict=True):
+        tally[oracle_judgment(oracle, new, old) if new != old else "tie"] += 1
+    decisive = tally["a"] + tally["b"]
+    low, high = wilson_interval(tally["a"], decisive)
+    return [tally["a"] / decisive if decisive else None, low, high, tally["a"], tally["b"], tally["tie"]]
+
+
+def zero_lora_version(loop: Loop, base_model: str) -> str:
+    """A LoRA adapter whose B matrices are zero: exactly the base model's answers, registered as a candidate."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=4, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    model = get_peft_model(load_causal_lm(base_model), lora)
+    path = loop.folder / "versions" / "v99-unchanged"
+    model.save_pretrained(str(path))
+    loop.store.register_version("v99-unchanged", None, "dpo", "lora", str(path), base_model, {}, loop.store.snapshot(),
+                                {})
+    return "v99-unchanged"
+
+
+# ----- scenarios ----------------------------------------------------------------------------------------------
+def scenario(args: argparse.Namespace, oracle: str, seed: int, kind: str, rounds: int) -> list[list]:
+    """`kind`: loop (real rounds), flipped (one round on inverted votes), unchanged (a zero LoRA). Rows per round."""
+    folder = Path(tempfile.mkdtemp(prefix=f"loop-{oracle}-{kind}-{seed}-"))
+    store, tokens = setup(folder, args.heldout_share)
+    port = free_port()
+    app = start_app_with_share(folder, port, args.heldout_share)
+    loop = Loop(folder, store, tokens, f"http://127.0.0.1:{port}", app)
+    rng = random.Random(seed)
+    base_model = base_model_path()
+    tokenizer = load_tokenizer(base_model)
+    rows = []
+    try:
+        if kind == "unchanged":
+            started = time.perf_counter()
+            name = zero_lora_version(loop, base_model)
+            gate_cmd = [sys.executable, "-m", "training", "evaluate", "--db", store.path, "--version", name,
+                        "--judge", "human", "--votes_per_item", "2", "--gate_prompts", str(args.gate_prompts),
+                        "--max_new_tokens", str(args.max_new_tokens)]
+            subprocess.run(gate_cmd, cwd=ROOT, check=True, capture_output=True)
+            gate = vote_gate(loop, name, oracle, rng, args.noise, 120)
+            rows.append(row(oracle, seed, kind, 0, gate, store, [None] * 6, {"gate": time.perf_counter() - started}))
+            return rows
+        for number in range(1, rounds + 1):
+            times = {}
+            started = time.perf_counter()
+            pairs = generate_pairs(loop, base_model, tokenizer, args.max_new_tokens, seed * 100 + number,
+                                   args.train_prompts)
+            times["generate"] = time.perf_counter() - started
+            started = time.perf_counter()
+            vote(loop, pairs, oracle, rng, args.noise, flipped=kind == "flipped", thumbs=True)
+            times["vote"] = time.perf_counter() - started
+            started = time.perf_counter()
+            name = run_round(loop, args, f"{number}")
+            times["round+gate answers"] = time.perf_counter() - started
+            started = time.perf_counter()
+            gate = vote_gate(loop, name, oracle, rng, args.noise, 180)
+            times["gate votes+decision"] = time.perf_counter() - started
+            started = time.perf_counter()
+            quality = oracle_win_rate(loop, base_model, tokenizer, oracle, args.max_new_tokens)
+            times["oracle eval"] = time.perf_counter() - started
+            rows.append(row(oracle, seed, kind, number, gate, store, quality, times))
+            print(markdown_table(HEADERS, rows[-1:]), flush=True)
+    finally:
+        stop_app(app)
+        store.close()
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def start_app_with_share(folder: Path, port: int, share: float) -> subprocess.Popen:
+    """The real app on this data dir (bench.write_load.start_app), with the bench's held-out share."""
+    return start_app(folder, port, folder / "app.log", extra=["--heldout-share", str(share)])
+
+
+HEADERS = ["oracle", "seed", "run", "round", "gate verdict", "W/L/T (gate)", "gate lower bound", "promoted",
+           "active", "oracle win-rate vs base", "95 % interval", "W/L/T (oracle)", "phase seconds"]
+
+
+def row(oracle: str, seed: int, kind: str, number: int, gate: dict, store: FeedbackStore, quality: list,
+        times: dict) -> list:
+    verdict = gate.get("verdict", {})
+    active = store.active_version()
+    rate, low, high, wins, losses, ties = quality
+    return [oracle, seed, kind, number, gate["status"],
+            f"{verdict.get('wins', 0)}/{verdict.get('losses', 0)}/{verdict.get('ties', 0)}",
+            verdict.get("lower"), bool(verdict.get("promote")), active.name if active else "base",
+            rate, f"[{low:.2f}, {high:.2f}]" if low is not None else "-", f"{wins}/{losses}/{ties}",
+            ", ".join(f"{k} {v:.0f}" for k, v in times.items())]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="One oracle, one round, one flipped seed, short answers.")
+    parser.add_argument("--oracle", default="short,plain", help="Comma-separated oracles: short, plain.")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seeds", default="0", help="Seeds of the improving loop.")
+    parser.add_argument("--flip_seeds", type=int, default=10, help="Seeds of the flipped-preferences round.")
+    parser.add_argument("--noise", type=float, default=0.15, help="Share of each reviewer's votes flipped.")
+    parser.add_argument("--heldout_share", type=float, default=0.2)
+    parser.add_argument("--gate_prompts", type=int, default=32)
+    parser.add_argument("--train_prompts", type=int, default=96, help="Train prompts answered (A/B) per round.")
+    parser.add_argument("--max_new_tokens", type=int, default=64)
+    parser.add_argument("--max_steps", type=int, default=30, help="Steps per stage.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the gate's prompt sample.")
+    parser.add_argument("--keep", action="store_true", help="Keep the data dirs (printed).")
+    args = parser.parse_args()
+    if args.quick:
+        args.oracle, args.rounds, args.flip_seeds, args.max_new_tokens, args.max_steps = "short", 1, 1, 32, 12
+        args.train_prompts = 40
+    offline()
+    oracles = args.oracle.split(",")
+    rows = []
+    for oracle in oracles:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            rows += scenario(args, oracle, seed, "loop", args.rounds)
+        for seed in range(args.flip_seeds):
+            rows += scenario(args, oracle, 100 + seed, "flipped", 1)
+        rows += scenario(args, oracle, 0, "unchanged", 0)
+    improving = [r for r in rows if r[2] == "loop" and r[3] == args.rounds]
+    flipped = [r for r in rows if r[2] == "flipped"]
+    unchanged = [r for r in rows if r[2] == "unchanged"]
+    notes = [
+        f"oracle win-rate vs base after {args.rounds} round(s) (target >= 0.70): "
+        + ", ".join(f"{r[0]} seed {r[1]}: {r[9]:.2f} {r[10]}" if r[9] is not None else f"{r[0]} seed {r[1]}: "
+                    "base still active" for r in improving),
+        f"flipped-preference rounds promoted: {sum(r[7] for r in flipped)} of {len(flipped)} (target 0)",
+        f"unchanged model promoted: {sum(r[7] for r in unchanged)} of {len(unchanged)} (target 0)",
+        "Reviewers: 2 per item, each flipping 15 % of votes; the gate needs the Wilson 95 % lower bound > 0.5 over "
+        ">= 20 decisive items (a split vote is a tie).",
+    ]
+    settings = (f"{'--quick, ' if args.quick else ''}oracles {args.oracle}, {args.rounds} round(s), "
+                f"{len(TOPICS) * len(TEMPLATES)} prompts ({args.heldout_share:.0%} held out by hash), "
+                f"gate {args.gate_prompts} prompts, answers <= {args.max_new_tokens} tokens, "
+                f"{args.max_steps} steps per stage, noise {args.noise}")
+    report("Loop quality (simulated reviewers)", settings, HEADERS, rows, notes)
+
+
+if __name__ == "__main__":
+    main()
