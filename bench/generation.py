@@ -12,22 +12,25 @@ side in one run, alternating, for each number of prompts:
 - ours (mixed): training.generation, rows of both versions in one batch (PEFT adapter_names per row).
 tokens/s counts new tokens. "identical" is the share of answers equal to the sequential path's (greedy: they differ
 only where float rounding in a padded batch flips a near-tie). The last line, batched_vs_sequential=<ratio>, is
-ours (mixed) vs sequential at the largest size.
+ours (mixed) vs sequential at the largest size. Last row: 8 concurrent chats through the model service (continuous
+batching) vs 1 chat, aggregate decode tokens/s, and the 8 chats' p99 time to first token.
 """
 
 import argparse
 import json
+import threading
 import time
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 
-from bench.common import ROOT, alternate, base_model_path, median, offline, report, verdict
+from bench.common import ROOT, alternate, base_model_path, median, offline, percentile, report, verdict
 from training.base_model import load_causal_lm, load_tokenizer
 from training.generation import Request, generate
 from training.hardware import device
 from training.versions import LORA_TARGETS
+from webapp.model_service import ModelService
 
 VERSIONS = ("v1", "v2")
 TARGET = 5.0
@@ -124,6 +127,26 @@ def _text(tokenizer, ids: torch.Tensor) -> str:
     return tokenizer.decode(kept, skip_special_tokens=True)
 
 
+def chats(service: ModelService, concurrent: int, max_new_tokens: int) -> dict:
+    """`concurrent` chats at once through the model service (continuous batching): aggregate decode tokens/s, TTFTs."""
+    questions, ttfts, tokens = prompts(concurrent), [], []
+
+    def chat(messages: list[dict]) -> None:
+        started, stream = time.perf_counter(), service.stream(messages, max_new_tokens=max_new_tokens)
+        next(stream)
+        ttfts.append(time.perf_counter() - started)
+        *_, text = stream
+        tokens.append(len(service.tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=chat, args=(q,)) for q in questions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"tokens_per_s": sum(tokens) / (time.perf_counter() - started), "ttft_p99": percentile(ttfts, 99)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Smoke settings: 12 new tokens, one repeat.")
@@ -151,6 +174,14 @@ def main() -> None:
         best = max(rates["ours, mixed versions"], rates["ours, one batch per version"])
         rows.append([size, "target: ours vs sequential", "", best / rates["sequential generate"], "",
                      f">= {TARGET}x: {verdict(best / rates['sequential generate'], TARGET)}"])
+    del model
+    service = ModelService(path)
+    alone = alternate({"1 chat": lambda: chats(service, 1, args.max_new_tokens * 2),
+                       "8 concurrent chats": lambda: chats(service, 8, args.max_new_tokens * 2)}, args.repeats)
+    one, eight = (median([r["tokens_per_s"] for r in alone[k]]) for k in ("1 chat", "8 concurrent chats"))
+    p99 = max(r["ttft_p99"] for r in alone["8 concurrent chats"])
+    rows.append(["8 chats", "model service (continuous batching)", eight, eight / one, "",
+                 f">= 4x: {verdict(eight / one, 4.0)}; p99 TTFT {p99:.2f} s (< 1 s: {verdict(p99, 1.0, False)})"])
     report("Candidate generation: batched generator vs transformers generate (bench/generation.py)",
            f"2 LoRA versions (r=8, all linear), greedy, {args.max_new_tokens} new tokens, max batch "
            f"{args.max_batch}, {args.repeats} repeat(s), threads {torch.get_num_threads()}",
