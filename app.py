@@ -1,10 +1,11 @@
-"""Tuneloop web app: the composition root — parse args, build the services, build_ui(services).launch().
+"""Tuneloop web app: the composition root — parse args, build the services, serve build_app(services, build_ui(...)).
 
     python app.py                                           # http://127.0.0.1:7860 (--host 0.0.0.0 to expose it)
     python app.py create-user --role admin --username alice  # prompts for the password
     python app.py create-token --username alice --label ci  # prints a REST API token (shown once)
     TUNELOOP_ADMIN=alice:secret-pass python app.py          # creates that admin on first start (no users yet)
     python app.py --base-model ./my-hf-folder --data-dir data --port 7860
+    python app.py --host 127.0.0.1 --public-url https://tuneloop.example.org  # behind a reverse proxy
 """
 
 import argparse
@@ -14,15 +15,20 @@ import os
 import sys
 from pathlib import Path
 
+import uvicorn
+
 from feedback_db import datasets, importers, stats
+from feedback_db.passwords import password_problem
 from feedback_db.splits import DEFAULT_HELDOUT_SHARE
 from feedback_db.store import EXPORTABLE_TABLES, FeedbackStore
 from training import runner
 from training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
 from webapp.auth import ROLES, Auth
 from webapp.model_service import ModelService
+from webapp.server import build_app, public_origins
 from webapp.services import DataOps, Runner, Services
-from webapp.ui import build_ui, launch_options
+from webapp.ui import build_ui
+from webapp.usage_limits import UsageLimits
 from webapp.webhooks import Notifier
 
 log = logging.getLogger("tuneloop.app")
@@ -36,11 +42,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default="data", type=Path)
     parser.add_argument("--host", default="127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the app.")
     parser.add_argument("--port", default=7860, type=int)
+    parser.add_argument("--public-url", help="The URL browsers use to reach the app, e.g. https://tl.example.org "
+                                             "behind a reverse proxy; state-changing requests from any other origin "
+                                             "are refused (default: the bind address).")
+    parser.add_argument("--forwarded-allow-ips", default=None,
+                        help="Addresses of reverse proxies whose X-Forwarded-For is trusted (the login throttle "
+                             "counts the real client address); default: none.")
     parser.add_argument("--annotators-per-item", default=1, type=int,
                         help="Reviewers who judge each review item (2+ measures agreement between them).")
     parser.add_argument("--heldout-share", default=DEFAULT_HELDOUT_SHARE, type=float,
                         help="Share of new prompts (chat, imports without a split) held out for the evaluation gate, "
                              "chosen by a hash of the prompt text.")
+    parser.add_argument("--user-in-flight", default=1, type=int,
+                        help="Model requests (chat, side-by-side, arena, compare, generate) one user may have running "
+                             "at once, per kind.")
+    parser.add_argument("--user-burst", default=6, type=int,
+                        help="Model requests one user may send in a burst, per kind, before the rate limit applies.")
+    parser.add_argument("--user-refill-s", default=5.0, type=float,
+                        help="After the burst: one more model request per this many seconds, per user and kind.")
     parser.add_argument("--username", help="create-user / create-token: the user's name (prompted when missing).")
     parser.add_argument("--password", help="create-user: the password (prompted when missing).")
     parser.add_argument("--role", choices=ROLES, default="reviewer", help="create-user: the new user's role.")
@@ -56,7 +75,13 @@ def open_store(data_dir: Path, heldout_share: float = DEFAULT_HELDOUT_SHARE) -> 
 def create_user(args: argparse.Namespace) -> None:
     username = args.username or input("Username: ").strip()
     password = args.password or getpass.getpass("Password: ")
-    open_store(args.data_dir).create_user(username, password, args.role)
+    problem = password_problem(password)
+    if problem:
+        sys.exit(f"User not created: {problem}.")
+    try:
+        open_store(args.data_dir).create_user(username, password, args.role)
+    except ValueError as err:
+        sys.exit(f"User not created: {err}.")
     print(f"Created {args.role} {username!r} in {args.data_dir / 'tuneloop.db'}.")
 
 
@@ -78,7 +103,15 @@ def first_admin(store: FeedbackStore, spec: str | None) -> None:
         log.warning("No users yet: run `python app.py create-user --role admin` or set TUNELOOP_ADMIN=name:password.")
         return
     username, password = spec.split(":", 1)
-    store.create_user(username, password, "admin")
+    problem = password_problem(password)
+    if problem:
+        log.error("TUNELOOP_ADMIN ignored: %s. No admin was created.", problem)
+        return
+    try:
+        store.create_user(username, password, "admin")
+    except ValueError as err:
+        log.error("TUNELOOP_ADMIN ignored: %s. No admin was created.", err)
+        return
     store.audit("system", "create_user", {"username": username, "role": "admin", "via": "TUNELOOP_ADMIN"})
     log.info("Created admin %r from TUNELOOP_ADMIN.", username)
 
@@ -88,16 +121,21 @@ def build_services(args: argparse.Namespace) -> Services:
     orphans = runner.stop_orphaned_runs(store)
     if orphans:
         log.warning("Stopped round(s) %s still training from a previous start of the app.", orphans)
-    interrupted = store.mark_interrupted_runs()
+    # rounds started with `python -m training round` keep training (orphans of an earlier app were just killed)
+    live = [run_id for run_id in runner.live_cli_runs(store) if run_id not in orphans]
+    interrupted = store.mark_interrupted_runs(keep=live)
     if interrupted:
         log.warning("Marked %d unfinished run(s) from a previous start as interrupted.", interrupted)
     store.mark_interrupted_generation_jobs()
+    if live:
+        log.info("Round(s) %s started from the command line are still training; shown as running.", live)
     first_admin(store, os.environ.get("TUNELOOP_ADMIN"))
     base_model = resolve_base_model(args.base_model, args.data_dir)  # prints progress during the one-time conversion
     models = ModelService(base_model, args.data_dir / "versions")
     services = Services(
         store=store, models=models, auth=Auth(store), data_dir=args.data_dir, base_model=base_model,
         annotators_per_item=args.annotators_per_item,
+        usage=UsageLimits(args.user_in_flight, args.user_burst, args.user_refill_s),
         runner=Runner(request=runner.RoundRequest, start_round=runner.start_round, cancel_run=runner.cancel_run,
                       poll_runs=runner.poll_runs, log_tail=runner.log_tail),
         data=DataOps(import_file=importers.import_file, data_check=datasets.data_check,
@@ -119,11 +157,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "create-token":
         create_token(args)
         return
+    origins = public_origins(args.public_url, args.host, args.port)  # a bad --public-url fails before the model loads
+    # Gradio's uploads and generated files live in the data dir, where the upload quota counts them
+    os.environ.setdefault("GRADIO_TEMP_DIR", str((args.data_dir / "gradio-tmp").resolve()))
     services = build_services(args)
     services.start_poller(interval_s=1.0)
     Notifier(services.store, args.annotators_per_item).start()
-    build_ui(services).queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, **launch_options(services))
+    app = build_app(services, build_ui(services).queue(default_concurrency_limit=4), origins)
+    log.info("Serving on http://%s:%d (public origin %s)", args.host, args.port, ", ".join(origins.public))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=bool(args.forwarded_allow_ips),
+                forwarded_allow_ips=args.forwarded_allow_ips)
 
 
 if __name__ == "__main__":

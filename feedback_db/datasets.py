@@ -24,7 +24,7 @@ from itertools import combinations
 from datasets import Dataset, Features, List, Value
 
 from feedback_db.consensus import likert_votes, pair_votes, polarity_votes, thumbs_votes, verdicts
-from feedback_db.models import DataCheck, Prompt, Response
+from feedback_db.models import DataCheck, Prompt, Rating, Response
 from feedback_db.store import FeedbackStore
 
 LIKERT_GAP = 1.0  # consensus Likert scores this far apart make a preference pair
@@ -82,7 +82,7 @@ def sft_rows(
             candidates.append(("corrections", data.prompt_of(c.response_id), c.text))
     counts: Counter = Counter()
     if include_rated:
-        rated = verdicts(_only(polarity_votes(data.store.list_ratings(snapshot)), data.responses))
+        rated = verdicts(_only(polarity_votes(_ratings(data, counts)), data.responses))
         counts["disagreements"] = rated.disagreements
         for response_id, verdict in rated.decided.items():
             if verdict == "good" and response_id not in corrected:
@@ -141,7 +141,7 @@ def preference_rows(
 
 def _likert_pairs(data: _Data, counts: Counter) -> list[tuple[str, Prompt, str, str]]:
     scores: dict[int, float] = {}
-    for response_id, by_user in _only(likert_votes(data.store.list_ratings(data.snapshot)), data.responses).items():
+    for response_id, by_user in _only(likert_votes(_ratings(data, Counter())), data.responses).items():
         values = list(by_user.values())
         if max(values) - min(values) >= LIKERT_SPREAD:
             counts["disagreements"] += 1
@@ -169,7 +169,7 @@ def kto_rows(store: FeedbackStore, snapshot: dict | None = None, split: str = "t
     for label in data.store.list_unpaired_labels(snapshot):
         if label.prompt_id in data.prompts:
             candidates.append((data.prompts[label.prompt_id], label.completion, label.label))
-    judged = verdicts(_only(thumbs_votes(data.store.list_ratings(snapshot)), data.responses))
+    judged = verdicts(_only(thumbs_votes(_ratings(data, counts)), data.responses))
     counts["disagreements"] = judged.disagreements
     for response_id, up in judged.decided.items():
         candidates.append((data.prompt_of(response_id), data.responses[response_id].text, bool(up)))
@@ -183,6 +183,16 @@ def kto_rows(store: FeedbackStore, snapshot: dict | None = None, split: str = "t
         counts["up" if label else "down"] += 1
         rows.append({"prompt": prompt.as_messages(), "completion": _assistant(completion), "label": label})
     return rows, counts
+
+
+def _ratings(data: _Data, counts: Counter) -> list[Rating]:
+    """Ratings that may train: viewers' chat thumbs only when the snapshot says an admin included them."""
+    ratings = data.store.list_ratings(data.snapshot)
+    if data.snapshot and data.snapshot.get("include_viewer_chat"):
+        return ratings
+    kept = [r for r in ratings if r.source != "viewer_chat"]
+    counts["viewer_chat"] += sum(r.source == "viewer_chat" and r.response_id in data.responses for r in ratings)
+    return kept
 
 
 def _only(votes: dict, responses: dict[int, Response], pairs: bool = False) -> dict:
@@ -262,6 +272,7 @@ _DROPPED = {
     "duplicates": "duplicate rows",
     "ties": "judged pairs were ties or both bad",
     "disagreements": "items without a reviewer majority",
+    "viewer_chat": "chat ratings by viewers (include them with the round's 'viewers' chat feedback' option)",
 }
 
 

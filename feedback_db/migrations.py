@@ -395,6 +395,12 @@ def m008_webhooks(db: Database) -> None:
     )
 
 
+@MIGRATIONS()
+def m006_rating_source(db: Database) -> None:
+    """Where each rating came from (review, api, chat, viewer_chat): viewers' chat thumbs are kept apart."""
+    db.execute("ALTER TABLE ratings ADD COLUMN source TEXT NOT NULL DEFAULT 'review'")
+
+
 def _execute_all(db: Database, script: str) -> None:
     # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
     for statement in script.split(";"):

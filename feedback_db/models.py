@@ -16,6 +16,8 @@ CRITERION_KINDS = ("scale", "flag")  # 1–5, or yes (1) / no (0)
 JUDGMENT_TABLES = ("ratings", "comparisons", "rankings")  # what criteria answers and undo attach to
 WEBHOOK_EVENTS = ("round_finished", "round_failed", "gate_verdict", "promotion", "queue_empty")
 COMPARISON_SOURCES = ("review", "arena", "api")  # review queue, chat arena, REST API
+# where a rating came from; viewers' chat thumbs stay out of training unless an admin includes them
+RATING_SOURCES = ("review", "api", "chat", "viewer_chat")
 METHODS = ("sft", "reward", "dpo", "kto", "online_rl", "sdk")
 TECHNIQUES = ("lora", "full", "freeze")
 VERSION_STATUSES = ("candidate", "active", "archived", "rejected")
@@ -87,6 +89,7 @@ class Rating:
     likert: int | None  # 1..5
     comment: str
     created: str
+    source: str = "review"  # one of RATING_SOURCES
 
 
 @dataclass(frozen=True)

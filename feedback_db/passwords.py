@@ -11,6 +11,21 @@ import secrets
 _N, _R, _P = 2**14, 8, 1
 
 
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 1_024
+
+
+def password_problem(password: str) -> str | None:
+    """Why `password` is not acceptable for a new account (None: it is); shared by the UI, CLI, TUNELOOP_ADMIN."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"the password must have at least {MIN_PASSWORD_CHARS} characters"
+    if len(password) > MAX_PASSWORD_CHARS:
+        return f"the password must have at most {MAX_PASSWORD_CHARS:,} characters"
+    if not password.strip():
+        return "the password must not be only spaces"
+    return None
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=32)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 
 from feedback_db.agreement import agreement
+from feedback_db.consensus import pair_votes
 from feedback_db.models import Agreement, FeedbackCount, WinRate
 from feedback_db.store import FeedbackStore
 
@@ -17,21 +18,34 @@ def feedback_counts(store: FeedbackStore) -> list[FeedbackCount]:
     return store.feedback_counts()
 
 
+def _votes(store: FeedbackStore) -> list[tuple[str, str, str | None]]:
+    """(version a, version b, winning version or None for tie/both bad): one vote per reviewer per pair of
+    answers, their latest (as the consensus code counts them), so repeating a vote does not move a win rate."""
+    comparisons = store.list_comparisons()
+    version = {}
+    for c in comparisons:
+        version[c.response_a], version[c.response_b] = c.version_a, c.version_b
+    votes = []
+    for (low, high), by_user in pair_votes(comparisons, []).items():
+        if version[low] == version[high]:
+            continue
+        for judgment in by_user.values():
+            votes.append((version[low], version[high], version[judgment] if isinstance(judgment, int) else None))
+    return votes
+
+
 def win_rates(store: FeedbackStore) -> list[WinRate]:
     """Per model version, how its answers fared in pairwise comparisons against other versions' answers."""
     wins: Counter = Counter()
     losses: Counter = Counter()
     ties: Counter = Counter()
-    for c in store.list_comparisons():
-        if c.version_a == c.version_b:
+    for version_a, version_b, winner in _votes(store):
+        if winner is None:
+            ties[version_a] += 1
+            ties[version_b] += 1
             continue
-        if c.winner in ("tie", "both_bad"):
-            ties[c.version_a] += 1
-            ties[c.version_b] += 1
-            continue
-        winner, loser = (c.version_a, c.version_b) if c.winner == "a" else (c.version_b, c.version_a)
         wins[winner] += 1
-        losses[loser] += 1
+        losses[version_b if winner == version_a else version_a] += 1
     versions = sorted(set(wins) | set(losses) | set(ties))
     return [
         WinRate(v, wins[v], losses[v], ties[v], wins[v] / (wins[v] + losses[v]) if wins[v] + losses[v] else None)
@@ -42,12 +56,12 @@ def win_rates(store: FeedbackStore) -> list[WinRate]:
 def head_to_head(store: FeedbackStore, version_a: str, version_b: str) -> WinRate:
     """How `version_a` fared against `version_b` only (e.g. a candidate against the active version)."""
     wins = losses = ties = 0
-    for c in store.list_comparisons():
-        if {c.version_a, c.version_b} != {version_a, version_b} or version_a == version_b:
+    for first, second, winner in _votes(store):
+        if {first, second} != {version_a, version_b}:
             continue
-        if c.winner in ("tie", "both_bad"):
+        if winner is None:
             ties += 1
-        elif (c.winner == "a") == (c.version_a == version_a):
+        elif winner == version_a:
             wins += 1
         else:
             losses += 1

@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 import sqlite3
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from feedback_db.models import (
     FINAL_RUN_STATUSES,
     JUDGMENT_TABLES,
     METHODS,
+    RATING_SOURCES,
     REVIEW_MODES,
     ROLES,
     RUN_STATUSES,
@@ -84,6 +86,8 @@ EXPORTABLE_TABLES = (
 VERSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _DUMMY_HASH = hash_password("tuneloop-timing-equaliser")
 TOKEN_PREFIX = "tl_"
+MAX_ID = 2**63 - 1  # SQLite's INTEGER range; a larger id is no row (not an OverflowError)
+MAX_USERNAME_CHARS = 64
 
 
 def now() -> str:
@@ -141,7 +145,7 @@ class FeedbackStore:
     # users ---
 
     def create_user(self, username: str, password: str, role: str) -> User:
-        _check(bool(username.strip()), "username must not be empty")
+        _check_username(username)
         _check(bool(password), "password must not be empty")
         _check(role in ROLES, f"role must be one of {', '.join(ROLES)}; got {role!r}")
         password_hash = hash_password(password)
@@ -247,6 +251,8 @@ class FeedbackStore:
         return self._insert("prompts", row)
 
     def get_prompt(self, prompt_id: int) -> Prompt | None:
+        if not _valid_id(prompt_id):
+            return None
         rows = self._query("SELECT * FROM prompts WHERE id = ?", (prompt_id,))
         return _prompt(rows[0]) if rows else None
 
@@ -266,6 +272,8 @@ class FeedbackStore:
         return self._insert("responses", {**row, "settings": json.dumps(settings or {}), "created": now()})
 
     def get_response(self, response_id: int) -> Response | None:
+        if not _valid_id(response_id):
+            return None
         rows = self._query("SELECT * FROM responses WHERE id = ?", (response_id,))
         return _response(rows[0]) if rows else None
 
@@ -314,8 +322,15 @@ class FeedbackStore:
     # feedback ---
 
     def add_rating(
-        self, response_id: int, username: str, thumbs: int | None = None, likert: int | None = None, comment: str = ""
+        self,
+        response_id: int,
+        username: str,
+        thumbs: int | None = None,
+        likert: int | None = None,
+        comment: str = "",
+        source: str = "review",
     ) -> int:
+        _check(source in RATING_SOURCES, f"source must be one of {', '.join(RATING_SOURCES)}; got {source!r}")
         _check(thumbs is None or thumbs in (0, 1), f"thumbs must be 1 (up) or 0 (down); got {thumbs!r}")
         _check(likert is None or likert in range(1, 6), f"likert must be 1..5; got {likert!r}")
         _check(
@@ -324,7 +339,7 @@ class FeedbackStore:
         )
         self._require_response(response_id)
         row = {"response_id": response_id, "username": username, "thumbs": thumbs, "likert": likert}
-        return self._insert("ratings", {**row, "comment": comment, "created": now()})
+        return self._insert("ratings", {**row, "comment": comment, "source": source, "created": now()})
 
     def add_comparison(
         self, response_a: int, response_b: int, winner: str, username: str, source: str = "review"
@@ -736,12 +751,15 @@ class FeedbackStore:
         rows = self._query("SELECT * FROM run_metrics WHERE run_id = ? AND id > ? ORDER BY id", (run_id, after_id))
         return [RunMetric(**{**dict(r), "metrics": json.loads(r["metrics"])}) for r in rows]
 
-    def mark_interrupted_runs(self) -> int:
-        """At app start: runs left queued/running by a previous app process become `interrupted`."""
+    def mark_interrupted_runs(self, keep: Sequence[int] = ()) -> int:
+        """At app start: runs left queued/running by a previous app process become `interrupted`, except `keep`
+        (rounds still training in a live process of their own)."""
         stamp = now()
+        marks = ", ".join("?" for _ in keep)
         return self._update(
-            "UPDATE runs SET status = 'interrupted', updated = ?, finished = ? WHERE status IN ('queued', 'running')",
-            (stamp, stamp),
+            "UPDATE runs SET status = 'interrupted', updated = ?, finished = ? WHERE status IN ('queued', 'running')"
+            f" AND id NOT IN ({marks})",
+            (stamp, stamp, *keep),
         )
 
     # generation jobs ---
@@ -780,13 +798,15 @@ class FeedbackStore:
 
     # snapshot, audit, stats, export ---
 
-    def snapshot(self) -> dict:
-        """The max id of every table the dataset builders read, taken in one read transaction."""
+    def snapshot(self, include_viewer_chat: bool = False) -> dict:
+        """The max id of every table the dataset builders read, taken in one read transaction, and whether
+        viewers' chat thumbs count (an admin's choice per round; off by default)."""
         conn = self._db.get()
         union = " UNION ALL ".join(f"SELECT '{t}', COALESCE(MAX(id), 0) FROM {t}" for t in SNAPSHOT_TABLES)
         max_ids = {table: max_id for table, max_id in retry_locked(lambda: conn.execute(union).fetchall())}
         feedback_max_id = max(max_ids[t] for t in FEEDBACK_TABLES)
-        return {"max_ids": max_ids, "feedback_max_id": feedback_max_id, "taken_at": now()}
+        return {"max_ids": max_ids, "feedback_max_id": feedback_max_id, "taken_at": now(),
+                "include_viewer_chat": include_viewer_chat}
 
     def audit(self, username: str, action: str, detail: dict) -> int:
         row = {"username": username, "action": action, "detail": json.dumps(detail), "created": now()}
@@ -823,6 +843,21 @@ _VN = re.compile(r"v(\d+)-")
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ValueError(message)
+
+
+def _valid_id(value: int) -> bool:
+    return isinstance(value, int) and 0 < value <= MAX_ID
+
+
+def _check_username(username: str) -> None:
+    """Printable names only: control, format (bidi overrides, zero-width) and separator characters would let one
+    name pose as another in every list and audit entry."""
+    _check(bool(username.strip()), "username must not be empty")
+    _check(len(username) <= MAX_USERNAME_CHARS, f"username must have at most {MAX_USERNAME_CHARS} characters")
+    _check(username == username.strip(), "username must not start or end with spaces")
+    bad = [c for c in username if unicodedata.category(c)[0] in "CZ" and c != " "]
+    _check(not bad, f"username must not contain control or invisible characters (found U+{ord(bad[0]):04X})"
+           if bad else "")
 
 
 def _upto(table: str, snapshot: dict | None) -> tuple[str, list]:

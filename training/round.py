@@ -62,6 +62,8 @@ class RoundConfig:
                                                                "judges and online RL need their own gate flags)."})
     run_id: int | None = field(default=None, metadata={"help": "Existing run row (set by the runner)."})
     username: str = field(default="admin", metadata={"help": "Who started the round (new run rows only)."})
+    include_viewer_chat: bool = field(default=False, metadata={"help": "Train on viewers' chat thumbs too (off: "
+                                                                       "only reviewers' and admins' feedback)."})
 
     def __post_init__(self):
         unknown = [s for s in self.stage_list if s not in STAGES]
@@ -108,7 +110,7 @@ def checked_snapshot(store, cfg: RoundConfig) -> dict:
     """One snapshot for every stage; SystemExit naming what is missing when a stage lacks data (or a reward model)."""
     from feedback_db.datasets import data_check
 
-    snapshot = store.snapshot()
+    snapshot = store.snapshot(include_viewer_chat=cfg.include_viewer_chat)
     problems = [problem for stage in cfg.stage_list for problem in data_check(store, stage, snapshot).problems]
     problems += reward_model_problems(cfg, store)
     if problems:

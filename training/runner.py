@@ -37,6 +37,7 @@ class RoundRequest:
     stage_args: dict = field(default_factory=dict)  # {"dpo": {"beta": 0.2}}
     evaluate: bool = True
     auto_promote: bool = True
+    include_viewer_chat: bool = False  # viewers' chat thumbs train only when an admin says so
 
 
 def round_command(db: str, data_dir: str | Path, run_id: int, request: RoundRequest) -> list[str]:
@@ -47,7 +48,7 @@ def round_command(db: str, data_dir: str | Path, run_id: int, request: RoundRequ
                "--base_model", request.base_model, "--parent", request.parent, "--max_steps", str(request.max_steps),
                "--stage_args", json.dumps(request.stage_args), "--evaluate", str(request.evaluate),
                "--auto_promote", str(request.auto_promote),
-               "--username", request.username]
+               "--username", request.username, "--include_viewer_chat", str(request.include_viewer_chat)]
     if request.num_train_epochs is not None:
         command += ["--num_train_epochs", str(request.num_train_epochs)]
     return command
@@ -131,6 +132,27 @@ def stop_orphaned_runs(store) -> list[int]:
         os.killpg(run.pid, signal.SIGKILL)
         stopped.append(run.id)
     return stopped
+
+
+def live_cli_runs(store) -> list[int]:
+    """At app start: unfinished runs whose process is alive and is a training round for this store (started with
+    `python -m training round --db <this store>`, e.g. from a shell). They are not interrupted; poll_runs marks
+    them failed if the process dies without a final status."""
+    live = []
+    for run in store.list_runs():
+        if run.status in FINAL_RUN_STATUSES or run.pid is None or not pid_alive(run.pid):
+            continue
+        try:
+            cmdline = Path(f"/proc/{run.pid}/cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(f"/proc/{run.pid}/cwd"))
+        except OSError:
+            continue
+        if not _contains(cmdline, [b"-m", b"training", b"round"]) or b"--db" not in cmdline[:-1]:
+            continue
+        db = cmdline[cmdline.index(b"--db") + 1].decode(errors="replace")
+        if (cwd / db).resolve() == Path(store.path).resolve():
+            live.append(run.id)
+    return live
 
 
 def _contains(items: list[bytes], run: list[bytes]) -> bool:

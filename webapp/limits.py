@@ -14,6 +14,7 @@ import math
 import gradio as gr
 
 MAX_CHAT_CHARS = 8_000  # ~2k tokens: the model's useful context on CPU
+MAX_HISTORY_CHARS = 24_000  # one message of a stored chat conversation (webapp.usage_limits caps the whole one)
 MAX_REVIEW_TEXT_CHARS = 20_000  # corrections and comments (a demonstration longer than this is not one)
 MAX_API_BODY_BYTES = 6 * MAX_REVIEW_TEXT_CHARS + 4_096  # the longest comment with every character \uXXXX-escaped
 MAX_USERNAME_CHARS = 64

@@ -9,17 +9,18 @@ Every request carries `Authorization: Bearer tl_...` (`python app.py create-toke
 admins may write feedback, viewers only read /me; a missing, unknown or revoked token and a disabled user get 401.
 Feedback is stored under the token's user, never a name from the body. Errors are `{"detail": "<field>: <why>"}`
 with a 4xx status, and nothing is written. Handlers are sync `def`s: FastAPI runs them in its threadpool, so SQLite
-never blocks the event loop (each worker thread has its own connection). `launch_options` hands `rest_routes` to the
-FastAPI app Gradio builds, so login page, queue and these routes share one server.
+never blocks the event loop (each worker thread has its own connection). webapp/server.py puts `rest_routes` in
+the app's FastAPI server next to the mounted Gradio UI, so login page, queue and these routes share one server.
 """
 
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.routing import BaseRoute
 
 from feedback_db.models import User
+from feedback_db.store import MAX_ID
 from webapp import limits
 from webapp.auth import EVERYONE, REVIEWERS
 
@@ -27,9 +28,12 @@ PREFIX = "/api/v1"
 M = TypeVar("M", bound=BaseModel)
 
 
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]  # beyond SQLite's integers there is no row: 422, not a 500
+
+
 class RatingIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    response_id: int
+    response_id: Id
     thumbs: int | None = None  # 1 = up, 0 = down
     likert: int | None = None  # 1..5
     comment: str = Field("", max_length=limits.MAX_REVIEW_TEXT_CHARS)
@@ -37,8 +41,8 @@ class RatingIn(BaseModel):
 
 class ComparisonIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    response_a: int
-    response_b: int
+    response_a: Id
+    response_b: Id
     winner: Literal["a", "b", "tie", "both_bad"]
 
 
@@ -103,7 +107,7 @@ def rest_routes(services) -> list[BaseRoute]:
         rating = parse(RatingIn, body)
         try:
             rating_id = store.add_rating(rating.response_id, user.username, thumbs=rating.thumbs,
-                                         likert=rating.likert, comment=rating.comment)
+                                         likert=rating.likert, comment=rating.comment, source="api")
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         except KeyError as exc:

@@ -18,8 +18,11 @@ from feedback_db.consensus import pair_votes
 from feedback_db.importers import STARTER_PROMPTS
 from training.gate import human_verdict
 from training.generation import Request
-from webapp.auth import Auth
+from webapp import limits
+from webapp.auth import VIEWER, Auth
+from webapp.chat_answers import ChatAnswers, KeptAnswer
 from webapp.model_service import BASE, VersionLoadError
+from webapp.usage_limits import UsageLimits, fit_context
 
 log = logging.getLogger("tuneloop.webapp")
 JOB_QUEUE = 4  # generation jobs waiting for the worker; more are refused
@@ -59,6 +62,8 @@ class Services:
     base_model: str
     annotators_per_item: int = 1  # reviewers who judge each item (2+ gives the agreement stats something to measure)
     notices: list[str] = field(default_factory=list)  # start-up / hot-swap problems, shown in the banner
+    answers: ChatAnswers = field(default_factory=ChatAnswers)  # what the chat model said, for thumbs
+    usage: UsageLimits = field(default_factory=UsageLimits)  # per-user in-flight and rate limits on model work
     _failed_version: str | None = None  # a version that failed to load; not retried every poll
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
     _job_queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=JOB_QUEUE))
@@ -212,12 +217,29 @@ class Services:
             items.append(item)
         return {"gate": gate, "items": items}
 
-    def record_chat_thumbs(self, messages: list[dict], answer: str, version: str, liked: bool,
-                           username: str) -> int:
-        """A thumbs on a chat answer: store the prompt and the answer as a response, then the rating."""
-        prompt_id = self.store.add_prompt(messages[-1]["content"], source="chat")
-        response_id = self.store.add_response(prompt_id, answer, version, {"source": "chat"})
-        return self.store.add_rating(response_id, username, thumbs=1 if liked else 0)
+    def chat_input(self, conversation: list[dict]) -> tuple[list[dict], str | None]:
+        """The conversation cut to the model's input budget: (messages, a notice of what was left out)."""
+        def count(messages: list[dict]) -> int:
+            return len(self.models.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+        return fit_context(conversation, count)
+
+    def record_chat_thumbs(self, kept: KeptAnswer, liked: bool, username: str, role: str) -> int:
+        """A thumbs on an answer the server kept: store its full conversation as the prompt, the answer as a
+        response (once per answer), then the rating. Viewers' ratings get source `viewer_chat` (no training
+        unless an admin includes them)."""
+        for message in kept.messages:
+            limits.check_text("Chat message", message["content"], limits.MAX_HISTORY_CHARS)
+        response_id = kept.response_id
+        with self.store.transaction():
+            if response_id is None:
+                prompt_id = self.store.add_prompt(kept.messages[-1]["content"], source="chat", messages=kept.messages)
+                settings = {**kept.settings, "source": "chat"}
+                response_id = self.store.add_response(prompt_id, kept.answer, kept.version, settings)
+            source = "viewer_chat" if role == VIEWER else "chat"
+            rating_id = self.store.add_rating(response_id, username, thumbs=1 if liked else 0, source=source)
+        kept.response_id = response_id
+        return rating_id
 
     def compare(self, a: str, b: str, prompts: list, max_new_tokens: int = 128,
                 progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
@@ -257,7 +279,7 @@ class Services:
     # ----- rounds -----------------------------------------------------------------------------------------
     def round_request(self, stages: list[str], technique: str, freeze_top_n: int, parent: str, max_steps: int,
                       learning_rate: float | None, lora_r: int, beta: float, evaluate: bool, auto_promote: bool,
-                      username: str):
+                      username: str, include_viewer_chat: bool = False):
         """The admin form → a training.runner.RoundRequest; hyper-parameters go to the stages that take them."""
         stage_args: dict[str, dict] = {}
         for stage in stages:
@@ -272,7 +294,7 @@ class Services:
                 args["beta"] = beta
         return self.runner.request(stages=stages, technique=technique, base_model=self.base_model, parent=parent,
                                    username=username, max_steps=max_steps, stage_args=stage_args, evaluate=evaluate,
-                                   auto_promote=auto_promote)
+                                   auto_promote=auto_promote, include_viewer_chat=include_viewer_chat)
 
     def run_log(self, run_id: int) -> str:
         return self.runner.log_tail(self.data_dir, run_id)

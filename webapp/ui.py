@@ -1,15 +1,12 @@
 """build_ui(services) -> gr.Blocks: the banner and one Tab per module (chat, review, admin, stats).
 
 Tabs a role may not use are hidden after login, but that is only cosmetic: every handler checks the caller's
-role itself (webapp/auth.py). `launch_options(services)` holds what Gradio 6 takes at launch (login, head JS, CSS).
+role itself (webapp/auth.py). webapp/server.py mounts the Blocks in the app's FastAPI server with SHORTCUTS_JS and CSS.
 """
 
 import gradio as gr
 
 from webapp.auth import ADMIN, EVERYONE, REVIEWERS
-from webapp.ingest_api import ingest_routes
-from webapp.ratelimit import LoginRateLimiter
-from webapp.rest_api import rest_routes
 from webapp.tabs.admin import build_admin_tab
 from webapp.tabs.arena import build_arena_tab
 from webapp.tabs.chat import build_chat_tab
@@ -38,6 +35,9 @@ document.addEventListener("keydown", (e) => {
 </script>
 """
 
+# Logout is a POST (a GET could be triggered by any page with an <img>); the HTTP guard checks its Origin.
+LOGOUT_FORM = '<form method="post" action="/logout"><button class="tl-logout" type="submit">Log out</button></form>'
+
 CSS = """
 #tl-banner { padding: 6px 12px; border-radius: 8px; background: var(--block-background-fill); }
 .tl-response { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 12px;
@@ -46,22 +46,13 @@ CSS = """
 """
 
 
-def launch_options(services) -> dict:
-    """Keyword arguments for `build_ui(services).launch(...)`: login against the store, shortcuts, styling, and the
-    REST API's routes added to the FastAPI app Gradio builds (one server, one port)."""
-    return {"auth": LoginRateLimiter(services.auth.login).login, "max_file_size": "200mb",
-            "auth_message": "Tuneloop: sign in with your Tuneloop account.",
-            "head": SHORTCUTS_JS, "css": CSS, "theme": gr.themes.Soft(), "footer_links": ["api"],
-            "app_kwargs": {"routes": [*rest_routes(services), *ingest_routes(services)]}}
-
-
 def build_ui(services) -> gr.Blocks:
     auth = services.auth
 
     def session(request: gr.Request) -> tuple:
         user = auth.require(request, *EVERYONE)
         reviewer, admin = user.role in REVIEWERS, user.role == ADMIN
-        return (f"Signed in as **{user.username}** ({user.role}) · [log out](/logout)", services.banner(),
+        return (f"Signed in as **{user.username}** ({user.role})", services.banner(),
                 gr.update(visible=reviewer), gr.update(visible=admin), gr.Timer(active=admin))
 
     def onboarding_show(request: gr.Request) -> tuple:
@@ -73,11 +64,13 @@ def build_ui(services) -> gr.Blocks:
         auth.require(request, *EVERYONE)
         return services.banner()
 
-    with gr.Blocks(title="Tuneloop") as demo:
+    # uploads and generated files older than an hour are deleted every 10 minutes
+    with gr.Blocks(title="Tuneloop", delete_cache=(600, 3600)) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("## Tuneloop")
             banner_md = gr.Markdown(elem_id="tl-banner")
             who = gr.Markdown()
+            gr.HTML(LOGOUT_FORM)
         onboarding, steps, to_review = build_onboarding(services)
         with gr.Tabs() as tabs:
             with gr.Tab("Chat"):

@@ -68,7 +68,8 @@ class LiveApp:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, data_dir: Path, timeout_s: float = 180, extra_env: dict | None = None) -> "LiveApp":
+    def start(cls, data_dir: Path, timeout_s: float = 180, extra_env: dict | None = None,
+              args: tuple[str, ...] = ()) -> "LiveApp":
         data_dir = Path(data_dir)
         port = free_port()
         log_path = data_dir / f"app-{port}.log"
@@ -76,7 +77,8 @@ class LiveApp:
                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1",
                **(extra_env or {})}
         with log_path.open("ab") as out:
-            process = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(data_dir), "--port", str(port)],
+            process = subprocess.Popen([sys.executable, "app.py", "--data-dir", str(data_dir), "--port", str(port),
+                                        *args],
                                        cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=env)
         app = cls(data_dir, port, process, log_path)

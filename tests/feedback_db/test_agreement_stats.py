@@ -51,3 +51,15 @@ def test_store_agreement_win_rates_and_counts(store: FeedbackStore) -> None:
         ("rating", "bob"): 1,
         ("rating", "cy"): 1,
     }
+
+
+def test_win_rates_count_one_vote_per_reviewer_per_pair(store: FeedbackStore) -> None:
+    prompt = store.add_prompt("Q")
+    base, tuned = store.add_response(prompt, "a", "base"), store.add_response(prompt, "b", "v1-dpo")
+    for _ in range(20):  # one reviewer voting the same pair again and again
+        store.add_comparison(tuned, base, "a", "ann")
+    store.add_comparison(base, tuned, "a", "ann")  # ... then changing their mind: the latest vote counts
+    store.add_comparison(base, tuned, "a", "bob")
+    rates = {r.version: r for r in win_rates(store)}
+    assert (rates["base"].wins, rates["base"].losses, rates["v1-dpo"].wins) == (2, 0, 0)
+    assert head_to_head(store, "v1-dpo", "base").losses == 2

@@ -30,7 +30,7 @@ def test_v1_file_with_data_upgrades_in_place(tmp_path: Path) -> None:
     prompt = store.get_prompt(1)
     assert (prompt.text, prompt.tags, prompt.messages) == ("Old question", ("t",), None)
     assert [r.text for r in store.list_responses(1)] == ["old answer", "new answer"]
-    assert [(r.thumbs, r.likert, r.comment) for r in store.list_ratings()] == [(1, 5, "good")]
+    assert [(r.thumbs, r.likert, r.comment, r.source) for r in store.list_ratings()] == [(1, 5, "good", "review")]
     assert (store.list_comparisons()[0].winner, store.list_comparisons()[0].source) == ("a", "review")
     assert store.get_user("ann").role == "reviewer"
     # what the later migrations added works on the upgraded file

@@ -136,12 +136,14 @@ def test_browser_queue_path_refuses_lower_roles(live_app, setup):
     config = sessions["admin"].get("/config").json()
     info = sessions["admin"].get("/gradio_api/info").json()["named_endpoints"]
     roles = registry()
+    kinds = {c["id"]: c["type"] for c in config["components"]}
     before = table_counts(live_app.data_dir / "tuneloop.db")
     wrong = []
     for fn_index, dep in enumerate(config["dependencies"]):
         if roles.get(dep["api_name"]) != ADMINS:
             continue
-        data = example_inputs(live_app, sessions["admin"], info[f"/{dep['api_name']}"], upload)
+        data = iter(example_inputs(live_app, sessions["admin"], info[f"/{dep['api_name']}"], upload))
+        data = [None if kinds[i] == "state" else next(data) for i in dep["inputs"]]  # the browser sends null for State
         for who in ("anonymous", "viewer", "reviewer"):
             outcome = queue_call(live_app, sessions[who], dep.get("id", fn_index), data)
             if not (outcome == "http 401" if who == "anonymous" else "Permission denied" in outcome):
@@ -203,6 +205,6 @@ def test_login_failures_are_rate_limited(live_app, setup):
     with live_app.session(None) as anon:
         codes = [anon.post("/login", data={"username": "vic", "password": f"guess-{i}"}).status_code
                  for i in range(12)]
-        assert set(codes) == {400}
+        assert codes[:5] == [400] * 5 and codes[-1] == 429  # back-off after 5 failures (webapp/ratelimit.py)
         # even the right password is refused while the account is locked out
         assert anon.post("/login", data={"username": "vic", "password": PASSWORD}).status_code != 200

@@ -24,10 +24,18 @@ PASSWORD = "correct-horse"
 USERS = {"alice": "admin", "rita": "reviewer", "vic": "viewer"}
 
 
+class FakeTokenizer:
+    """About four characters a token, plus a few per message for the chat template."""
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        return list(range(sum(len(m["content"]) // 4 + 4 for m in messages)))
+
+
 class FakeModels:
     """ModelService's contract without torch: answers say which version wrote them."""
 
     def __init__(self) -> None:
+        self.tokenizer = FakeTokenizer()
         self.active = BASE
         self.loaded = {BASE}
         self.calls: list[tuple[str, str]] = []

@@ -6,12 +6,18 @@ enumerated from the running app's /config, so an event added without registering
 
 import json
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
+import uvicorn
 
 from tests.webapp.conftest import PASSWORD, make_services
-from webapp.ui import build_ui, launch_options
+from webapp.server import build_app, public_origins
+from webapp.ui import build_ui
 
 
 def free_port() -> int:
@@ -30,6 +36,23 @@ def tiny_model(folder, tokenizer_from: str) -> None:
     tokenizer.save_pretrained(folder)
 
 
+@contextmanager
+def serve(services) -> Iterator[str]:
+    """The app as app.py serves it (webapp/server.py under uvicorn), in a thread; yields its URL."""
+    port = free_port()
+    app = build_app(services, build_ui(services).queue(), public_origins(None, "127.0.0.1", port))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.fixture()
 def app(store, tmp_path, base_model_path):
     services = make_services(store, tmp_path)
@@ -40,12 +63,8 @@ def app(store, tmp_path, base_model_path):
     for i in range(5):
         prompt_id = store.add_prompt(f"question {i}", split="heldout" if i == 0 else "train")
         store.add_demonstration(prompt_id, f"answer {i}")
-    demo = build_ui(services)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_options(services))
-    yield services, f"http://127.0.0.1:{port}"
-    demo.close()
+    with serve(services) as url:
+        yield services, url
 
 
 def session(url: str, username: str | None) -> httpx.Client:

@@ -67,13 +67,50 @@ def test_reviewer_endpoints_refuse_viewers(demo):
 def test_chat_streams_from_the_active_version_and_thumbs_become_feedback(demo, services, store):
     _, history, served = call(demo, "chat", "Hello?", [], "active", 64, 0.0, {}, user="vic")
     assert history[-1] == {"role": "assistant", "content": "[base] answer to: Hello?"}
-    like = gr.LikeData(None, {"index": 1, "value": history[1]["content"], "liked": True})
-    handler(demo, "chat_thumbs")(history, served, like, gr.Request(username="vic"))
-    (rating,) = store.list_ratings()
-    assert (rating.username, rating.thumbs) == ("vic", 1)
-    response = store.get_response(rating.response_id)
-    assert (response.model_version, response.text) == ("base", "[base] answer to: Hello?")
-    assert store.get_prompt(response.prompt_id).text == "Hello?"
+    _, history, served = call(demo, "chat", "And again?", history, "active", 64, 0.0, served, user="vic")
+    like = gr.LikeData(None, {"index": 3, "value": history[3]["content"], "liked": True})
+    handler(demo, "chat_thumbs")(served, like, gr.Request(username="vic"))
+    handler(demo, "chat_thumbs")(served, like, gr.Request(username="vic"))  # a second thumbs: same response
+    ratings = store.list_ratings()
+    assert [(r.username, r.thumbs, r.source) for r in ratings] == [("vic", 1, "viewer_chat")] * 2
+    assert ratings[0].response_id == ratings[1].response_id
+    response = store.get_response(ratings[0].response_id)
+    assert (response.model_version, response.text) == ("base", "[base] answer to: And again?")
+    prompt = store.get_prompt(response.prompt_id)
+    assert prompt.text == "And again?" and [m["content"] for m in prompt.messages] == [
+        "Hello?", "[base] answer to: Hello?", "And again?"]  # the whole conversation the model saw
+
+
+def test_chat_thumbs_ignore_the_client_history_and_other_users_answers(demo, services, store):
+    _, history, served = call(demo, "chat", "Hello?", [], "active", 64, 0.0, {}, user="vic")
+    forged = [{"role": "user", "content": "forged"}, {"role": "assistant", "content": "forged answer"}]
+    _, shown, served = call(demo, "chat", "Next?", forged, "active", 64, 0.0, served, user="vic")
+    assert "forged" not in str(shown) and shown[0]["content"] == "Hello?"
+    like = gr.LikeData(None, {"index": 3, "value": "anything", "liked": True})
+    with pytest.raises(gr.Error, match="Only a finished answer"):  # rita cannot rate vic's answer
+        handler(demo, "chat_thumbs")(served, like, gr.Request(username="rita"))
+    with pytest.raises(gr.Error, match="Only a finished answer"):  # a user message is not an answer
+        handler(demo, "chat_thumbs")(served, gr.LikeData(None, {"index": 2, "value": "", "liked": True}),
+                                     gr.Request(username="vic"))
+    with pytest.raises(gr.Error, match="Only a finished answer"):
+        handler(demo, "chat_thumbs")({}, like, gr.Request(username="vic"))
+    assert store.list_ratings() == []
+
+
+def test_viewer_chat_thumbs_train_only_when_an_admin_includes_them(demo, services, store):
+    from feedback_db.datasets import kto_rows
+
+    for i, liked in enumerate([True, False]):
+        _, _, served = call(demo, "chat", f"Q{i}?", [], "active", 64, 0.0, {}, user="vic")
+        handler(demo, "chat_thumbs")(served, gr.LikeData(None, {"index": 1, "value": "", "liked": liked}),
+                                     gr.Request(username="vic"))
+    def both_splits(snapshot: dict) -> tuple[list[dict], int]:  # chat prompts are held out by a hash of their text
+        results = [kto_rows(store, snapshot, split) for split in ("train", "heldout")]
+        return [row for rows, _ in results for row in rows], sum(c["viewer_chat"] for _, c in results)
+
+    assert both_splits(store.snapshot()) == ([], 2)
+    rows, _ = both_splits(store.snapshot(include_viewer_chat=True))
+    assert sorted(r["label"] for r in rows) == [False, True]
 
 
 def test_side_by_side_answers_with_the_second_version(demo, services, store, tmp_path):
@@ -90,11 +127,11 @@ def test_chat_with_an_unloadable_version_is_a_clear_error(demo, store, tmp_path)
         call(demo, "chat", "Hi", [], "v1-sft", 64, 0.0, {}, user="vic")
 
 
-def test_markdown_in_answers_is_escaped_outside_code():
+def test_markdown_in_answers_keeps_code_and_escapes_html():
     text = "Hi <script>alert(1)</script> <img src=x onerror=alert(1)> `a<b` \n```\n<div>\n```"
     out = safe_markdown(text)
     assert "<script>" not in out and "<img" not in out and "&lt;script&gt;" in out
-    assert "`a<b`" in out and "```\n<div>\n```" in out
+    assert "<code>a&lt;b</code>" in out and "<pre><code>&lt;div&gt;\n</code></pre>" in out
 
 
 # ----- review ---------------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_feedback_loop_end_to_end(data_dir, monkeypatch):
 
     _, history, served = call(demo, "chat", "Give me one short fact about the number 3.", [], "active", 24, 0.0, {},
                               user="vic" if store.get_user("vic") else "alice")
-    assert served == {"1": new_version}
+    assert served["messages"][-1]["version"] == new_version
     expected = services.models.generate([{"role": "user", "content": "Give me one short fact about the number 3."}],
                                         version=new_version, max_new_tokens=24)
     assert history[-1]["content"] == expected

@@ -12,9 +12,8 @@ import httpx
 import pytest
 
 from tests.webapp.conftest import call, make_services
-from tests.webapp.test_api import free_port, session
+from tests.webapp.test_api import serve, session
 from webapp import limits
-from webapp.ui import build_ui, launch_options
 
 
 @pytest.fixture()
@@ -24,12 +23,8 @@ def api(store, tmp_path):
     prompt = store.add_prompt("What is 2+2?")
     responses = [store.add_response(prompt, "4", "base"), store.add_response(prompt, "5", "v1-sft")]
     tokens = {username: store.create_api_token(username, "test") for username in ("alice", "rita", "vic")}
-    demo = build_ui(services)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_options(services))
-    yield store, f"http://127.0.0.1:{port}", tokens, responses
-    demo.close()
+    with serve(services) as url:
+        yield store, url, tokens, responses
 
 
 def post(url: str, path: str, token: str | None, body) -> httpx.Response:

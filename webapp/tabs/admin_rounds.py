@@ -38,34 +38,38 @@ def build_rounds_tab(services) -> gr.Timer:
                 for r in store.list_runs()]
         return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
-    def data_check_text(stages: list[str]) -> tuple[bool, str]:
+    def data_check_text(stages: list[str], viewer_chat: bool) -> tuple[bool, str]:
         lines, ok = [], True
+        snapshot = store.snapshot(include_viewer_chat=bool(viewer_chat))
         for stage in stages:
-            check = services.data.data_check(store, stage)
+            check = services.data.data_check(store, stage, snapshot)
             ok &= check.ok
             counts = ", ".join(f"{k} {v}" for k, v in check.counts.items() if v)
             lines.append(f"\n{'✅' if check.ok else '❌'} **{stage}**: {counts or 'no data'}\n")
             lines += [f"  - ❌ {p}" for p in check.problems] + [f"  - ⚠️ {w}" for w in check.warnings]
         return ok, "\n".join(lines) or "Pick at least one stage."
 
-    def rounds_check(stages: list[str], request: gr.Request) -> str:
+    # `viewer_chat` is a gr.State fed by the checkbox (not an API parameter, so the endpoints keep their shape)
+    def rounds_check(stages: list[str], request: gr.Request, viewer_chat: bool = False) -> str:
         auth.require(request, *ADMINS)
-        return data_check_text(stages)[1]
+        return data_check_text(stages, viewer_chat)[1]
 
     def rounds_start(stages: list[str], technique: str, freeze_top_n: float, parent: str, max_steps: float,
                      learning_rate: float | None, lora_r: float, beta: float, evaluate: bool, auto_promote: bool,
-                     request: gr.Request) -> tuple[str, pd.DataFrame, dict]:
+                     request: gr.Request, viewer_chat: bool = False) -> tuple[str, pd.DataFrame, dict]:
         admin = auth.require(request, *ADMINS)
         limits.check_round_form(max_steps, learning_rate, lora_r, beta, freeze_top_n)
-        ok, report = data_check_text(stages)
+        ok, report = data_check_text(stages, viewer_chat)
         if not stages or not ok:
             raise gr.Error("Data check failed; fix the data or the stages first.")
         if any(r.status in ACTIVE_RUN for r in store.list_runs()):
             raise gr.Error("A round is already running: wait for it or cancel it.")
         request_ = services.round_request(stages, technique, int(freeze_top_n), parent, int(max_steps), learning_rate,
-                                          int(lora_r), float(beta), evaluate, auto_promote, admin.username)
+                                          int(lora_r), float(beta), evaluate, auto_promote, admin.username,
+                                          include_viewer_chat=bool(viewer_chat))
         run_id = services.runner.start_round(store, services.data_dir, request_)
-        store.audit(admin.username, "start_round", {"run_id": run_id, "stages": stages, "technique": technique})
+        store.audit(admin.username, "start_round", {"run_id": run_id, "stages": stages, "technique": technique,
+                                                    "include_viewer_chat": bool(viewer_chat)})
         return f"Started run {run_id}.\n\n{report}", runs_table(), gr.update(value=run_id)
 
     def rounds_cancel(run_id: float | None, request: gr.Request) -> pd.DataFrame:
@@ -108,12 +112,15 @@ def build_rounds_tab(services) -> gr.Timer:
             with gr.Row():
                 evaluate = gr.Checkbox(True, label="Run the evaluation gate")
                 auto_promote = gr.Checkbox(True, label="Promote automatically when the gate passes")
+                viewer_chat_box = gr.Checkbox(False, label="Include viewers' chat 👍/👎 (off: only reviewers' and "
+                                                           "admins' feedback trains)")
             gr.Markdown("The gate judges on held-out prompts: reviewers vote on its A/B items when there are "
                         "reviewers (Admin › Versions shows the votes it still waits for). A pass needs the 95 % lower "
                         "bound of "
                         "the win-rate above 0.5 over 20+ decisive votes. It never auto-promotes on training data, a "
                         "judge model (it can be fooled) or an online RL round (reward hacking): promote those by hand "
                         "after reading the gate report.")
+            viewer_chat = gr.State(False)
             with gr.Row():
                 check = gr.Button("Check data")
                 start = gr.Button("Start round", variant="primary")
@@ -132,10 +139,11 @@ def build_rounds_tab(services) -> gr.Timer:
     runs = gr.Dataframe(pd.DataFrame(columns=RUN_COLUMNS), label="Runs", interactive=False)
 
     technique.change(lambda t: gr.update(visible=t == "freeze"), technique, freeze_top_n, api_visibility="private")
-    gr.on([check.click, stages.change], rounds_check, stages, check_md,
+    viewer_chat_box.change(lambda on: bool(on), viewer_chat_box, viewer_chat, api_visibility="private")
+    gr.on([check.click, stages.change], rounds_check, [stages, viewer_chat], check_md,
           api_name=auth.endpoint("rounds_check", *ADMINS))
     start.click(rounds_start, [stages, technique, freeze_top_n, parent, max_steps, learning_rate, lora_r, beta,
-                               evaluate, auto_promote], [check_md, runs, run_id],
+                               evaluate, auto_promote, viewer_chat], [check_md, runs, run_id],
                 api_name=auth.endpoint("rounds_start", *ADMINS))
     cancel.click(rounds_cancel, run_id, runs, api_name=auth.endpoint("rounds_cancel", *ADMINS))
     timer = gr.Timer(2.0, active=False)

@@ -5,6 +5,7 @@ import json
 import gradio as gr
 import pandas as pd
 
+from feedback_db.passwords import password_problem
 from webapp import limits
 from webapp.auth import ADMINS, ROLES
 
@@ -28,11 +29,15 @@ def build_users_tab(services, tab: gr.Tab) -> None:
         admin = auth.require(request, *ADMINS)
         limits.check_text("Username", username, limits.MAX_USERNAME_CHARS)
         limits.check_text("Password", password, limits.MAX_PASSWORD_CHARS)
-        if not username.strip() or len(password) < 8:
-            raise gr.Error("Give a username and a password of at least 8 characters.")
+        problem = password_problem(password)
+        if not username.strip() or problem:
+            raise gr.Error(f"Give a username and a password: {problem}." if problem else "Give a username.")
         if store.get_user(username.strip()):
             raise gr.Error(f"User {username.strip()!r} already exists.")
-        store.create_user(username.strip(), password, role)
+        try:
+            store.create_user(username.strip(), password, role)
+        except ValueError as err:
+            raise gr.Error(f"User not created: {err}.") from None
         store.audit(admin.username, "create_user", {"username": username.strip(), "role": role})
         return table(), ""
 
@@ -53,7 +58,9 @@ def build_users_tab(services, tab: gr.Tab) -> None:
         check_not_self(admin.username, username, "disable yourself")
         known_user(username)
         store.set_disabled(username, disabled)
-        store.audit(admin.username, "disable_user" if disabled else "enable_user", {"username": username})
+        ended = auth.sessions.end(username) if disabled else 0  # an old cookie must not outlive the account
+        store.audit(admin.username, "disable_user" if disabled else "enable_user",
+                    {"username": username, **({"sessions_ended": ended} if disabled else {})})
         return table()
 
     def token_table() -> pd.DataFrame:

@@ -89,13 +89,14 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
 
     def versions_compare(a: str, b: str, count: float, request: gr.Request,
                          progress=gr.Progress()) -> pd.DataFrame:  # noqa: B008 (Gradio injects it)
-        auth.require(request, *ADMINS)
+        admin = auth.require(request, *ADMINS)
         prompts = store.list_prompts(split="heldout")[: int(count)]
         if not prompts:
             raise gr.Error("No held-out prompts: import prompts with split=heldout first.")
         try:
-            rows = services.compare(a, b, prompts,
-                                    progress=lambda done, total: progress((done, total), unit="answers"))
+            with services.usage.slot(admin.username, "compare"):
+                rows = services.compare(a, b, prompts,
+                                        progress=lambda done, total: progress((done, total), unit="answers"))
         except VersionLoadError as err:
             raise gr.Error(str(err)) from err
         return pd.DataFrame(rows, columns=COMPARE_COLUMNS)

@@ -28,7 +28,7 @@ def build_arena_tab(services) -> None:
         return tuple([*shown, {"role": "assistant", "content": safe_markdown(text)}] for text in answers)
 
     def arena_ask(message: str, request: gr.Request) -> Iterator[tuple]:
-        auth.require(request, *EVERYONE)
+        user = auth.require(request, *EVERYONE)
         limits.check_text("Message", message, limits.MAX_CHAT_CHARS)
         if not message.strip():
             raise gr.Error("Type a prompt first.")
@@ -44,9 +44,10 @@ def build_arena_tab(services) -> None:
         streams = [services.models.stream(messages, version=name, max_new_tokens=MAX_NEW_TOKENS,
                                           temperature=TEMPERATURE) for name in versions]
         hidden = gr.update(interactive=False)
-        for side, text in arena.interleave(*streams):
-            answers[side] = text
-            yield "", *pair_view(messages, tuple(answers)), None, "Answering…", *(hidden,) * len(VOTES)
+        with services.usage.slot(user.username, "arena"):  # one battle at a time per user (webapp/usage_limits.py)
+            for side, text in arena.interleave(*streams):
+                answers[side] = text
+                yield "", *pair_view(messages, tuple(answers)), None, "Answering…", *(hidden,) * len(VOTES)
         battle = arena.Battle(messages, versions, tuple(answers))
         yield ("", *pair_view(messages, battle.answers), battle, "Which answer is better? The names are shown after "
                "your vote.", *(gr.update(interactive=True),) * len(VOTES))

@@ -1,4 +1,9 @@
-"""Demo chat (everyone): streaming answers from the active or a picked version, side-by-side, thumbs as feedback."""
+"""Demo chat (everyone): streaming answers from the active or a picked version, side-by-side, thumbs as feedback.
+
+The server keeps each chat's conversation in a gr.State and each finished answer under an id
+(webapp/chat_answers.py); thumbs name that id. Per-user in-flight and rate limits and the model-input budget are in
+webapp/usage_limits.py.
+"""
 
 from collections.abc import Iterator
 
@@ -7,9 +12,14 @@ import gradio as gr
 from webapp import limits
 from webapp.auth import EVERYONE
 from webapp.model_service import VersionLoadError
-from webapp.tabs.common import plain_messages, text_of
+from webapp.usage_limits import cap_history
 
 ACTIVE = "active"
+
+
+def display(messages: list[dict]) -> list[dict]:
+    """The server's conversation as Chatbot messages (without the answer ids it keeps next to them)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def build_chat_tab(services) -> None:
@@ -29,36 +39,53 @@ def build_chat_tab(services) -> None:
             raise gr.Error(str(err)) from err
         return name
 
-    def chat(message: str, history: list[dict], version: str, max_new_tokens: int, temperature: float,
-             served: dict, request: gr.Request) -> Iterator[tuple[str, list[dict], dict]]:
-        auth.require(request, *EVERYONE)
+    def answer(lane: str, message: str, version: str, max_new_tokens: int, temperature: float, served: dict,
+               request: gr.Request) -> Iterator[tuple[list[dict], dict]]:
+        """Stream one answer. The conversation comes from `served` (a gr.State: kept by the server), never from
+        the Chatbot value the client sends; the finished answer is kept under an id for thumbs."""
+        user = auth.require(request, *EVERYONE)
         limits.check_text("Message", message, limits.MAX_CHAT_CHARS)
         if not message.strip():
             raise gr.Error("Type a message first.")
         name = resolve(version)
-        history = [*history, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        served = {**served, str(len(history) - 1): name}  # which version wrote each answer, for thumbs
-        for text in services.models.stream(plain_messages(history[:-1]), version=name,
-                                           max_new_tokens=int(max_new_tokens), temperature=float(temperature)):
-            history[-1]["content"] = text
-            yield "", history, served
-        yield "", history, served
+        conversation = cap_history([*(served or {}).get("messages", []), {"role": "user", "content": message}])
+        model_input, notice = services.chat_input([{"role": m["role"], "content": m["content"]}
+                                                   for m in conversation])
+        if notice:
+            gr.Warning(notice)
+        settings = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature)}
+        with services.usage.slot(user.username, lane):
+            text = ""
+            for text in services.models.stream(model_input, version=name, **settings):
+                messages = [*conversation, {"role": "assistant", "content": text}]
+                yield display(messages), {"messages": messages}
+        answer_id = services.answers.keep(user.username, model_input, text, name, settings)
+        messages = [*conversation, {"role": "assistant", "content": text, "answer_id": answer_id, "version": name}]
+        yield display(messages), {"messages": messages}
+
+    def chat(message: str, history: list[dict], version: str, max_new_tokens: int, temperature: float,
+             served: dict, request: gr.Request) -> Iterator[tuple[str, list[dict], dict]]:
+        # `history` (the Chatbot's value) is display only: what the client sends there is never used
+        for shown, now_served in answer("chat", message, version, max_new_tokens, temperature, served, request):
+            yield "", shown, now_served
 
     def chat_compare(message: str, history: list[dict], version: str, max_new_tokens: int, temperature: float,
                      served: dict, side_by_side: bool, request: gr.Request) -> Iterator[tuple[list[dict], dict]]:
         if side_by_side:
-            for _, answered, now_served in chat(message, history, version, max_new_tokens, temperature, served,
-                                                request):
-                yield answered, now_served
+            yield from answer("chat_compare", message, version, max_new_tokens, temperature, served, request)
         else:
             auth.require(request, *EVERYONE)
-            yield history, served
+            yield display((served or {}).get("messages", [])), served
 
-    def like(history: list[dict], served: dict, data: gr.LikeData, request: gr.Request) -> None:
+    def like(served: dict, data: gr.LikeData, request: gr.Request) -> None:
         user = auth.require(request, *EVERYONE)
         index = data.index if isinstance(data.index, int) else data.index[0]
-        services.record_chat_thumbs(plain_messages(history[:index]), text_of(history[index]["content"]),
-                                    served.get(str(index), services.models.active), bool(data.liked), user.username)
+        messages = (served or {}).get("messages", [])
+        answer_id = messages[index].get("answer_id") if isinstance(index, int) and 0 <= index < len(messages) else None
+        kept = services.answers.get(user.username, answer_id) if answer_id else None
+        if kept is None:
+            raise gr.Error("Only a finished answer this chat gave you can be rated.")
+        services.record_chat_thumbs(kept, bool(data.liked), user.username, user.role)
         gr.Info("Thanks, feedback saved.")
 
     with gr.Row():
@@ -87,8 +114,8 @@ def build_chat_tab(services) -> None:
     gr.on([message.submit, send.click], chat_compare,
           [message, chat_b, version_b, max_new_tokens, temperature, served_b, side_by_side], [chat_b, served_b],
           api_name=auth.endpoint("chat_compare", *EVERYONE))
-    chat_a.like(like, [chat_a, served_a], None, api_name=auth.endpoint("chat_thumbs", *EVERYONE))
-    chat_b.like(like, [chat_b, served_b], None, api_name=auth.endpoint("chat_compare_thumbs", *EVERYONE))
+    chat_a.like(like, served_a, None, api_name=auth.endpoint("chat_thumbs", *EVERYONE))
+    chat_b.like(like, served_b, None, api_name=auth.endpoint("chat_compare_thumbs", *EVERYONE))
     clear.click(lambda: ([], [], {}, {}), None, [chat_a, chat_b, served_a, served_b], api_visibility="private")
     side_by_side.change(lambda on: (gr.update(visible=on), gr.update(visible=on)), side_by_side,
                         [version_b, chat_b], api_visibility="private")

@@ -1,0 +1,287 @@
+"""The security review's attacks (issue 13), replayed over real HTTP against one live app (`python app.py`), each
+asserted to fail now: forged chat feedback, chat starvation, same-site CSRF, HTML injection in review, login
+lockout of others, uploads, unbounded ids, bidi usernames, anonymous OpenAPI. The app trusts X-Forwarded-For
+from 127.0.0.1 here (`--forwarded-allow-ips`), so one test machine can play many client addresses. The browser
+side of CSRF and HTML injection is in tests/e2e/test_browser_attacks.py.
+"""
+
+import json
+import socket
+import sqlite3
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.e2e.live_app import ADMIN, PASSWORD, LiveApp, add_users, make_data_dir
+from tests.webapp.test_safe_markdown import PAYLOADS, Checker
+
+EVIL_ORIGINS = ["http://127.0.0.1:9999", "http://localhost:9999", "null", "http://evil.example",
+                "http://127.0.0.1.evil.example", "http://127.0.0.1:{port}.evil.example", "http://[::1]:{port}"]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, base_model_path):
+    data_dir = make_data_dir(tmp_path_factory.mktemp("attacks"), base_model_path)
+    add_users(data_dir, {ADMIN: "admin", "rita": "reviewer", "vic": "viewer", "val": "viewer", "ada": "admin"})
+    from feedback_db.store import FeedbackStore
+
+    store = FeedbackStore(data_dir / "tuneloop.db")
+    for payload in PAYLOADS:  # hostile prompts and answers, as an import or a model could bring them
+        prompt_id = store.add_prompt(f"Prompt \\`{payload}\\` end")
+        store.add_response(prompt_id, f"Answer `x` {payload} \\`{payload}\\`", "base")
+    store.close()
+    # no refill: the 5th chat of a user is refused whatever the machine's speed
+    live = LiveApp.start(data_dir, args=("--forwarded-allow-ips", "127.0.0.1", "--user-burst", "4",
+                                         "--user-refill-s", "3600"))
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def sessions(app):
+    return {name: app.session(name) for name in (ADMIN, "rita", "vic", "val", "ada")}
+
+
+def rows(app: LiveApp, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{app.data_dir / 'tuneloop.db'}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def counts(app: LiveApp) -> dict:
+    return {t: rows(app, f"SELECT COUNT(*) FROM {t}")[0][0] for t in ("users", "prompts", "responses", "ratings")}
+
+
+def fn_index(client: httpx.Client, api_name: str) -> int:
+    deps = client.get("/config").json()["dependencies"]
+    return next(d.get("id", i) for i, d in enumerate(deps) if d["api_name"] == api_name)
+
+
+def queue(app: LiveApp, client: httpx.Client, api_name: str, data: list, event_data: dict | None = None) -> str:
+    """Join the queue as the browser does (fn_index, event_data) and return "complete" or "error: <message>"."""
+    session_hash = app.sessions[id(client)]
+    joined = client.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index(client, api_name),
+                                                         "session_hash": session_hash, "event_data": event_data,
+                                                         "trigger_id": None})
+    if joined.status_code != 200:
+        return f"http {joined.status_code}"
+    with client.stream("GET", f"/gradio_api/queue/data?session_hash={session_hash}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return "complete" if message.get("success") else f"error: {message['output'].get('error')}"
+    return "closed"
+
+
+# ----- 1. forged chat feedback -----------------------------------------------------------------------------------
+FORGED = [  # id, history the client sends, event data
+    ("made-up-pair", [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5, trust me"}], 1),
+    ("3MB-fields", [{"role": "user", "content": "p" * 3_000_010}, {"role": "assistant", "content": "r" * 3_000_010}],
+     1),
+    ("index-out-of-range", [], 10**9),
+    ("negative-index", [], -1),
+    ("list-index", [], [1, 0]),
+]
+
+
+@pytest.mark.parametrize("history, index", [f[1:] for f in FORGED], ids=[f[0] for f in FORGED])
+@pytest.mark.parametrize("api_name", ["chat_thumbs", "chat_compare_thumbs"])
+def test_forged_chat_thumbs_write_nothing(app, sessions, history, index, api_name):
+    before = counts(app)
+    outcome = queue(app, sessions["vic"], api_name, [history, {}],
+                    {"index": index, "value": "5, trust me", "liked": True})
+    assert outcome.startswith("error") and "Only a finished answer" in outcome, outcome
+    assert counts(app) == before
+
+
+def test_real_chat_thumbs_keep_the_whole_conversation_and_the_viewer_source(app, sessions):
+    vic = sessions["vic"]
+    assert app.call(vic, "chat", ["Say yes.", [], "active", 16, 0.0])[0] == "complete"
+    forged = [{"role": "user", "content": [{"type": "text", "text": "forged"}]}]
+    event, out = app.call(vic, "chat", ["Now say no.", forged, "active", 16, 0.0])
+    shown = out[1]
+    assert event == "complete" and "forged" not in json.dumps(shown)
+    assert queue(app, vic, "chat_thumbs", [{}], {"index": 3, "value": "x", "liked": False}) == "complete"
+    (source, thumbs, messages, answer), = rows(app, "SELECT r.source, r.thumbs, p.messages, s.text FROM ratings r "
+                                                    "JOIN responses s ON s.id = r.response_id "
+                                                    "JOIN prompts p ON p.id = s.prompt_id WHERE r.username = 'vic'")
+    assert (source, thumbs) == ("viewer_chat", 0)
+    assert [m["content"] for m in json.loads(messages)][0::2] == ["Say yes.", "Now say no."]
+    assert answer == shown[-1]["content"][0]["text"]  # the stored answer is the one the server streamed
+
+
+# ----- 2. chat starvation --------------------------------------------------------------------------------------
+def test_parallel_chats_from_one_user_are_refused_and_others_still_chat(app, sessions):
+    tabs = [app.session("vic") for _ in range(8)]  # eight browser tabs of one user
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda i: app.call(tabs[i], "chat", [f"Count to {i}.", [], "active", 64, 0.0],
+                                                    timeout_s=60), range(8)))
+    done = [o for o in outcomes if o[0] == "complete"]
+    refused = [o for o in outcomes if o[0] == "error" and "already have 1 chat" in str(o[1])]
+    assert len(done) >= 1 and len(done) + len(refused) == 8 and len(refused) >= 4, outcomes
+    assert app.call(sessions["val"], "chat", ["Hi", [], "active", 16, 0.0])[0] == "complete"
+
+
+@pytest.mark.parametrize("message", ["x" * 8_001, "y" * 3_000_010])
+def test_oversized_chat_message_is_refused(app, sessions, message):
+    event, error = app.call(sessions["val"], "chat", [message, [], "active", 16, 0.0])
+    assert event == "error" and "limit" in str(error)
+
+
+def test_rate_limit_stops_a_chat_flood(app):
+    flooder = app.session("ada")
+    outcomes = [app.call(flooder, "chat", ["Hi", [], "active", 16, 0.0]) for _ in range(6)]
+    assert [event for event, _ in outcomes[:4]] == ["complete"] * 4
+    assert all(event == "error" and "Too many chat requests" in str(error) for event, error in outcomes[4:])
+
+
+# ----- 3. CSRF ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("origin", EVIL_ORIGINS)
+@pytest.mark.parametrize("header", ["origin", "referer"])
+@pytest.mark.parametrize("target", ["call/users_add", "queue/join", "upload", "login", "logout", "api/v1/ratings"])
+def test_cross_origin_state_changes_are_refused(app, sessions, origin, header, target):
+    origin = origin.format(port=app.port)
+    if header == "referer" and origin == "null":
+        pytest.skip("a Referer is a URL")
+    value = origin if header == "origin" else f"{origin}/attack.html"
+    path = {"call/users_add": "/gradio_api/call/users_add", "queue/join": "/gradio_api/queue/join",
+            "upload": "/gradio_api/upload", "login": "/login", "logout": "/logout",
+            "api/v1/ratings": "/api/v1/ratings"}[target]
+    before = counts(app)
+    response = sessions[ADMIN].post(path, headers={header: value},
+                                    json={"data": ["mallory", PASSWORD, "admin"], "fn_index": 0})
+    assert response.status_code == 403 and "Cross-origin request refused" in response.text
+    assert "access-control-allow-origin" not in response.headers
+    assert counts(app) == before
+
+
+def test_same_origin_requests_and_headers(app, sessions):
+    admin = sessions[ADMIN]
+    event, _ = app.call(admin, "users_list", [])
+    assert event == "complete"
+    ok = admin.post("/gradio_api/call/users_list", json={"data": []}, headers={"origin": app.url})
+    assert ok.status_code == 200
+    preflight = httpx.options(app.url + "/gradio_api/call/users_add", headers={
+        "origin": "http://127.0.0.1:9999", "access-control-request-method": "POST"})
+    assert preflight.headers.get("access-control-allow-origin") is None
+    page = httpx.get(app.url + "/")
+    assert page.headers["content-security-policy"] == "frame-ancestors 'self'"
+    assert page.headers["x-frame-options"] == "SAMEORIGIN"
+    assert httpx.get(app.url + "/logout").status_code == 405  # a GET (an <img>) cannot log anyone out
+    cookies = httpx.post(app.url + "/login", data={"username": "rita", "password": PASSWORD}).headers.get_list(
+        "set-cookie")
+    assert cookies and all("SameSite=Strict" in c and "samesite=none" not in c.lower() for c in cookies)
+    user = app.session("rita")
+    assert user.post("/logout", headers={"origin": app.url}).status_code == 303
+    assert app.call(user, "banner", [])[0] == "http 401"
+
+
+# ----- 4. HTML/CSS injection in review ----------------------------------------------------------------------------
+def test_review_shows_hostile_prompts_and_answers_as_text(app, sessions):
+    rita, seen, problems = sessions["rita"], 0, []
+    for _ in range(len(PAYLOADS)):
+        event, out = app.call(rita, "review_next", ["single"])
+        assert event == "complete"
+        if "Nothing left" in json.dumps(out):
+            break
+        shown = [v for v in out if isinstance(v, str) and "<p>" in v]
+        assert len(shown) >= 2, out  # the prompt and the answer (twice: single and A)
+        for html in shown:
+            checker = Checker()
+            checker.feed(html)
+            problems += checker.problems
+        seen += 1
+        assert app.call(rita, "review_skip", ["single"])[0] == "complete"
+    assert seen == len(PAYLOADS) and problems == []
+
+
+# ----- 5. login lockout ------------------------------------------------------------------------------------------
+def login(app: LiveApp, username: str, password: str, address: str) -> int:
+    return httpx.post(app.url + "/login", data={"username": username, "password": password},
+                      headers={"x-forwarded-for": address}).status_code
+
+
+def test_spraying_usernames_does_not_lock_out_anyone_else(app, sessions):
+    codes = [login(app, f"user-{uuid.uuid4().hex[:8]}", "guess", "10.66.0.1") for _ in range(100)]
+    assert codes.count(400) >= 5 and codes[-1] == 429
+    assert login(app, "rita", PASSWORD, "10.66.0.2") == 200  # another address
+    assert login(app, ADMIN, PASSWORD, "127.0.0.1") == 200  # the admin where they logged in before
+
+
+def test_guessing_one_account_spares_its_owner_at_a_known_address(app, sessions):
+    assert login(app, "val", PASSWORD, "10.77.0.1") == 200  # val's usual address
+    for i in range(8):
+        login(app, "val", f"guess-{i}", f"10.88.0.{i}")
+    assert login(app, "val", PASSWORD, "10.88.1.1") == 429  # a new address waits, even with the right password
+    assert login(app, "val", PASSWORD, "10.77.0.1") == 200
+
+
+# ----- 6. uploads --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("who, status", [(None, 401), ("vic", 403), ("rita", 403), (ADMIN, 200)])
+def test_uploads_are_for_admins_only(app, sessions, who, status):
+    client = sessions[who] if who else app.session(None)
+    response = client.post("/gradio_api/upload", files={"files": ("x.jsonl", b'{"prompt": "hi"}\n')})
+    assert response.status_code == status, response.text
+
+
+def raw_upload(app: LiveApp, cookie: str, headers: str) -> str:
+    """An upload request with hand-made headers and no body: the guard must answer before reading it."""
+    with socket.create_connection(("127.0.0.1", app.port), timeout=30) as conn:
+        conn.sendall(f"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1:{app.port}\r\nCookie: {cookie}\r\n"
+                     f"{headers}Content-Type: multipart/form-data; boundary=x\r\n\r\n".encode())
+        return conn.recv(4096).decode(errors="replace")
+
+
+@pytest.mark.parametrize("headers, status", [("Content-Length: 5000000000\r\n", "413"),
+                                             ("Transfer-Encoding: chunked\r\n", "411")])
+def test_huge_or_undeclared_uploads_are_refused_before_reading(app, sessions, headers, status):
+    cookie = "; ".join(f"{k}={v}" for k, v in sessions[ADMIN].cookies.items())
+    assert raw_upload(app, cookie, headers).split(" ")[1] == status
+
+
+def test_disabling_a_user_ends_their_sessions(app, sessions):
+    assert app.call(sessions[ADMIN], "users_add", ["dora", PASSWORD, "admin"])[0] == "complete"
+    dora = app.session("dora")
+    assert dora.post("/gradio_api/upload", files={"files": ("x.jsonl", b"{}\n")}).status_code == 200
+    assert app.call(sessions[ADMIN], "users_disable", ["dora"])[0] == "complete"
+    assert dora.post("/gradio_api/upload", files={"files": ("x.jsonl", b"{}\n")}).status_code == 401
+    assert app.call(dora, "banner", [])[0] == "http 401"
+
+
+# ----- 7. low findings ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def token(app, sessions):
+    event, out = app.call(sessions[ADMIN], "tokens_create", ["rita", "attacks"])
+    assert event == "complete"
+    return out[0]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("ratings", {"response_id": 10**30, "thumbs": 1}), ("ratings", {"response_id": 2**63, "thumbs": 1}),
+    ("ratings", {"response_id": -(10**30), "thumbs": 1}), ("ratings", {"response_id": 0, "thumbs": 1}),
+    ("comparisons", {"response_a": 10**30, "response_b": 1, "winner": "a"}),
+    ("comparisons", {"response_a": 1, "response_b": 2**64, "winner": "b"}),
+])
+def test_huge_ids_are_a_clear_4xx(app, token, path, body):
+    before = counts(app)
+    response = httpx.post(f"{app.url}/api/v1/{path}", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 422 and response.json()["detail"].split(":")[0] in body
+    assert counts(app) == before
+
+
+@pytest.mark.parametrize("name", ["adm\u202ein", "ad\u200bmin", "admin\u2066", "\ufeffadmin", "ad\u00admin",
+                                  "ad\nmin", "ad\x00min", "ad\tmin", "ad\u3000min", "ad\u2028min"])
+def test_usernames_with_control_or_invisible_characters_are_refused(app, sessions, name):
+    event, error = app.call(sessions[ADMIN], "users_add", [name, PASSWORD, "viewer"])
+    assert event == "error" and ("invisible" in str(error) or "spaces" in str(error)), error
+    assert rows(app, "SELECT COUNT(*) FROM users WHERE username = ?", (name,))[0][0] == 0
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc", "/gradio_api/openapi.json"])
+def test_no_anonymous_api_schema(app, path):
+    assert httpx.get(app.url + path).status_code in (401, 404)
