@@ -9,6 +9,7 @@ import pytest
 from tests.webapp.conftest import call
 from tests.webapp.test_handlers import register
 from webapp.arena import interleave, pick_versions
+from webapp.tabs.common import safe_markdown
 
 
 def test_pick_versions_favours_active_and_newest_candidate_and_randomises_sides():
@@ -36,7 +37,7 @@ def test_arena_battle_vote_is_stored_with_source_and_revealed_after(demo, store,
     register(store, tmp_path)
     _, chat_a, chat_b, battle, status, *buttons = call(demo, "arena_ask", "Why is the sky blue?", user="vic")
     assert set(battle.versions) == {"base", "v1-sft"} and "names are shown after" in status
-    assert chat_a[-1]["content"] == f"[{battle.versions[0]}] answer to: Why is the sky blue?"
+    assert chat_a[-1]["content"] == f"<p>[{battle.versions[0]}] answer to: Why is the sky blue?</p>\n"
     assert "v1-sft" not in status and all(b["interactive"] for b in buttons)
     state, reveal, *buttons = call(demo, "arena_vote_b", battle, user="vic")
     assert state is None and not any(b["interactive"] for b in buttons)
@@ -46,7 +47,7 @@ def test_arena_battle_vote_is_stored_with_source_and_revealed_after(demo, store,
     assert (comparison.version_a, comparison.version_b) == battle.versions
     prompt = store.get_prompt(comparison.prompt_id)
     assert prompt.source == "arena" and prompt.messages == [{"role": "user", "content": "Why is the sky blue?"}]
-    assert store.get_response(comparison.response_b).text == chat_b[-1]["content"]
+    assert safe_markdown(store.get_response(comparison.response_b).text) == chat_b[-1]["content"]
     with pytest.raises(gr.Error, match="Ask a prompt first"):
         call(demo, "arena_vote_a", None, user="vic")
 
@@ -55,7 +56,8 @@ def test_arena_shows_html_in_prompts_and_answers_as_text_and_stores_it_raw(demo,
     register(store, tmp_path)
     prompt = '<img src=x onerror="alert(1)"> hi'
     _, chat_a, chat_b, battle, *_ = call(demo, "arena_ask", prompt, user="vic")
-    assert chat_a[0]["content"].startswith("&lt;img") and "<img" not in chat_a[-1]["content"] + chat_b[-1]["content"]
+    assert chat_a[0]["content"].startswith("<p>&lt;img")
+    assert "<img" not in chat_a[-1]["content"] + chat_b[-1]["content"]
     call(demo, "arena_vote_tie", battle, user="vic")
     assert store.list_prompts()[0].messages[0]["content"] == prompt
 

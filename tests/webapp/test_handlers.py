@@ -158,9 +158,9 @@ def test_reviewer_sees_the_whole_conversation_with_the_system_prompt_labelled(de
         store.add_response(prompt_id, f"answer from {version}", version)
     shown = call(demo, "review_next", "pairwise", user="rita")[2]
     system, rest = shown.split("<details>", 1)
-    assert "**System prompt**" in system and "> You are a &lt;b&gt;pirate&lt;/b&gt;." in system
-    assert "Earlier turns (2)" in rest and "**User:** Hi" in rest and "**Assistant:** Arr, hello." in rest
-    assert rest.index("</details>") < rest.index("### Prompt\n\nWhere is the gold?")
+    assert "**System prompt**" in system and "> <p>You are a &lt;b&gt;pirate&lt;/b&gt;.</p>" in system
+    assert "Earlier turns (2)" in rest and "**User:** <p>Hi</p>" in rest and "**Assistant:** <p>Arr, hello.</p>" in rest
+    assert rest.index("</details>") < rest.index("### Prompt\n\n<p>Where is the gold?</p>")
 
 
 def test_single_rating_correction_ranking_and_skip(demo, store):
