@@ -159,7 +159,8 @@ def test_reviewer_sees_the_whole_conversation_with_the_system_prompt_labelled(de
     shown = call(demo, "review_next", "pairwise", user="rita")[2]
     system, rest = shown.split("<details>", 1)
     assert "**System prompt**" in system and "> <p>You are a &lt;b&gt;pirate&lt;/b&gt;.</p>" in system
-    assert "Earlier turns (2)" in rest and "**User:** <p>Hi</p>" in rest and "**Assistant:** <p>Arr, hello.</p>" in rest
+    assert "Earlier turns (2)" in rest and "**User:** <p>Hi</p>" in rest
+    assert "**Assistant:** <p>Arr, hello.</p>" in rest
     assert rest.index("</details>") < rest.index("### Prompt\n\n<p>Where is the gold?</p>")
 
 
