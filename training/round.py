@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 2 -m training round --db data/tuneloop.db --stages sft,reward,dpo   # 2 processes
     python -m training round --db data/tuneloop.db --stages sft,reward,online_rl --technique lora
     python -m training round --config training/configs/round.yaml
+    python -m training round --db data/tuneloop.db --resume 7     # continue a cancelled/interrupted/failed run
 
 Each policy stage (sft, dpo, kto, online_rl) starts from the previous policy stage's version (the first from
 `--parent`, default the active version). The reward stage trains a reward model, starting from the round's
@@ -60,10 +61,16 @@ class RoundConfig:
                                                                "its verdict passes with no refusal (see "
                                                                "training.gate: never on training data; automatic "
                                                                "judges and online RL need their own gate flags)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "Every stage's experiment tracking: none | "
+                                                                    "tensorboard | mlflow (comma-separated)."})
     run_id: int | None = field(default=None, metadata={"help": "Existing run row (set by the runner)."})
     username: str = field(default="admin", metadata={"help": "Who started the round (new run rows only)."})
     include_viewer_chat: bool = field(default=False, metadata={"help": "Train on viewers' chat thumbs too (off: "
                                                                        "only reviewers' and admins' feedback)."})
+    resume: int | None = field(default=None, metadata={"help": "Resume this run (cancelled, interrupted or "
+                                                               "failed) with its saved round.json/snapshot.json; "
+                                                               "finished stages are kept, the interrupted one "
+                                                               "continues from its newest checkpoint."})
 
     def __post_init__(self):
         unknown = [s for s in self.stage_list if s not in STAGES]
@@ -88,7 +95,7 @@ def stage_config(cfg: RoundConfig, stage: str, snapshot: dict, run_id: int, pare
     module_name, config_name = COMMANDS[stage]
     module = importlib.import_module(module_name)
     values = {"db": cfg.db, "data_dir": cfg.data_dir, "base_model": cfg.base_model, "run_id": run_id,
-              "snapshot": json.dumps(snapshot), "max_steps": cfg.max_steps}
+              "snapshot": json.dumps(snapshot), "max_steps": cfg.max_steps, "report_to": cfg.report_to}
     if cfg.num_train_epochs is not None:
         values["num_train_epochs"] = cfg.num_train_epochs
     if stage in POLICY_STAGES:
@@ -118,6 +125,33 @@ def checked_snapshot(store, cfg: RoundConfig) -> dict:
     return snapshot
 
 
+RESUMABLE = ("failed", "cancelled", "interrupted")
+
+
+def resumed(store, cfg: RoundConfig) -> tuple[RoundConfig, dict, list[str]]:
+    """The saved config and snapshot of run `cfg.resume` and the versions its finished stages registered."""
+    run = store.get_run(cfg.resume)
+    if run.status not in (*RESUMABLE, "queued"):  # queued: training.runner.resume_round started this process
+        raise ValueError(f"--resume {cfg.resume}: the run is {run.status}; only {', '.join(RESUMABLE)} runs resume.")
+    folder = Path(cfg.data_dir) / "runs" / str(cfg.resume)
+    if not (folder / "round.json").is_file() or not (folder / "snapshot.json").is_file():
+        raise ValueError(f"--resume {cfg.resume}: {folder} holds no round.json/snapshot.json (it failed before "
+                         "training began, or predates resumable rounds); start a new round.")
+    saved = json.loads((folder / "round.json").read_text())
+    saved.update(db=cfg.db, data_dir=cfg.data_dir, run_id=cfg.resume, resume=cfg.resume)
+    return RoundConfig(**saved), json.loads((folder / "snapshot.json").read_text()), list(run.versions)
+
+
+def saved_snapshot(store, cfg: RoundConfig, run_id: int) -> dict:
+    """A new round's snapshot, written with its config to data/runs/<id>/ so `--resume` reads the same data."""
+    snapshot = checked_snapshot(store, cfg)
+    folder = Path(cfg.data_dir) / "runs" / str(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "round.json").write_text(json.dumps({**asdict(cfg), "run_id": run_id}, indent=2))
+    (folder / "snapshot.json").write_text(json.dumps(snapshot))
+    return snapshot
+
+
 def main(cfg: RoundConfig) -> list[str]:
     from training.runner import log_tail
 
@@ -125,10 +159,12 @@ def main(cfg: RoundConfig) -> list[str]:
     # row and runs the evaluation gate, and each stage's version name comes back to every rank from its publish.
     state = start()
     store = open_store(cfg.db)
+    snapshot, versions = None, []
+    if cfg.resume is not None:
+        cfg, snapshot, versions = from_main(lambda: resumed(store, cfg))
     stages = cfg.stage_list
     run_id = from_main(lambda: cfg.run_id or store.create_run(config=asdict(cfg), stages=stages,
                                                              username=cfg.username))
-    versions: list[str] = []
 
     def record(**fields) -> None:
         if store is not None:
@@ -142,7 +178,8 @@ def main(cfg: RoundConfig) -> list[str]:
     try:
         # 1. One snapshot for every stage (and every rank); refuse early when data is missing
         try:
-            snapshot = from_main(lambda: checked_snapshot(store, cfg))
+            if snapshot is None:
+                snapshot = from_main(lambda: saved_snapshot(store, cfg, run_id))
         except SystemExit as refused:
             print(f"[tuneloop] {refused}", flush=True)
             record(status="failed", error=str(refused))
@@ -154,7 +191,11 @@ def main(cfg: RoundConfig) -> list[str]:
         first_policy = True
         reward_model = cfg.reward_model or (None if "reward" in stages else from_main(
             lambda: latest_reward_version(store)))
-        for stage in stages:
+        for stage, name in zip(stages, versions, strict=False):  # a resumed run keeps its finished stages
+            say(f"[tuneloop] round {run_id}: stage {stage} already done ({name})")
+            reward_model, parent = (name, parent) if stage == "reward" else (reward_model, name)
+            first_policy = first_policy and stage == "reward"
+        for stage in stages[len(versions):]:
             say(f"[tuneloop] round {run_id}: stage {stage} (parent {parent})")
             record(stage=stage)
             # the reward stage starts from a policy this round trained, never from the round's --parent

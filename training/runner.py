@@ -2,6 +2,7 @@
 
     run_id = start_round(store, "data", RoundRequest(stages=["sft", "reward", "dpo"]))
     cancel_run(store, run_id)          # SIGTERM to the round's process group; it marks itself cancelled
+    resume_round(store, "data", run_id)  # a cancelled/interrupted/failed run continues (finished stages kept)
     watch_runs(store, "data")          # daemon thread calling poll_runs every few seconds
 
 Each round is `python -m training round --run_id N ...` in its own session (process group), its stdout/stderr
@@ -70,17 +71,35 @@ def log_tail(data_dir: str | Path, run_id: int, chars: int = 4000) -> str:
 def start_round(store, data_dir: str | Path, request: RoundRequest) -> int:
     """Create the run row and spawn the round process; returns the run id at once."""
     run_id = store.create_run(config=asdict(request), stages=list(request.stages), username=request.username)
+    _spawn(store, data_dir, run_id, round_command(store.path, Path(data_dir).resolve(), run_id, request))
+    return run_id
+
+
+def resume_round(store, data_dir: str | Path, run_id: int) -> int:
+    """Continue run `run_id` in a new round process (`round --resume`): same run row, config, snapshot and log."""
+    from training.round import RESUMABLE
+
+    run = store.get_run(run_id)
+    if run.status not in RESUMABLE:
+        raise ValueError(f"Run {run_id} is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed.")
+    store.update_run(run_id, status="queued", error="")  # not final: the watcher and the UI wait for the process
+    command = [sys.executable, "-m", "training", "round", "--db", store.path, "--data_dir",
+               str(Path(data_dir).resolve()), "--run_id", str(run_id), "--resume", str(run_id)]
+    _spawn(store, data_dir, run_id, command)
+    return run_id
+
+
+def _spawn(store, data_dir: str | Path, run_id: int, command: list[str]) -> None:
     log = log_path(data_dir, run_id)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            round_command(store.path, Path(data_dir).resolve(), run_id, request),
+            command,
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"},
         )
     _children[run_id] = process
     store.update_run(run_id, pid=process.pid)
-    return run_id
 
 
 def cancel_run(store, run_id: int) -> bool:

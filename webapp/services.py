@@ -35,6 +35,7 @@ class Runner:
     request: Callable  # RoundRequest(**fields)
     start_round: Callable  # (store, data_dir, request) -> run_id
     cancel_run: Callable  # (store, run_id) -> bool (False: already finished)
+    resume_round: Callable  # (store, data_dir, run_id) -> run_id; ValueError unless failed/cancelled/interrupted
     poll_runs: Callable  # (store, data_dir): marks runs whose process died without a final status as failed
     log_tail: Callable  # (data_dir, run_id) -> str
 

@@ -95,6 +95,12 @@ class FakeRunner:
         self.started.append(run_id)
         return run_id
 
+    def resume_round(self, store, data_dir, run_id: int) -> int:
+        if store.get_run(run_id).status not in ("failed", "cancelled", "interrupted"):
+            raise ValueError(f"Run {run_id} is {store.get_run(run_id).status}; it cannot be resumed.")
+        store.update_run(run_id, status="running")
+        return run_id
+
     def cancel_run(self, store, run_id: int) -> bool:
         self.cancelled.append(run_id)
         store.update_run(run_id, status="cancelled")
@@ -117,6 +123,7 @@ def make_services(store: FeedbackStore, data_dir: Path, models=None, import_file
     return Services(
         store=store, models=models or FakeModels(), auth=Auth(store), data_dir=data_dir, base_model="fake-base",
         runner=Runner(request=lambda **kw: kw, start_round=runner.start_round, cancel_run=runner.cancel_run,
+                      resume_round=runner.resume_round,
                       poll_runs=lambda store, data_dir: [], log_tail=lambda data_dir, run_id: "log"),
         data=DataOps(import_file=import_file, data_check=datasets.data_check,
                      win_rates=lambda store: [WinRate("v1-dpo", 3, 1, 0, 0.75)],

@@ -102,7 +102,7 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "data_generate": ["pairwise", "v1-sft", 3, "train", 16, 0.7], "data_export": ["prompts"],
         "data_job": [], "data_job_open": [], "data_job_cancel": [],
         "rounds_check": [["sft"]], "rounds_start": [["sft"], "lora", 4, "active", 2, None, 8, 0.1, True, True],
-        "rounds_progress": [None], "rounds_cancel": [1],
+        "rounds_progress": [None], "rounds_cancel": [1], "rounds_resume": [1],
         "versions_list": [], "versions_compare": ["base", "v1-sft", 1], "versions_promote": ["v1-sft"],
         "versions_rollback": [], "versions_export": ["v1-sft", False], "versions_archive": ["v1-sft"],
         "versions_back": [],

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, load_dataset
 from peft import PeftModel
+from transformers import set_seed
 from trl import DPOConfig, DPOTrainer
 
+from training import run_args
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
@@ -53,11 +55,25 @@ class DPORecipeConfig:
     max_length: int = field(default=1024, metadata={"help": "Prompt + answer tokens kept per sequence."})
     logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
+    eval_steps: float = field(default=0.1, metadata={"help": "Evaluate on the held-out split every N steps (< 1: "
+                                                             "that fraction of the run; 0: never)."})
+    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after N evaluations without a lower "
+                                                                      "eval_loss; the best checkpoint is published "
+                                                                      "(0: off)."})
+    save_steps: float = field(default=-1, metadata={"help": "Checkpoint every N steps (< 1: that fraction of the "
+                                                            "run; 0: off; -1: auto, every 10 % on a GPU)."})
+    save_minutes: float = field(default=5.0, metadata={"help": "Also checkpoint when this many minutes passed since "
+                                                               "the last checkpoint (0: off)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, plus the best one with "
+                                                               "early stopping)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
+                                                                    "(data/runs/<run_id>/tb, data/mlruns)."})
     run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
     snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
                                                                  "store.snapshot() now)."})
 
     def __post_init__(self):
+        run_args.check_shared_fields(self)
         micro_batch(self.batch_size, self.per_device_train_batch_size)  # raises with the flags' names
         if self.technique not in DEFAULT_LR:
             raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
@@ -89,14 +105,15 @@ def main(cfg: DPORecipeConfig) -> str:
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
+    heldout = None  # held-out eval rows are not built for DPO yet (the gate still measures held-out)
     tmp_dir = new_tmp_dir(cfg.data_dir, "dpo")
+    folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
     dataset = materialise(lambda: preference_pairs(cfg, store, snapshot), stage_data_dir(tmp_dir))
 
     # 2. Trainer config, then the policy (ZeRO-3 / FSDP decide how to load it from the config): the parent's
     #    weights, trainable; the parent is also the reference
     per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size, state.num_processes)
     args = DPOConfig(
-        output_dir=str(tmp_dir),
         beta=cfg.beta,
         loss_type=[cfg.loss_type],
         num_train_epochs=cfg.num_train_epochs,
@@ -109,11 +126,11 @@ def main(cfg: DPORecipeConfig) -> str:
         precompute_ref_log_probs=True,  # one reference pass up front, no reference forward in the training steps
         logging_steps=cfg.logging_steps,
         include_num_input_tokens_seen=True,
-        save_strategy="no",
-        report_to="none",
+        **run_args.trainer_kwargs(cfg, "dpo", folder, heldout is not None, per_device),
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    set_seed(cfg.seed)  # before the model: a new LoRA's random init is part of the run
     model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
                                   cfg.freeze_top_n)
 
@@ -123,11 +140,13 @@ def main(cfg: DPORecipeConfig) -> str:
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[StoreProgressCallback(store, cfg.run_id, "dpo")],
+        eval_dataset=heldout,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "dpo"),
+                   *run_args.callbacks(cfg, "dpo", folder, heldout is not None)],
     )
 
     # 4. Train, save (without TRL's frozen "ref" adapter copy; rank 0 writes), register
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "dpo"))
     if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
         trainer.model.delete_adapter("ref")
     trainer.save_model(str(tmp_dir))
@@ -143,7 +162,10 @@ def main(cfg: DPORecipeConfig) -> str:
         "final_reward_accuracy": logged[-1]["rewards/accuracies"] if logged else None,
         "final_reward_margin": logged[-1]["rewards/margins"] if logged else None,
     }
-    return publish_version(
+    metrics.update(run_args.best_choice(trainer))
+    name = publish_version(
         store, tmp_dir, method="dpo", technique=cfg.technique, parent=parent_name, base_model=base_model,
         config=cfg, data_snapshot=snapshot, metrics=metrics,
     )
+    run_args.finish_stage(folder, "dpo", cfg.run_id)
+    return name

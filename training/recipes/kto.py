@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, load_dataset
 from peft import PeftModel
+from transformers import set_seed
 from trl import KTOConfig, KTOTrainer
 
+from training import run_args
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
@@ -53,11 +55,25 @@ class KTORecipeConfig:
     max_length: int = field(default=1024, metadata={"help": "Prompt + answer tokens kept per sequence."})
     logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
+    eval_steps: float = field(default=0.1, metadata={"help": "Evaluate on the held-out split every N steps (< 1: "
+                                                             "that fraction of the run; 0: never)."})
+    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after N evaluations without a lower "
+                                                                      "eval_loss; the best checkpoint is published "
+                                                                      "(0: off)."})
+    save_steps: float = field(default=-1, metadata={"help": "Checkpoint every N steps (< 1: that fraction of the "
+                                                            "run; 0: off; -1: auto, every 10 % on a GPU)."})
+    save_minutes: float = field(default=5.0, metadata={"help": "Also checkpoint when this many minutes passed since "
+                                                               "the last checkpoint (0: off)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, plus the best one with "
+                                                               "early stopping)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
+                                                                    "(data/runs/<run_id>/tb, data/mlruns)."})
     run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
     snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
                                                                  "store.snapshot() now)."})
 
     def __post_init__(self):
+        run_args.check_shared_fields(self)
         if self.technique not in DEFAULT_LR:
             raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
         if self.db is None and self.dataset_file is None:
@@ -92,7 +108,9 @@ def main(cfg: KTORecipeConfig) -> str:
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
+    heldout = None  # held-out eval rows are not built for KTO yet (the gate still measures held-out)
     tmp_dir = new_tmp_dir(cfg.data_dir, "kto")
+    folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
     dataset = materialise(lambda: labelled_answers(cfg, store, snapshot), stage_data_dir(tmp_dir))
     desirable = sum(dataset["label"])
     undesirable = len(dataset) - desirable
@@ -100,7 +118,6 @@ def main(cfg: KTORecipeConfig) -> str:
     # 2. Trainer config, then the policy (ZeRO-3 / FSDP decide how to load it from the config): the parent's
     #    weights, trainable; the parent is also the reference
     args = KTOConfig(
-        output_dir=str(tmp_dir),
         beta=cfg.beta,
         loss_type=cfg.loss_type,
         desirable_weight=min(1.0, undesirable / desirable),  # weight x count equal on both sides
@@ -115,11 +132,11 @@ def main(cfg: KTORecipeConfig) -> str:
         precompute_ref_log_probs=True,  # one reference pass up front, no reference forward in the training steps
         logging_steps=cfg.logging_steps,
         include_num_input_tokens_seen=True,
-        save_strategy="no",
-        report_to="none",
+        **run_args.trainer_kwargs(cfg, "kto", folder, heldout is not None, cfg.per_device_train_batch_size),
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    set_seed(cfg.seed)  # before the model: a new LoRA's random init is part of the run
     model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
                                   cfg.freeze_top_n)
 
@@ -129,11 +146,13 @@ def main(cfg: KTORecipeConfig) -> str:
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[StoreProgressCallback(store, cfg.run_id, "kto")],
+        eval_dataset=heldout,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "kto"),
+                   *run_args.callbacks(cfg, "kto", folder, heldout is not None)],
     )
 
     # 4. Train, save (without TRL's frozen "ref" adapter copy; rank 0 writes), register
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "kto"))
     if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
         trainer.model.delete_adapter("ref")
     trainer.save_model(str(tmp_dir))
@@ -149,7 +168,10 @@ def main(cfg: KTORecipeConfig) -> str:
         "processes": state.num_processes,
         "final_kl": logged[-1]["kl"] if logged else None,
     }
-    return publish_version(
+    metrics.update(run_args.best_choice(trainer))
+    name = publish_version(
         store, tmp_dir, method="kto", technique=cfg.technique, parent=parent_name, base_model=base_model,
         config=cfg, data_snapshot=snapshot, metrics=metrics,
     )
+    run_args.finish_stage(folder, "kto", cfg.run_id)
+    return name

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, load_dataset
 from peft import PeftModel
+from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
+from training import run_args
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
@@ -66,11 +68,25 @@ class OnlineRLRecipeConfig:
     max_prompts: int = field(default=64, metadata={"help": "Prompts used per round (CPU rollouts are slow)."})
     logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
+    eval_steps: float = field(default=0.1, metadata={"help": "Evaluate on the held-out split every N steps (< 1: "
+                                                             "that fraction of the run; 0: never)."})
+    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after N evaluations without a lower "
+                                                                      "eval_loss; the best checkpoint is published "
+                                                                      "(0: off)."})
+    save_steps: float = field(default=-1, metadata={"help": "Checkpoint every N steps (< 1: that fraction of the "
+                                                            "run; 0: off; -1: auto, every 10 % on a GPU)."})
+    save_minutes: float = field(default=5.0, metadata={"help": "Also checkpoint when this many minutes passed since "
+                                                               "the last checkpoint (0: off)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, plus the best one with "
+                                                               "early stopping)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
+                                                                    "(data/runs/<run_id>/tb, data/mlruns)."})
     run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
     snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
                                                                  "store.snapshot() now)."})
 
     def __post_init__(self):
+        run_args.check_shared_fields(self)
         if self.technique not in DEFAULT_LR:
             raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
         if self.db is None and (self.dataset_file is None or self.reward_model is None):
@@ -116,12 +132,13 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     reward_name, reward_dir = from_main(lambda: reward_version_dir(cfg, store))
     tokenizer = load_tokenizer(base_model)
+    heldout = None  # online RL scores its own samples; there is no held-out loss to track
     tmp_dir = new_tmp_dir(cfg.data_dir, "online_rl")
+    folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
     dataset = materialise(lambda: training_prompts(cfg, store, snapshot), stage_data_dir(tmp_dir))
 
     # 2. Trainer config, then the policy (parent weights, trainable) and the reward model as the reward function
     args = GRPOConfig(
-        output_dir=str(tmp_dir),
         beta=cfg.beta,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
@@ -133,11 +150,11 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         logging_steps=cfg.logging_steps,
-        save_strategy="no",
-        report_to="none",
+        **run_args.trainer_kwargs(cfg, "online_rl", folder, heldout is not None, cfg.per_device_train_batch_size),
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    set_seed(cfg.seed)  # before the model: a new LoRA's random init is part of the run
     model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
                                   cfg.freeze_top_n)
     reward_model = load_reward_model(base_model, reward_dir, tokenizer)
@@ -150,11 +167,13 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[StoreProgressCallback(store, cfg.run_id, "online_rl")],
+        eval_dataset=heldout,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "online_rl"),
+                   *run_args.callbacks(cfg, "online_rl", folder, heldout is not None)],
     )
 
     # 4. Train, save (without TRL's frozen "ref" adapter copy; rank 0 writes), register
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "online_rl"))
     if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
         trainer.model.delete_adapter("ref")
     trainer.save_model(str(tmp_dir))
@@ -172,7 +191,10 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
         "completion_clipped_ratio": logged[-1].get("completions/clipped_ratio") if logged else None,
         "kl_reference": parent_name or "base",
     }
-    return publish_version(
+    metrics.update(run_args.best_choice(trainer))
+    name = publish_version(
         store, tmp_dir, method="online_rl", technique=cfg.technique, parent=parent_name, base_model=base_model,
         config=cfg, data_snapshot=snapshot, metrics=metrics,
     )
+    run_args.finish_stage(folder, "online_rl", cfg.run_id)
+    return name

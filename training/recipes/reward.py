@@ -20,10 +20,11 @@ import torch
 from datasets import Dataset, DatasetDict, load_dataset
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, set_seed
 from trl import RewardConfig, RewardTrainer
 
 from feedback_db.datasets import split_by_prompt
+from training import run_args
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
@@ -63,11 +64,25 @@ class RewardRecipeConfig:
                                                                 "(0: none)."})
     logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
+    eval_steps: float = field(default=0.1, metadata={"help": "Evaluate on the held-out split every N steps (< 1: "
+                                                             "that fraction of the run; 0: never)."})
+    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after N evaluations without a lower "
+                                                                      "eval_loss; the best checkpoint is published "
+                                                                      "(0: off)."})
+    save_steps: float = field(default=-1, metadata={"help": "Checkpoint every N steps (< 1: that fraction of the "
+                                                            "run; 0: off; -1: auto, every 10 % on a GPU)."})
+    save_minutes: float = field(default=5.0, metadata={"help": "Also checkpoint when this many minutes passed since "
+                                                               "the last checkpoint (0: off)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, plus the best one with "
+                                                               "early stopping)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
+                                                                    "(data/runs/<run_id>/tb, data/mlruns)."})
     run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
     snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
                                                                  "store.snapshot() now)."})
 
     def __post_init__(self):
+        run_args.check_shared_fields(self)
         micro_batch(self.batch_size, self.per_device_train_batch_size)  # raises with the flags' names
         if self.db is None and self.dataset_file is None:
             raise ValueError("Pass --db (the store) or --dataset_file (a JSONL file).")
@@ -132,6 +147,7 @@ def main(cfg: RewardRecipeConfig) -> str:
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     tokenizer = load_tokenizer(base_model)
     tmp_dir = new_tmp_dir(cfg.data_dir, "reward")
+    folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
     pairs = materialise(lambda: reward_pairs(cfg, store, snapshot), stage_data_dir(tmp_dir))
     dataset, heldout = pairs["train"], pairs.get("heldout")
 
@@ -139,7 +155,6 @@ def main(cfg: RewardRecipeConfig) -> str:
     #    classifier on the base, LoRA + a trained score head
     per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size, state.num_processes)
     args = RewardConfig(
-        output_dir=str(tmp_dir),
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -149,12 +164,11 @@ def main(cfg: RewardRecipeConfig) -> str:
         max_length=cfg.max_length,
         logging_steps=cfg.logging_steps,
         include_num_input_tokens_seen=True,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
+        **run_args.trainer_kwargs(cfg, "reward", folder, heldout is not None, per_device),
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    set_seed(cfg.seed)  # before the model: a new LoRA's random init is part of the run
     model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=pick_dtype())
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
@@ -171,11 +185,13 @@ def main(cfg: RewardRecipeConfig) -> str:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[StoreProgressCallback(store, cfg.run_id, "reward")],
+        eval_dataset=heldout,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "reward"),
+                   *run_args.callbacks(cfg, "reward", folder, heldout is not None)],
     )
 
     # 4. Train, measure held-out accuracy (every rank, same weights), save (rank 0 writes), register
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "reward"))
     trainer.model.eval()
     train_eval = pairwise_accuracy(trainer.model, tokenizer, dataset)
     metrics = {
@@ -196,7 +212,10 @@ def main(cfg: RewardRecipeConfig) -> str:
     if store is not None and cfg.run_id is not None:
         store.add_run_metrics(cfg.run_id, trainer.state.global_step, "reward", metrics)
     trainer.save_model(str(tmp_dir))
-    return publish_version(
+    metrics.update(run_args.best_choice(trainer))
+    name = publish_version(
         store, tmp_dir, method="reward", technique="lora", parent=None, base_model=base_model,
         config=cfg, data_snapshot=snapshot, metrics=metrics,
     )
+    run_args.finish_stage(folder, "reward", cfg.run_id)
+    return name

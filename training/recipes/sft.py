@@ -13,8 +13,10 @@ import json
 from dataclasses import dataclass, field
 
 from datasets import DatasetDict, load_dataset
+from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
+from training import run_args
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
@@ -49,11 +51,25 @@ class SFTRecipeConfig:
     max_length: int = field(default=1024, metadata={"help": "Longer rows are dropped (and counted)."})
     logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
     seed: int = field(default=42, metadata={"help": "Random seed."})
+    eval_steps: float = field(default=0.1, metadata={"help": "Evaluate on the held-out split every N steps (< 1: "
+                                                             "that fraction of the run; 0: never)."})
+    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after N evaluations without a lower "
+                                                                      "eval_loss; the best checkpoint is published "
+                                                                      "(0: off)."})
+    save_steps: float = field(default=-1, metadata={"help": "Checkpoint every N steps (< 1: that fraction of the "
+                                                            "run; 0: off; -1: auto, every 10 % on a GPU)."})
+    save_minutes: float = field(default=5.0, metadata={"help": "Also checkpoint when this many minutes passed since "
+                                                               "the last checkpoint (0: off)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, plus the best one with "
+                                                               "early stopping)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
+                                                                    "(data/runs/<run_id>/tb, data/mlruns)."})
     run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
     snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
                                                                  "store.snapshot() now)."})
 
     def __post_init__(self):
+        run_args.check_shared_fields(self)
         micro_batch(self.batch_size, self.per_device_train_batch_size)  # raises with the flags' names
         if self.technique not in DEFAULT_LR:
             raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
@@ -71,17 +87,26 @@ def sft_rows(cfg: SFTRecipeConfig, store, snapshot: dict | None, tokenizer) -> D
         from feedback_db.datasets import build_sft_dataset
 
         dataset = build_sft_dataset(store, snapshot=snapshot)
+        heldout = build_sft_dataset(store, snapshot=snapshot, split="heldout")
+        if len(heldout):  # `datasets` cannot load back an empty split
+            return DatasetDict(sft_rows_split(dataset, tokenizer, cfg.max_length),
+                               heldout=sft_rows_split(heldout, tokenizer, cfg.max_length)["train"])
+    return DatasetDict(sft_rows_split(dataset, tokenizer, cfg.max_length))
+
+
+def sft_rows_split(dataset, tokenizer, max_length: int) -> dict:
+    """{"train": rows that fit, "too_long": the others (only when there are some)}."""
     if "messages" in dataset.column_names:
         dataset = dataset.map(lambda row: {"prompt": row["messages"][:-1], "completion": row["messages"][-1:]},
                               remove_columns=["messages"])
     if len(dataset) == 0:
         raise ValueError("The SFT dataset is empty: import demonstrations or add corrections first.")
     lengths = [len(tokenizer.apply_chat_template(row["prompt"] + row["completion"])["input_ids"]) for row in dataset]
-    too_long = [i for i, n in enumerate(lengths) if n > cfg.max_length]
-    splits = {"train": dataset.select([i for i, n in enumerate(lengths) if n <= cfg.max_length])}
+    too_long = [i for i, n in enumerate(lengths) if n > max_length]
+    splits = {"train": dataset.select([i for i, n in enumerate(lengths) if n <= max_length])}
     if too_long:  # `datasets` cannot load back an empty split
         splits["too_long"] = dataset.select(too_long)
-    return DatasetDict(splits)
+    return splits
 
 
 def main(cfg: SFTRecipeConfig) -> str:
@@ -93,8 +118,9 @@ def main(cfg: SFTRecipeConfig) -> str:
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
     tmp_dir = new_tmp_dir(cfg.data_dir, "sft")
+    folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
     data = materialise(lambda: sft_rows(cfg, store, snapshot, tokenizer), stage_data_dir(tmp_dir))
-    dataset, dropped = data["train"], len(data.get("too_long", []))
+    dataset, dropped, heldout = data["train"], len(data.get("too_long", [])), data.get("heldout")
     if dropped:
         print(f"[tuneloop] sft: dropped {dropped} rows longer than --max_length {cfg.max_length}")
 
@@ -102,7 +128,6 @@ def main(cfg: SFTRecipeConfig) -> str:
     #    made trainable for this technique
     per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size, state.num_processes)
     args = SFTConfig(
-        output_dir=str(tmp_dir),
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -114,11 +139,11 @@ def main(cfg: SFTRecipeConfig) -> str:
         padding_free=True,  # flattened batches with position_ids: no compute spent on pad tokens
         logging_steps=cfg.logging_steps,
         include_num_input_tokens_seen=True,
-        save_strategy="no",
-        report_to="none",
+        **run_args.trainer_kwargs(cfg, "sft", folder, heldout is not None, per_device),
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )
+    set_seed(cfg.seed)  # before the model: a new LoRA's random init is part of the run
     model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
                                   cfg.freeze_top_n)
 
@@ -128,11 +153,13 @@ def main(cfg: SFTRecipeConfig) -> str:
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[StoreProgressCallback(store, cfg.run_id, "sft")],
+        eval_dataset=heldout,
+        callbacks=[StoreProgressCallback(store, cfg.run_id, "sft"),
+                   *run_args.callbacks(cfg, "sft", folder, heldout is not None)],
     )
 
     # 4. Train, save (every rank takes part, rank 0 writes the weights and the tokenizer), register
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "sft"))
     trainer.save_model(str(tmp_dir))
     runtime = result.metrics["train_runtime"]
     metrics = {
@@ -144,7 +171,10 @@ def main(cfg: SFTRecipeConfig) -> str:
         "processes": state.num_processes,
         "tokens_per_s": trainer.state.num_input_tokens_seen / runtime if runtime else None,  # all processes
     }
-    return publish_version(
+    metrics.update(run_args.best_choice(trainer))
+    name = publish_version(
         store, tmp_dir, method="sft", technique=cfg.technique, parent=parent_name, base_model=base_model,
         config=cfg, data_snapshot=snapshot, metrics=metrics,
     )
+    run_args.finish_stage(folder, "sft", cfg.run_id)
+    return name

@@ -1,4 +1,4 @@
-"""Admin › Rounds: pick stages and technique, check the data, start/cancel a round, live progress and plots.
+"""Admin › Rounds: pick stages and technique, check the data, start/cancel/resume a round, live progress and plots.
 
 Training runs in its own process (training.runner); this tab only reads the store, every 2 s, so progress and
 plots survive a reload and show the same in a second browser.
@@ -19,6 +19,39 @@ PLOTS = {  # plot -> metric-name fragments it shows (names as TRL logs them, plu
     "Tokens/s": ("tokens_per_s",),
 }
 ACTIVE_RUN = ("queued", "running")
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def stage_timeline(run, metrics: list) -> str:
+    """The round's stages as done / running / queued, the current one with step/total, elapsed, ETA and tokens/s
+    (what StoreProgressCallback logged last for it)."""
+    latest = {m.stage: m.metrics for m in metrics if "total_steps" in m.metrics}
+    stages = [*run.stages, *(["evaluate"] if run.config.get("evaluate") else [])]
+    parts = []
+    for i, stage in enumerate(stages):
+        if i < len(run.versions) or (stage == "evaluate" and run.status == "succeeded"):
+            parts.append(f"✅ {stage}" + (f" ({run.versions[i]})" if i < len(run.versions) else ""))
+        elif stage == run.stage and run.status in ("failed", "cancelled", "interrupted"):
+            parts.append(f"❌ {stage} ({run.status}{_progress(latest.get(stage))})")
+        elif stage == run.stage:
+            parts.append(f"⏳ **{stage}**{_progress(latest.get(stage))}")
+        else:
+            parts.append(f"⏸ {stage} (queued)")
+    return " → ".join(parts)
+
+
+def _progress(m: dict | None) -> str:
+    if not m:
+        return ""
+    speed = f" · {m['tokens_per_s']:.0f} tokens/s" if m.get("tokens_per_s") else ""
+    return (f" · step {m['step']}/{m['total_steps']} · {clock(m.get('elapsed_s'))} elapsed · "
+            f"ETA {clock(m.get('eta_s'))}{speed}")
 
 
 def metric_frames(metrics: list) -> list[pd.DataFrame]:
@@ -82,6 +115,21 @@ def build_rounds_tab(services) -> gr.Timer:
         gr.Info(f"Cancelling run {int(run_id)}…")
         return runs_table()
 
+    def rounds_resume(run_id: float | None, request: gr.Request) -> pd.DataFrame:
+        admin = auth.require(request, *ADMINS)
+        if not run_id:
+            raise gr.Error("Pick a run id.")
+        if any(r.status in ACTIVE_RUN for r in store.list_runs()):
+            raise gr.Error("A round is already running: wait for it or cancel it.")
+        try:
+            services.runner.resume_round(store, services.data_dir, int(run_id))
+        except (KeyError, ValueError) as err:
+            raise gr.Error(str(err).strip("'\"")) from err
+        store.audit(admin.username, "resume_round", {"run_id": int(run_id)})
+        gr.Info(f"Resuming run {int(run_id)}: finished stages are kept, the interrupted one continues from its "
+                "last checkpoint.")
+        return runs_table()
+
     def rounds_progress(run_id: float | None, request: gr.Request) -> tuple:
         auth.require(request, *ADMINS)
         runs = store.list_runs()
@@ -91,10 +139,10 @@ def build_rounds_tab(services) -> gr.Timer:
             return runs_table(), "No runs yet.", "", *metric_frames([])
         run = store.get_run(int(run_id))
         status = f"**Run {run.id}**: {run.status}" + (f" · stage **{run.stage}**" if run.stage else "")
-        status += (f" · versions {', '.join(run.versions)}" if run.versions else "") + (
-            f"\n\n❌ {run.error}" if run.error else "")
+        metrics = store.run_metrics(run.id)
+        status += f"\n\n{stage_timeline(run, metrics)}" + (f"\n\n❌ {run.error}" if run.error else "")
         return (runs_table(), status, services.run_log(run.id) or run.log_tail,
-                *metric_frames(store.run_metrics(run.id)))
+                *metric_frames(metrics))
 
     with gr.Row():
         with gr.Column(scale=3):
@@ -129,6 +177,7 @@ def build_rounds_tab(services) -> gr.Timer:
     with gr.Row():
         run_id = gr.Number(None, label="Run (0 = newest)", precision=0, scale=1)
         cancel = gr.Button("Cancel run", variant="stop", scale=1)
+        resume = gr.Button("Resume run", scale=1)
         status = gr.Markdown()
     plots = []
     with gr.Row():
@@ -146,6 +195,7 @@ def build_rounds_tab(services) -> gr.Timer:
                                evaluate, auto_promote, viewer_chat], [check_md, runs, run_id],
                 api_name=auth.endpoint("rounds_start", *ADMINS))
     cancel.click(rounds_cancel, run_id, runs, api_name=auth.endpoint("rounds_cancel", *ADMINS))
+    resume.click(rounds_resume, run_id, runs, api_name=auth.endpoint("rounds_resume", *ADMINS))
     timer = gr.Timer(2.0, active=False)
     timer.tick(rounds_progress, run_id, [runs, status, log, *plots], show_progress="hidden",
                api_name=auth.endpoint("rounds_progress", *ADMINS))

@@ -1,0 +1,149 @@
+"""Trainer settings every recipe shares: held-out evaluation, early stopping, checkpoints, experiment tracking.
+
+Each recipe copies the same six config fields (eval_steps, early_stopping_patience, save_steps, save_minutes,
+save_total_limit, report_to) and calls these helpers with them, so the rules live here once:
+
+- evaluation on the held-out split every `eval_steps` (a fraction < 1 of the run's steps, or a step count), when
+  the recipe has held-out rows; the eval metrics reach the store through StoreProgressCallback like train metrics;
+- early stopping (`early_stopping_patience` evaluations without a better eval_loss) keeps a checkpoint at every
+  evaluation and publishes the best one (transformers' `load_best_model_at_end`); the choice lands in the metrics;
+- checkpoints in `data/runs/<run_id>/checkpoints/<stage>/checkpoint-<step>` (a round can resume from them), every
+  `save_steps` steps (auto: 10 % of the run on a GPU) and/or every `save_minutes` minutes (auto on CPU: a run
+  shorter than that never writes one), the last `save_total_limit` kept;
+- TensorBoard event files in `data/runs/<run_id>/tb/<stage>` (`tensorboard --logdir data/runs`) and MLflow in a
+  local file store `data/mlruns` when `report_to` names them.
+"""
+
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import torch
+from transformers import (
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+from transformers.integrations import TensorBoardCallback
+
+REPORT_TO = ("none", "tensorboard", "mlflow")
+AUTO_GPU_SAVE_FRACTION = 0.1
+
+
+def check_shared_fields(cfg) -> None:
+    """__post_init__ checks of the shared fields; the messages name the flags."""
+    if cfg.eval_steps < 0:
+        raise ValueError(f"--eval_steps must be >= 0 (0: no evaluation), got {cfg.eval_steps}.")
+    if cfg.early_stopping_patience < 0:
+        raise ValueError(f"--early_stopping_patience must be >= 0 (0: off), got {cfg.early_stopping_patience}.")
+    if cfg.early_stopping_patience and not cfg.eval_steps:
+        raise ValueError("--early_stopping_patience needs evaluations: set --eval_steps > 0.")
+    if cfg.save_steps < 0 and cfg.save_steps != -1:
+        raise ValueError(f"--save_steps must be -1 (auto), 0 (off) or > 0, got {cfg.save_steps}.")
+    if cfg.save_minutes < 0 or cfg.save_total_limit < 1:
+        raise ValueError("--save_minutes must be >= 0 and --save_total_limit >= 1.")
+    unknown = [name for name in report_list(cfg.report_to) if name not in REPORT_TO]
+    if unknown:
+        raise ValueError(f"--report_to: unknown {unknown}; pick from {REPORT_TO} (comma-separated).")
+    if "mlflow" in report_list(cfg.report_to) and importlib.util.find_spec("mlflow") is None:
+        raise ValueError("--report_to mlflow: the mlflow package is not installed (pip install mlflow).")
+
+
+def report_list(report_to: str) -> list[str]:
+    return [name.strip() for name in report_to.split(",") if name.strip() and name.strip() != "none"]
+
+
+def run_dir(data_dir: str | Path, run_id: int | None, tmp_dir: Path) -> Path:
+    """Where checkpoints and event files of this stage go: the round's run folder, or beside a standalone output."""
+    if run_id is None:
+        return tmp_dir.with_name(tmp_dir.name + "-run")
+    return Path(data_dir) / "runs" / str(run_id)
+
+
+def trainer_kwargs(cfg, stage: str, folder: Path, has_eval: bool, per_device: int) -> dict:
+    """TrainingArguments fields for evaluation, checkpoints and tracking (the recipe adds its own)."""
+    save_steps = cfg.save_steps if cfg.save_steps != -1 else (AUTO_GPU_SAVE_FRACTION if torch.cuda.is_available()
+                                                             else 0)
+    evaluating = has_eval and cfg.eval_steps > 0
+    kwargs = {"output_dir": str(folder / "checkpoints" / stage), "save_total_limit": cfg.save_total_limit,
+              "save_strategy": "steps" if save_steps else "no", "eval_strategy": "steps" if evaluating else "no",
+              "report_to": [name for name in report_list(cfg.report_to) if name != "tensorboard"] or "none"}
+    if save_steps:
+        kwargs["save_steps"] = save_steps
+    if evaluating:
+        kwargs.update(eval_steps=cfg.eval_steps, per_device_eval_batch_size=per_device)
+    if evaluating and cfg.early_stopping_patience:  # a checkpoint at every evaluation; the best one is published
+        kwargs.update(save_strategy="steps", save_steps=cfg.eval_steps, load_best_model_at_end=True,
+                      metric_for_best_model="eval_loss", greater_is_better=False)
+    if "mlflow" in report_list(cfg.report_to):
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (Path(cfg.data_dir).resolve() / "mlruns").as_uri())
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "tuneloop")
+    return kwargs
+
+
+def callbacks(cfg, stage: str, folder: Path, has_eval: bool) -> list[TrainerCallback]:
+    extra: list[TrainerCallback] = []
+    if "tensorboard" in report_list(cfg.report_to):
+        from torch.utils.tensorboard import SummaryWriter
+
+        extra.append(TensorBoardCallback(SummaryWriter(log_dir=str(folder / "tb" / stage))))
+    if has_eval and cfg.eval_steps > 0 and cfg.early_stopping_patience:
+        extra.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    save_minutes = cfg.save_minutes if cfg.save_steps == -1 or cfg.save_minutes else 0
+    if save_minutes:
+        extra.append(SaveEveryMinutes(save_minutes))
+    return extra
+
+
+def resume_checkpoint(folder: Path, stage: str) -> str | None:
+    """The newest complete checkpoint of `stage` in this run folder (None: start the stage from step 0).
+
+    The Trainer writes a checkpoint's files one by one and trainer_state.json last, so a process killed while
+    saving leaves a folder without it: that one is skipped (transformers' get_last_checkpoint would pick it)."""
+    complete = [path for path in (folder / "checkpoints" / stage).glob("checkpoint-*")
+                if (path / "trainer_state.json").is_file() and path.name.split("-")[-1].isdigit()]
+    if not complete:
+        return None
+    newest = str(max(complete, key=lambda path: int(path.name.split("-")[-1])))
+    print(f"[tuneloop] {stage}: resuming from {newest}", flush=True)
+    return newest
+
+
+def finish_stage(folder: Path, stage: str, run_id: int | None) -> None:
+    """After the stage's version is published its checkpoints are not needed (finished stages are not re-run)."""
+    import shutil
+
+    shutil.rmtree(folder / "checkpoints" / stage if run_id is not None else folder, ignore_errors=True)
+
+
+def best_choice(trainer: Trainer) -> dict:
+    """Which checkpoint was published and why (recorded in the version's metrics)."""
+    state = trainer.state
+    evals = [entry for entry in state.log_history if "eval_loss" in entry]
+    choice = {"eval_loss": evals[-1]["eval_loss"] if evals else None, "evaluations": len(evals)}
+    if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
+        choice.update(published_checkpoint_step=int(Path(state.best_model_checkpoint).name.split("-")[-1]),
+                      best_eval_loss=state.best_metric, stopped_at_step=state.global_step,
+                      published_by="best eval_loss (early stopping)")
+    return choice
+
+
+class SaveEveryMinutes(TrainerCallback):
+    """Ask the Trainer for a checkpoint when `minutes` passed since the last one (a time-based save interval)."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.last = time.monotonic()
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        self.last = time.monotonic()
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if time.monotonic() - self.last >= self.seconds:
+            control.should_save = True
+            self.last = time.monotonic()
+        return control
