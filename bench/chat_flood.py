@@ -27,7 +27,9 @@ from feedback_db.store import FeedbackStore
 
 TARGET_P99_S = 2.0
 LONG_MESSAGE = ("Tell me everything about the history of computing, in detail. " * 130)[:8_000]
-HUGE_HISTORY = [{"role": r, "content": "padding " * 5_000} for r in ("user", "assistant")] * 4
+# in the Chatbot's own message format (string contents fail Gradio's preprocessing before any handler runs)
+HUGE_HISTORY = [{"role": r, "content": [{"type": "text", "text": "padding " * 5_000}]}
+                for r in ("user", "assistant")] * 4
 
 
 def login(url: str, username: str) -> httpx.Client:
