@@ -105,15 +105,14 @@ def test_feedback_loop_in_the_browser(browser, live_app, candidate, artifacts, t
     reviewer.get_by_role("tab", name="Review").click()
     reviewer.get_by_role("button", name="Next item").click()
     expect(reviewer.get_by_text("0 done")).to_be_visible()
-    expect(reviewer.get_by_text("Which is larger, 7 or 9?")).to_be_visible()  # the HTML prompt, as text
-    assert not pwned(reviewer), "HTML in a prompt ran as code"
     shot(reviewer, artifacts, "04-reviewer-first-item")
-    page_text = reviewer.locator("#tl-review").inner_text()
-    assert "cand" not in page_text.replace("candidates", ""), "A/B is not blind: a version name is shown"
+    seen = [reviewer.locator("#tl-review").inner_text()]  # items come in the order the batched job finished them
+    assert "cand" not in seen[0].replace("candidates", ""), "A/B is not blind: a version name is shown"
     reviewer.locator("body").click(position={"x": 5, "y": 5})  # focus outside any text field
     for done, key in enumerate(["a", "b"], start=1):
         reviewer.keyboard.press(key)
         expect(reviewer.get_by_text(f"{done} done")).to_be_visible()
+        seen.append(reviewer.locator("#tl-review").inner_text())
     reviewer.get_by_text("✍️ Write a better answer").click()
     reviewer.get_by_label("Improve answer").click()
     reviewer.get_by_role("option", name="A", exact=True).click()
@@ -124,9 +123,13 @@ def test_feedback_loop_in_the_browser(browser, live_app, candidate, artifacts, t
     reviewer.locator("body").click(position={"x": 5, "y": 5})
     reviewer.keyboard.press("t")
     expect(reviewer.get_by_text("3 done")).to_be_visible()
+    seen.append(reviewer.locator("#tl-review").inner_text())
     reviewer.keyboard.press("x")
     expect(reviewer.get_by_text("Nothing left in this queue")).to_be_visible()
-    assert not pwned(reviewer)
+    html_item = [text for text in seen if "Which is larger, 7 or 9?" in text]
+    assert html_item, "the item with the HTML prompt never showed its text"
+    assert "<img" in html_item[0], "the HTML in the prompt was not shown as text"
+    assert not pwned(reviewer), "HTML in a prompt ran as code"
     shot(reviewer, artifacts, "06-reviewer-queue-done")
 
     # 3. Admin: a short SFT round, watched live
