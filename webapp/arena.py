@@ -1,13 +1,13 @@
 """Arena: blind battles between two servable versions, for everyone who can chat.
 
 One prompt goes to two versions picked at random (the active version and the newest candidate three times as
-likely as the others, so the battles that decide a promotion come up most), both answers stream side by side
-without names, the vote is stored as a comparison with source `arena` (the prompt keeps the whole conversation,
-each answer its version), and only then are the names shown. `record_vote` is the one place that writes a battle.
+likely as the others, so the battles that decide a promotion come up most), both answers are decoded in one
+batch and shown side by side without names, the vote is stored as a comparison with source `arena` (the prompt
+keeps the whole conversation, each answer its version), and only then are the names shown. `record_vote` is the
+one place that writes a battle.
 """
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from feedback_db.store import FeedbackStore
@@ -42,18 +42,6 @@ def pick_versions(servable: list[str], active: str, newest_candidate: str | None
 def newest_candidate(store: FeedbackStore) -> str | None:
     candidates = [v for v in store.list_versions() if v.status == "candidate" and v.method != "reward"]
     return max(candidates, key=lambda v: v.id).name if candidates else None
-
-
-def interleave(a: Iterator[str], b: Iterator[str]) -> Iterator[tuple[int, str]]:
-    """(side, text so far) from two token streams, one step each in turn, so both answers grow together (the model
-    lock is taken per forward pass, so neither stream waits for the other to finish)."""
-    streams = {0: a, 1: b}
-    while streams:
-        for side in list(streams):
-            try:
-                yield side, next(streams[side])
-            except StopIteration:
-                del streams[side]
 
 
 def record_vote(store: FeedbackStore, battle: Battle, winner: str, username: str) -> int:

@@ -1,4 +1,4 @@
-"""Arena handlers and decisions: weighted version picks, interleaved streams, the stored vote, the reveal."""
+"""Arena handlers and decisions: weighted version picks, the stored vote, the reveal."""
 
 import random
 from collections import Counter
@@ -8,7 +8,7 @@ import pytest
 
 from tests.webapp.conftest import call
 from tests.webapp.test_handlers import register
-from webapp.arena import interleave, pick_versions
+from webapp.arena import pick_versions
 from webapp.tabs.common import safe_markdown
 
 
@@ -21,11 +21,6 @@ def test_pick_versions_favours_active_and_newest_candidate_and_randomises_sides(
     assert 0.4 < sum(a == "v1-sft" for a, _ in picks) / seen["v1-sft"] < 0.6  # A or B side equally often
     with pytest.raises(ValueError, match="two servable versions"):
         pick_versions(["base"], "base", None, rng)
-
-
-def test_interleave_lets_both_answers_grow_together():
-    steps = list(interleave(iter(["a", "ab", "abc"]), iter(["x"])))
-    assert steps == [(0, "a"), (1, "x"), (0, "ab"), (0, "abc")]
 
 
 def test_arena_needs_two_versions(demo):

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from training.generation import Request
 from webapp import arena, limits
 from webapp.auth import EVERYONE
 from webapp.model_service import VersionLoadError
@@ -40,14 +41,13 @@ def build_arena_tab(services) -> None:
         except (ValueError, VersionLoadError) as err:
             raise gr.Error(str(err)) from err
         messages = [{"role": "user", "content": message}]
-        answers = ["", ""]
-        streams = [services.models.stream(messages, version=name, max_new_tokens=MAX_NEW_TOKENS,
-                                          temperature=TEMPERATURE) for name in versions]
         hidden = gr.update(interactive=False)
+        yield "", *pair_view(messages, ("", "")), None, "Answering… (both versions in one batch)", hidden, hidden, \
+            hidden, hidden
         with services.usage.slot(user.username, "arena"):  # one battle at a time per user (webapp/usage_limits.py)
-            for side, text in arena.interleave(*streams):
-                answers[side] = text
-                yield "", *pair_view(messages, tuple(answers)), None, "Answering…", *(hidden,) * len(VOTES)
+            # one batch for both answers: the model service's continuous-batching engine decodes them together
+            requests = [Request(messages, MAX_NEW_TOKENS, TEMPERATURE, adapter=name) for name in versions]
+            answers = [result.text for result in services.models.generate_many(requests)]
         battle = arena.Battle(messages, versions, tuple(answers))
         yield ("", *pair_view(messages, battle.answers), battle, "Which answer is better? The names are shown after "
                "your vote.", *(gr.update(interactive=True),) * len(VOTES))
