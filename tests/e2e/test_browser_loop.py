@@ -145,8 +145,8 @@ def test_feedback_loop_in_the_browser(browser, live_app, candidate, artifacts, t
     expect(admin.get_by_text(re.compile(r"Run \d+: (running|succeeded)"))).to_be_visible()
     shot(admin, artifacts, "07-admin-round-running")
     expect(admin.get_by_text(re.compile(r"Run \d+: succeeded"))).to_be_visible(timeout=600_000)
-    status = admin.get_by_text(re.compile(r"Run \d+: succeeded")).inner_text()
-    version = re.search(r"versions (v\d+-sft)", status).group(1)
+    timeline = admin.get_by_text(re.compile(r"✅ sft \(v\d+-sft\)")).inner_text()  # the stage timeline
+    version = re.search(r"✅ sft \((v\d+-sft)\)", timeline).group(1)
     shot(admin, artifacts, "08-admin-round-succeeded")
 
     # 4. Promote (hot-swap) and chat: the answer comes from the new version
