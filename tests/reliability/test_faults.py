@@ -87,6 +87,7 @@ def trained_app(tmp_path_factory, base_model_path):
     app.stop()
 
 
+@pytest.mark.slow  # ~220 s; and see the open note in issue 14: a lone greedy chat's answer changed after the kills
 def test_kill_9_training_runs_at_random_points(trained_app):
     app, admin, version, round_s = trained_app
     data_dir = app.data_dir

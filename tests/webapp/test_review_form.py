@@ -25,7 +25,7 @@ def test_admin_form_reaches_the_reviewer_and_answers_are_stored_exported_and_exc
     add_pair(store, "first?")
     add_pair(store, "second?")
     guidelines, mine, form, *slots = call(demo, "review_form", "pairwise", user="rita")
-    assert "Prefer **short** answers &lt;script&gt;" in guidelines and "<script>" not in guidelines
+    assert "Prefer <strong>short</strong> answers &lt;script&gt;" in guidelines and "<script>" not in guidelines
     assert slots[0]["visible"] and slots[0]["label"] == "factually accurate"
     assert slots[0]["info"] == "Every claim is true"
     assert "out of training" in slots[1]["label"] and slots[1]["choices"] == [("yes", 1), ("no", 0)]
