@@ -27,6 +27,7 @@ def main() -> None:
     except (ZeroDivisionError, RuntimeError) as error:
         seen["error"] = f"{type(error).__name__}: {error}"
     (out / f"rank{state.process_index}.json").write_text(json.dumps(seen))
+    state.destroy_process_group()  # else gloo's threads can abort the interpreter at exit ("terminate called ...")
 
 
 if __name__ == "__main__":
