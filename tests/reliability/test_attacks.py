@@ -208,7 +208,9 @@ def login(app: LiveApp, username: str, password: str, address: str) -> int:
 
 def test_spraying_usernames_does_not_lock_out_anyone_else(app, sessions):
     codes = [login(app, f"user-{uuid.uuid4().hex[:8]}", "guess", "10.66.0.1") for _ in range(100)]
-    assert codes.count(400) >= 5 and codes[-1] == 429
+    # a few guesses, then the address waits, each wait longer: under load a wait can run out before the next guess,
+    # so count (without back-off all 100 would be 400s) instead of asking the last answer to be 429
+    assert 5 <= codes.count(400) <= 15 and codes.count(429) >= 80, codes
     assert login(app, "rita", PASSWORD, "10.66.0.2") == 200  # another address
     assert login(app, ADMIN, PASSWORD, "127.0.0.1") == 200  # the admin where they logged in before
 
