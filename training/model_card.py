@@ -12,9 +12,10 @@ from huggingface_hub import ModelCardData
 from feedback_db.models import ModelVersion
 from feedback_db.summary import snapshot_summary
 
-GATE_KEYS = ("gate_passed", "gate_reason", "win_rate_vs_active", "win_rate_threshold", "judge", "promoted",
-             "reward_model_accuracy", "heldout_preference_accuracy", "heldout_preference_margin",
-             "preference_accuracy_dropped")
+GATE_KEYS = ("gate", "win_rate_vs_active", "promoted")  # written by training.evaluate / webapp check_gates
+# versions evaluated before the gate report (training.gate) kept these flat keys; their cards still show them
+LEGACY_GATE_KEYS = ("gate_passed", "gate_reason", "win_rate_threshold", "judge", "reward_model_accuracy",
+                    "heldout_preference_accuracy", "heldout_preference_margin", "preference_accuracy_dropped")
 LOCAL_KEYS = ("db", "data_dir", "dataset_file", "snapshot", "run_id", "base_model", "parent", "reward_model")
 RL_METHODS = ("reward", "dpo", "kto", "online_rl")
 
@@ -43,8 +44,9 @@ def model_card(store, version: ModelVersion, base: BaseIdentity, kind: str) -> t
     hyper = {k: v for k, v in version.config.items() if k not in LOCAL_KEYS}
     snapshot = version.data_snapshot or {}
     data = snapshot_summary(store, snapshot) if "max_ids" in snapshot else snapshot
-    gate = {k: version.metrics[k] for k in GATE_KEYS if k in version.metrics}
-    metrics = {k: v for k, v in version.metrics.items() if k not in GATE_KEYS and k != "history"}
+    gate = gate_summary(version.metrics)
+    metrics = {k: v for k, v in version.metrics.items()
+               if k not in (*GATE_KEYS, *LEGACY_GATE_KEYS) and k != "history"}
     tags = ["tuneloop", version.method, version.technique, *(["trl"] if version.method != "sdk" else []),
             *(["peft", "lora"] if kind == "adapter" else []), *(["rlhf"] if version.method in RL_METHODS else []),
             *(["reward-model"] if reward else [])]
@@ -94,7 +96,8 @@ def model_card(store, version: ModelVersion, base: BaseIdentity, kind: str) -> t
         "",
         "## Evaluation gate",
         "",
-        _table(gate) if gate else "Not evaluated.",
+        _table({k: _interval(v) if k == "interval_95" else v for k, v in gate.items()}) if gate
+        else "Not evaluated.",
         "",
         "## Metrics",
         "",
@@ -102,6 +105,50 @@ def model_card(store, version: ModelVersion, base: BaseIdentity, kind: str) -> t
         "",
     ]
     return f"---\n{header.to_yaml()}\n---\n\n" + "\n".join(body), facts
+
+
+def gate_summary(metrics: dict) -> dict:
+    """The evaluation gate's verdict as the card states it: from the gate report (`metrics["gate"]`, see
+    training.evaluate and training.gate) the verdict, its Wilson 95 % interval and the counts behind it, the judge,
+    what was compared and why auto-promotion was refused; never a prompt or an answer (those stay in the report)."""
+    gate = metrics.get("gate")
+    if not isinstance(gate, dict):  # evaluated before the gate report existed
+        return {k: metrics[k] for k in (*LEGACY_GATE_KEYS, "win_rate_vs_active", "promoted") if k in metrics}
+    verdict = gate.get("verdict") or {}
+    policy = gate.get("policy") or {}
+    truncated = gate.get("truncated") or []
+    accuracy = gate.get("preference_accuracy") or {}
+    summary = {
+        "verdict": gate.get("status"),
+        "promoted": bool(metrics.get("promoted", verdict.get("promote", False))),
+        "reason": verdict.get("reason") or ("waiting for reviewer votes" if gate.get("status") == "waiting" else None),
+        "rule": f"pass when the lower bound of the Wilson 95 % interval of the win-rate is above 0.5 over at least "
+                f"{policy.get('min_decisive', '?')} decisive comparisons (identical answers are ties)",
+        "win_rate": verdict.get("win_rate"),
+        "interval_95": [verdict.get("lower"), verdict.get("upper")] if verdict.get("lower") is not None else None,
+        "wins": verdict.get("wins"),
+        "losses": verdict.get("losses"),
+        "ties": verdict.get("ties"),
+        "more_needed": verdict.get("more_needed"),
+        "refusals": verdict.get("refusals") or [],
+        "judge": gate.get("judge") or "none",
+        "judge_name": gate.get("judge_name"),
+        "judge_accuracy": gate.get("judge_accuracy"),
+        "compared_with": gate.get("compared_with"),
+        "evaluated_on_training_data": gate.get("eval_on_train"),
+        "heldout_prompts": gate.get("heldout_prompts"),
+        "gate_prompts": len(gate.get("prompt_ids") or []),
+        "prompt_sample_seed": gate.get("seed"),
+        "max_new_tokens": gate.get("max_new_tokens"),
+        "truncated_answers": sum(bool(pair[0]) for pair in truncated) if truncated else None,
+        "preference_accuracy_candidate": accuracy.get("candidate"),
+        "preference_accuracy_compared": accuracy.get("compared"),
+    }
+    return {k: v for k, v in summary.items() if v is not None and v != []}
+
+
+def _interval(bounds: list) -> str:
+    return f"[{bounds[0]:.3f}, {bounds[1]:.3f}]"
 
 
 _KIND_TEXT = {
