@@ -21,9 +21,10 @@ from feedback_db import datasets, importers, stats
 from feedback_db.passwords import password_problem
 from feedback_db.splits import DEFAULT_HELDOUT_SHARE
 from feedback_db.store import EXPORTABLE_TABLES, FeedbackStore
+from feedback_db.vocab import ROLES
 from training import runner
 from training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
-from webapp.auth import ROLES, Auth
+from webapp.auth import Auth
 from webapp.model_service import ModelService
 from webapp.server import build_app, public_origins
 from webapp.services import DataOps, Runner, Services

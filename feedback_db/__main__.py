@@ -14,6 +14,7 @@ import sys
 
 from feedback_db import FeedbackStore
 from feedback_db.splits import DEFAULT_HELDOUT_SHARE
+from feedback_db.vocab import IMPORT_KINDS, ROLES, SPLITS, STAGES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,18 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     user = commands.add_parser("create-user", help="add a user (password read from the terminal)")
     user.add_argument("username")
-    user.add_argument("role", choices=["admin", "reviewer", "viewer"])
+    user.add_argument("role", choices=ROLES)
     imp = commands.add_parser("import", help="import a JSONL/CSV/Parquet file, all or nothing")
     imp.add_argument("path")
-    imp.add_argument("kind", choices=["prompts", "demonstrations", "preferences", "unpaired"])
-    imp.add_argument("--split", choices=["train", "heldout"], default=None,
+    imp.add_argument("kind", choices=IMPORT_KINDS)
+    imp.add_argument("--split", choices=SPLITS, default=None,
                      help="split of new prompts without a 'split' field (default: --heldout-share of them held out)")
     exp = commands.add_parser("export", help="export a dataset (sft|preference|kto) or a raw table")
     exp.add_argument("name")
     exp.add_argument("path", help="ends in .jsonl or .parquet")
-    exp.add_argument("--split", choices=["train", "heldout"], default="train")
+    exp.add_argument("--split", choices=SPLITS, default="train")
     check = commands.add_parser("check", help="is there enough data for a training method?")
-    check.add_argument("method", choices=["sft", "reward", "dpo", "kto", "online_rl"])
+    check.add_argument("method", choices=STAGES)
     args = parser.parse_args(argv)
 
     store = FeedbackStore(args.db, heldout_share=args.heldout_share)

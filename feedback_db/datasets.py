@@ -26,6 +26,7 @@ from datasets import Dataset, Features, List, Value
 from feedback_db.consensus import likert_votes, pair_votes, polarity_votes, thumbs_votes, verdicts
 from feedback_db.models import DataCheck, Prompt, Rating, Response
 from feedback_db.store import FeedbackStore
+from feedback_db.vocab import NO_WINNER, SPLITS
 
 LIKERT_GAP = 1.0  # consensus Likert scores this far apart make a preference pair
 LIKERT_SPREAD = 3  # reviewers' Likert scores of one response this far apart (1 vs 4) = a disagreement
@@ -50,7 +51,7 @@ class _Data:
 
 
 def _load(store: FeedbackStore, snapshot: dict | None, split: str) -> _Data:
-    if split not in ("train", "heldout"):
+    if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'heldout'; got {split!r}")
     excluded = store.excluded_prompt_ids(snapshot)  # flagged by a reviewer on an excluding criterion
     prompts = {p.id: p for p in store.list_prompts(split=split, snapshot=snapshot) if p.id not in excluded}
@@ -120,7 +121,7 @@ def preference_rows(
     judged = verdicts(votes)
     counts["disagreements"] += judged.disagreements
     for (low, high), winner in judged.decided.items():
-        if winner in ("tie", "both_bad"):
+        if winner in NO_WINNER:
             counts["ties"] += 1
             continue
         loser = high if winner == low else low

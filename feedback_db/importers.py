@@ -25,13 +25,12 @@ import pyarrow.parquet as pq
 
 from feedback_db.models import ImportReport
 from feedback_db.store import FeedbackStore
+from feedback_db.vocab import IMPORT_KINDS, MESSAGE_ROLES, SPLITS
 
-KINDS = ("prompts", "demonstrations", "preferences", "unpaired")
 # 120 prompts written for Tuneloop (facts, how-to, writing, reasoning, coding, advice, safety-sensitive requests),
 # every sixth of each kind held out; the first-run panel imports them into an empty store
 STARTER_PROMPTS = Path(__file__).parent / "assets" / "starter_prompts.jsonl"
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-ROLES = ("system", "user", "assistant")
 
 
 class ImportValidationError(ValueError):
@@ -64,9 +63,9 @@ def import_file(
 ) -> ImportReport:
     """Import a file, all or nothing. `split` (train | heldout) applies to new prompts without a `split` field;
     None (default) holds out the store's `heldout_share` of them by a hash of the prompt text."""
-    if kind not in KINDS:
-        raise ImportValidationError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    if split not in (None, "train", "heldout"):
+    if kind not in IMPORT_KINDS:
+        raise ImportValidationError(f"kind must be one of {', '.join(IMPORT_KINDS)}; got {kind!r}")
+    if split not in (None, *SPLITS):
         raise ImportValidationError(f"split must be 'train' or 'heldout'; got {split!r}")
     path = Path(path)
     fmt, rows = read_rows(path, limits)
@@ -88,8 +87,8 @@ class ImportPreview:
 def preview_file(path: str | Path, kind: str, shown: int = 5, limits: ImportLimits = ImportLimits()) -> ImportPreview:
     """Read and validate every row of a file as `import_file` would; return the counts, the first rows and the
     first problem. Writes nothing."""
-    if kind not in KINDS:
-        raise ImportValidationError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    if kind not in IMPORT_KINDS:
+        raise ImportValidationError(f"kind must be one of {', '.join(IMPORT_KINDS)}; got {kind!r}")
     fmt, rows = read_rows(Path(path), limits)
     first, problem = [], None
     for location, row in rows:
@@ -232,8 +231,9 @@ def _messages(loc: str, name: str, value: object) -> list[dict]:
             f"{loc}: field '{name}' must be a string or a list of messages, got {_type(value)}"
         )
     for i, message in enumerate(value):
-        if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise ImportValidationError(f"{loc}: field '{name}' message {i} needs a 'role' of {', '.join(ROLES)}")
+        if not isinstance(message, dict) or message.get("role") not in MESSAGE_ROLES:
+            roles = ", ".join(MESSAGE_ROLES)
+            raise ImportValidationError(f"{loc}: field '{name}' message {i} needs a 'role' of {roles}")
         if not isinstance(message.get("content"), str):
             raise ImportValidationError(f"{loc}: field '{name}' message {i} needs a string 'content'")
     return [{"role": m["role"], "content": m["content"]} for m in value]

@@ -1,28 +1,13 @@
 """Plain dataclasses returned by `FeedbackStore` and the dataset helpers.
 
 Rows come back from SQLite as these frozen values; JSON columns are already decoded into dicts/lists.
-Timestamps are UTC ISO-8601 strings (`2026-11-28T03:30:00.123456+00:00`).
+Timestamps are UTC ISO-8601 strings (`2026-11-28T03:30:00.123456+00:00`). The values a field may take are
+spelt in `feedback_db.vocab`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-ROLES = ("admin", "reviewer", "viewer")
-SPLITS = ("train", "heldout")
-REVIEW_MODES = ("single", "pairwise", "ranking")
-WINNERS = ("a", "b", "tie", "both_bad")
-CRITERION_KINDS = ("scale", "flag")  # 1–5, or yes (1) / no (0)
-JUDGMENT_TABLES = ("ratings", "comparisons", "rankings")  # what criteria answers and undo attach to
-WEBHOOK_EVENTS = ("round_finished", "round_failed", "gate_verdict", "promotion", "queue_empty")
-COMPARISON_SOURCES = ("review", "arena", "api")  # review queue, chat arena, REST API
-# where a rating came from; viewers' chat thumbs stay out of training unless an admin includes them
-RATING_SOURCES = ("review", "api", "chat", "viewer_chat")
-METHODS = ("sft", "reward", "dpo", "kto", "online_rl", "sdk")
-TECHNIQUES = ("lora", "full", "freeze")
-VERSION_STATUSES = ("candidate", "active", "archived", "rejected")
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL_RUN_STATUSES = ("succeeded", "failed", "cancelled", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -89,7 +74,7 @@ class Rating:
     likert: int | None  # 1..5
     comment: str
     created: str
-    source: str = "review"  # one of RATING_SOURCES
+    source: str = "review"  # one of vocab.RATING_SOURCES
 
 
 @dataclass(frozen=True)

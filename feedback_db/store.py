@@ -26,20 +26,6 @@ from feedback_db import browse, review_queue
 from feedback_db.connection import Connections, retry_locked
 from feedback_db.migrations import migrate, schema_version
 from feedback_db.models import (
-    COMPARISON_SOURCES,
-    CRITERION_KINDS,
-    FINAL_RUN_STATUSES,
-    JUDGMENT_TABLES,
-    METHODS,
-    RATING_SOURCES,
-    REVIEW_MODES,
-    ROLES,
-    RUN_STATUSES,
-    SPLITS,
-    TECHNIQUES,
-    VERSION_STATUSES,
-    WEBHOOK_EVENTS,
-    WINNERS,
     ApiToken,
     AuditEntry,
     Comparison,
@@ -65,6 +51,22 @@ from feedback_db.models import (
 )
 from feedback_db.passwords import hash_password, verify_password
 from feedback_db.splits import DEFAULT_HELDOUT_SHARE, check_share, split_for
+from feedback_db.vocab import (
+    COMPARISON_SOURCES,
+    CRITERION_KINDS,
+    FINAL_RUN_STATUSES,
+    JUDGMENT_TABLES,
+    METHODS,
+    RATING_SOURCES,
+    REVIEW_MODES,
+    ROLES,
+    RUN_STATUSES,
+    SPLITS,
+    TECHNIQUES,
+    VERSION_STATUSES,
+    WEBHOOK_EVENTS,
+    WINNERS,
+)
 
 # tables whose max id a snapshot pins; builders read no row past them
 SNAPSHOT_TABLES = (

@@ -11,13 +11,13 @@ from huggingface_hub import ModelCardData
 
 from feedback_db.models import ModelVersion
 from feedback_db.summary import snapshot_summary
+from feedback_db.vocab import RL_STAGES
 
 GATE_KEYS = ("gate", "win_rate_vs_active", "promoted")  # written by training.evaluate / webapp check_gates
 # versions evaluated before the gate report (training.gate) kept these flat keys; their cards still show them
 LEGACY_GATE_KEYS = ("gate_passed", "gate_reason", "win_rate_threshold", "judge", "reward_model_accuracy",
                     "heldout_preference_accuracy", "heldout_preference_margin", "preference_accuracy_dropped")
 LOCAL_KEYS = ("db", "data_dir", "dataset_file", "snapshot", "run_id", "base_model", "parent", "reward_model")
-RL_METHODS = ("reward", "dpo", "kto", "online_rl")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def model_card(store, version: ModelVersion, base: BaseIdentity, kind: str) -> t
     metrics = {k: v for k, v in version.metrics.items()
                if k not in (*GATE_KEYS, *LEGACY_GATE_KEYS) and k != "history"}
     tags = ["tuneloop", version.method, version.technique, *(["trl"] if version.method != "sdk" else []),
-            *(["peft", "lora"] if kind == "adapter" else []), *(["rlhf"] if version.method in RL_METHODS else []),
+            *(["peft", "lora"] if kind == "adapter" else []), *(["rlhf"] if version.method in RL_STAGES else []),
             *(["reward-model"] if reward else [])]
     header = ModelCardData(
         base_model=base.hub_id, library_name="peft" if kind == "adapter" else "transformers",

@@ -27,11 +27,9 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from feedback_db.vocab import POLICY_STAGES, STAGES, TECHNIQUES
 from training.base_model import DEFAULT_BASE_MODEL
 from training.distributed import from_main, open_store, say, start
-
-STAGES = ("sft", "reward", "dpo", "kto", "online_rl")
-POLICY_STAGES = ("sft", "dpo", "kto", "online_rl")
 
 
 class RunCancelled(BaseException):
@@ -76,7 +74,7 @@ class RoundConfig:
         unknown = [s for s in self.stage_list if s not in STAGES]
         if not self.stage_list or unknown:
             raise ValueError(f"--stages: unknown {unknown}; pick from {STAGES}.")
-        if self.technique not in ("lora", "full", "freeze"):
+        if self.technique not in TECHNIQUES:
             raise ValueError(f"--technique must be lora, full or freeze, got {self.technique!r}.")
         if isinstance(self.stage_args, dict):
             self.stage_args = json.dumps(self.stage_args)

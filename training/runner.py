@@ -18,7 +18,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from feedback_db.models import FINAL_RUN_STATUSES
+from feedback_db.vocab import FINAL_RUN_STATUSES
 from training.base_model import DEFAULT_BASE_MODEL
 from training.versions import pid_alive, remove_stale_tmp_dirs
 

@@ -42,6 +42,7 @@ from transformers import PreTrainedTokenizerBase
 
 from feedback_db.models import ModelVersion
 from feedback_db.store import VERSION_NAME, FeedbackStore
+from feedback_db.vocab import MESSAGE_ROLES
 from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm, load_tokenizer, resolve_base_model
 from training.generation import Request, generate
 from training.hardware import device
@@ -50,7 +51,6 @@ from training.versions import LORA_TARGETS, new_tmp_dir
 BATCH_SIZE = 2
 INIT_SEED = 0  # LoRA A matrices are random; a fixed seed makes a tutorial run reproducible
 INSTRUCTION, RESPONSE = "### Instruction:", "### Response:"
-ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -275,9 +275,9 @@ def _check_messages(where: str, messages: object) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"{where}['messages']: expected a non-empty list of {{'role', 'content'}} dicts.")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(
+        if not isinstance(message, dict) or message.get("role") not in MESSAGE_ROLES or not isinstance(
                 message.get("content"), str):
-            raise ValueError(f"{where}['messages'][{i}]: expected {{'role': one of {', '.join(ROLES)}, "
+            raise ValueError(f"{where}['messages'][{i}]: expected {{'role': one of {', '.join(MESSAGE_ROLES)}, "
                              f"'content': str}}, got {message!r}.")
     if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
         raise ValueError(f"{where}['messages']: the last message must be a non-empty assistant turn (it is trained).")

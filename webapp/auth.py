@@ -9,10 +9,9 @@ registry to try every admin endpoint as anonymous, viewer and reviewer.
 import gradio as gr
 
 from feedback_db.models import User
+from feedback_db.vocab import ADMIN, REVIEWER, ROLES
 
-ADMIN, REVIEWER, VIEWER = "admin", "reviewer", "viewer"
-ROLES = (ADMIN, REVIEWER, VIEWER)
-EVERYONE = (ADMIN, REVIEWER, VIEWER)
+EVERYONE = ROLES
 REVIEWERS = (ADMIN, REVIEWER)
 ADMINS = (ADMIN,)
 

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.routing import BaseRoute
 
+from feedback_db.vocab import REVIEW_MODES
 from webapp import limits
 from webapp.auth import REVIEWERS
 from webapp.rest_api import PREFIX, capped_body, parse, token_user, unknown_response
@@ -114,7 +115,7 @@ def ingest_routes(services) -> list[BaseRoute]:
             raise unknown_response(exc, {"response_id": correction.response_id}) from None
 
     @router.get("/review/next", response_model=None)
-    def review_next(mode: Literal["single", "pairwise", "ranking"] = Query("pairwise"),
+    def review_next(mode: Literal[REVIEW_MODES] = Query("pairwise"),
                     authorization: str | None = Header(None)) -> dict | Response:
         user = token_user(store, authorization, *REVIEWERS)
         item = store.next_item(user.username, mode, services.annotators_per_item)

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute
 
 from feedback_db.models import User
 from feedback_db.store import MAX_ID
+from feedback_db.vocab import WINNERS
 from webapp import limits
 from webapp.auth import EVERYONE, REVIEWERS
 
@@ -43,7 +44,7 @@ class ComparisonIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     response_a: Id
     response_b: Id
-    winner: Literal["a", "b", "tie", "both_bad"]
+    winner: Literal[WINNERS]
 
 
 async def capped_body(request: Request) -> bytes:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from feedback_db.consensus import pair_votes
 from feedback_db.importers import STARTER_PROMPTS
+from feedback_db.vocab import VIEWER
 from training.gate import human_verdict
 from training.generation import Request
 from webapp import limits
-from webapp.auth import VIEWER, Auth
+from webapp.auth import Auth
 from webapp.chat_answers import ChatAnswers, KeptAnswer
 from webapp.model_service import BASE, VersionLoadError
 from webapp.usage_limits import UsageLimits, fit_context

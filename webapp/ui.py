@@ -6,7 +6,8 @@ role itself (webapp/auth.py). webapp/server.py mounts the Blocks in the app's Fa
 
 import gradio as gr
 
-from webapp.auth import ADMIN, EVERYONE, REVIEWERS
+from feedback_db.vocab import ADMIN
+from webapp.auth import EVERYONE, REVIEWERS
 from webapp.tabs.admin import build_admin_tab
 from webapp.tabs.arena import build_arena_tab
 from webapp.tabs.chat import build_chat_tab

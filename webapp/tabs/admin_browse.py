@@ -9,6 +9,7 @@ import gradio as gr
 import pandas as pd
 
 from feedback_db.browse import PAGE_SIZE, BrowseFilter
+from feedback_db.vocab import SPLITS
 from webapp import limits
 from webapp.auth import ADMINS
 from webapp.tabs.common import safe_markdown
@@ -111,7 +112,7 @@ def build_browse_tab(services, tab: gr.Tab) -> None:
 
     with gr.Row():
         search = gr.Textbox(label="Search prompt text", scale=3, elem_id="browse-search")
-        split = gr.Dropdown([ANY, "train", "heldout"], value=ANY, label="Split", scale=1)
+        split = gr.Dropdown([ANY, *SPLITS], value=ANY, label="Split", scale=1)
         source = gr.Textbox(label="Source (e.g. chat, arena)", scale=1)
         version = gr.Textbox(label="Answered by version", scale=1)
         reviewer = gr.Textbox(label="Judged by", scale=1)

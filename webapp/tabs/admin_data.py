@@ -8,10 +8,10 @@ import pandas as pd
 
 from feedback_db.importers import preview_file
 from feedback_db.models import GenerationJob
+from feedback_db.vocab import IMPORT_KINDS, SPLITS
 from webapp.auth import ADMINS
 from webapp.model_service import BASE, VersionLoadError
 
-IMPORT_KINDS = ["prompts", "demonstrations", "preferences", "unpaired"]
 COUNTED = ["prompts", "responses", "demonstrations", "preference_pairs", "unpaired_labels", "ratings", "comparisons",
            "rankings", "corrections"]
 REVIEW_MODES = [("Blind A/B: active vs candidate (pairwise)", "pairwise"), ("Single answer from active", "single"),
@@ -121,8 +121,8 @@ def build_data_tab(services, tab: gr.Tab) -> None:
                         "and the error names the line and field.")
             upload = gr.File(label="File", file_types=[".jsonl", ".csv", ".parquet"], type="filepath")
             with gr.Row():
-                kind = gr.Radio(IMPORT_KINDS, value="prompts", label="Kind")
-                split = gr.Radio(["auto", "train", "heldout"], value="auto", label="Split (auto: a share of new "
+                kind = gr.Radio(list(IMPORT_KINDS), value="prompts", label="Kind")
+                split = gr.Radio(["auto", *SPLITS], value="auto", label="Split (auto: a share of new "
                                  "prompts is held out by text hash; held-out prompts feed the evaluation gate)")
             preview_md = gr.Markdown(elem_id="import-preview")
             preview_table = gr.Dataframe(interactive=False, wrap=True, max_height=240)
@@ -138,7 +138,7 @@ def build_data_tab(services, tab: gr.Tab) -> None:
         candidate = gr.Dropdown([BASE], value=BASE, label="Candidate (B side)", scale=2, allow_custom_value=True)
         samples = gr.Slider(3, 5, value=3, step=1, label="N for ranking", scale=1)
     with gr.Row():
-        prompts = gr.Radio(["train", "heldout"], value="train", label="Prompts (only those without answers yet)")
+        prompts = gr.Radio(list(SPLITS), value="train", label="Prompts (only those without answers yet)")
         max_new_tokens = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
         temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="Temperature")
     with gr.Row():

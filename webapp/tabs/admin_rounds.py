@@ -7,10 +7,10 @@ plots survive a reload and show the same in a second browser.
 import gradio as gr
 import pandas as pd
 
+from feedback_db.vocab import STAGES
 from webapp import limits
 from webapp.auth import ADMINS
 
-STAGES = ["sft", "reward", "dpo", "kto", "online_rl"]
 RUN_COLUMNS = ["id", "status", "stage", "stages", "technique", "by", "versions", "created", "finished", "error"]
 PLOTS = {  # plot -> metric-name fragments it shows (names as TRL logs them, plus the callback's tokens_per_s)
     "Loss": ("loss",),
@@ -146,7 +146,7 @@ def build_rounds_tab(services) -> gr.Timer:
 
     with gr.Row():
         with gr.Column(scale=3):
-            stages = gr.CheckboxGroup(STAGES, value=["sft", "reward", "dpo"], label="Stages (in order)")
+            stages = gr.CheckboxGroup(list(STAGES), value=["sft", "reward", "dpo"], label="Stages (in order)")
             with gr.Row():
                 technique = gr.Radio([("LoRA", "lora"), ("Full", "full"), ("Top-N layers", "freeze")], value="lora",
                                      label="Technique")

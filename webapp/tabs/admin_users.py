@@ -6,8 +6,9 @@ import gradio as gr
 import pandas as pd
 
 from feedback_db.passwords import password_problem
+from feedback_db.vocab import ROLES
 from webapp import limits
-from webapp.auth import ADMINS, ROLES
+from webapp.auth import ADMINS
 
 USER_COLUMNS = ["username", "role", "disabled", "created"]
 AUDIT_COLUMNS = ["created", "username", "action", "detail"]

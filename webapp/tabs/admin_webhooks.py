@@ -5,7 +5,7 @@ webapp/webhooks.py for the payload and headers."""
 import gradio as gr
 import pandas as pd
 
-from feedback_db.models import WEBHOOK_EVENTS
+from feedback_db.vocab import WEBHOOK_EVENTS
 from webapp import limits
 from webapp.auth import ADMINS
 
