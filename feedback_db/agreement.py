@@ -8,7 +8,7 @@ from collections.abc import Hashable, Sequence
 from itertools import permutations
 
 from feedback_db.consensus import Votes, likert_votes, majority, pair_votes, thumbs_votes
-from feedback_db.models import Agreement
+from feedback_db.models import Agreement, Snapshot
 from feedback_db.store import FeedbackStore
 
 
@@ -66,7 +66,7 @@ def agreement_from_votes(kind: str, votes: Votes) -> Agreement:
     return Agreement(kind, method, overall, len(shared), disagreements, per_reviewer)
 
 
-def agreement(store: FeedbackStore, kind: str, snapshot: dict | None = None) -> Agreement:
+def agreement(store: FeedbackStore, kind: str, snapshot: Snapshot | None = None) -> Agreement:
     """Agreement on `kind` = thumbs | likert | pairwise (comparisons and rankings, winners per pair)."""
     if kind == "thumbs":
         votes = thumbs_votes(store.list_ratings(snapshot))

@@ -24,7 +24,7 @@ from itertools import combinations
 from datasets import Dataset, Features, List, Value
 
 from feedback_db.consensus import likert_votes, pair_votes, polarity_votes, thumbs_votes, verdicts
-from feedback_db.models import DataCheck, Prompt, Rating, Response
+from feedback_db.models import DataCheck, Prompt, Rating, Response, Snapshot
 from feedback_db.store import FeedbackStore
 from feedback_db.vocab import NO_WINNER, SPLITS
 
@@ -44,13 +44,13 @@ class _Data:
     prompts: dict[int, Prompt]
     responses: dict[int, Response]
     store: FeedbackStore
-    snapshot: dict | None
+    snapshot: Snapshot | None
 
     def prompt_of(self, response_id: int) -> Prompt:
         return self.prompts[self.responses[response_id].prompt_id]
 
 
-def _load(store: FeedbackStore, snapshot: dict | None, split: str) -> _Data:
+def _load(store: FeedbackStore, snapshot: Snapshot | None, split: str) -> _Data:
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'heldout'; got {split!r}")
     excluded = store.excluded_prompt_ids(snapshot)  # flagged by a reviewer on an excluding criterion
@@ -68,7 +68,7 @@ def _blank(*texts: str) -> bool:
 
 
 def sft_rows(
-    store: FeedbackStore, snapshot: dict | None = None, split: str = "train", include_rated: bool = True
+    store: FeedbackStore, snapshot: Snapshot | None = None, split: str = "train", include_rated: bool = True
 ) -> tuple[list[dict], Counter]:
     """(rows of {"messages"}, Counter of rows per source and of dropped `empty` / `duplicates`)."""
     data = _load(store, snapshot, split)
@@ -101,7 +101,7 @@ def sft_rows(
 
 
 def preference_rows(
-    store: FeedbackStore, snapshot: dict | None = None, split: str = "train"
+    store: FeedbackStore, snapshot: Snapshot | None = None, split: str = "train"
 ) -> tuple[list[dict], Counter]:
     """(rows of {"prompt", "chosen", "rejected"}, Counter per source plus `ties`, `disagreements`, dropped)."""
     data = _load(store, snapshot, split)
@@ -162,7 +162,9 @@ def _likert_pairs(data: _Data, counts: Counter) -> list[tuple[str, Prompt, str, 
     return pairs
 
 
-def kto_rows(store: FeedbackStore, snapshot: dict | None = None, split: str = "train") -> tuple[list[dict], Counter]:
+def kto_rows(
+    store: FeedbackStore, snapshot: Snapshot | None = None, split: str = "train"
+) -> tuple[list[dict], Counter]:
     """(rows of {"prompt", "completion", "label"}, Counter of `up`, `down`, `disagreements`, dropped)."""
     data = _load(store, snapshot, split)
     counts: Counter = Counter()
@@ -189,7 +191,7 @@ def kto_rows(store: FeedbackStore, snapshot: dict | None = None, split: str = "t
 def _ratings(data: _Data, counts: Counter) -> list[Rating]:
     """Ratings that may train: viewers' chat thumbs only when the snapshot says an admin included them."""
     ratings = data.store.list_ratings(data.snapshot)
-    if data.snapshot and data.snapshot.get("include_viewer_chat"):
+    if data.snapshot and data.snapshot.include_viewer_chat:
         return ratings
     kept = [r for r in ratings if r.source != "viewer_chat"]
     counts["viewer_chat"] += sum(r.source == "viewer_chat" and r.response_id in data.responses for r in ratings)
@@ -208,16 +210,16 @@ def _dataset(rows: list[dict], features: Features) -> Dataset:
 
 
 def build_sft_dataset(
-    store: FeedbackStore, snapshot: dict | None = None, split: str = "train", include_rated: bool = True
+    store: FeedbackStore, snapshot: Snapshot | None = None, split: str = "train", include_rated: bool = True
 ) -> Dataset:
     return _dataset(sft_rows(store, snapshot, split, include_rated)[0], SFT_FEATURES)
 
 
-def build_preference_dataset(store: FeedbackStore, snapshot: dict | None = None, split: str = "train") -> Dataset:
+def build_preference_dataset(store: FeedbackStore, snapshot: Snapshot | None = None, split: str = "train") -> Dataset:
     return _dataset(preference_rows(store, snapshot, split)[0], PREFERENCE_FEATURES)
 
 
-def build_kto_dataset(store: FeedbackStore, snapshot: dict | None = None, split: str = "train") -> Dataset:
+def build_kto_dataset(store: FeedbackStore, snapshot: Snapshot | None = None, split: str = "train") -> Dataset:
     return _dataset(kto_rows(store, snapshot, split)[0], KTO_FEATURES)
 
 
@@ -232,7 +234,7 @@ def split_by_prompt(dataset: Dataset, fraction: float, seed: int) -> tuple[Datas
             dataset.select([i for i, k in enumerate(keys) if k in test]))
 
 
-def data_check(store: FeedbackStore, method: str, snapshot: dict | None = None) -> DataCheck:
+def data_check(store: FeedbackStore, method: str, snapshot: Snapshot | None = None) -> DataCheck:
     """Whether `method` has enough usable training data, with admin-readable reasons when it has not."""
     if method == "sft":
         rows, counts = sft_rows(store, snapshot)

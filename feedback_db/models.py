@@ -7,7 +7,35 @@ spelt in `feedback_db.vocab`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a round trains on: the max id of every table the dataset builders read, taken in one read transaction
+    (`FeedbackStore.snapshot()`); every reader given it sees no row past them. A value inside the process; JSON only
+    where it crosses one (`to_json` into a recipe or run dir, `to_dict` into a version's provenance)."""
+
+    max_ids: dict[str, int]  # table -> highest id pinned
+    feedback_max_id: int  # highest id over the feedback tables (ratings, comparisons, rankings, corrections)
+    taken_at: str  # admins' prompt exclusions count as they stood at this time
+    include_viewer_chat: bool = False  # whether viewers' chat thumbs train (an admin's choice per round)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Snapshot:
+        return cls(dict(data["max_ids"]), data["feedback_max_id"], data["taken_at"],
+                   data.get("include_viewer_chat", False))
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        return cls.from_dict(json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -208,11 +236,17 @@ class ModelVersion:
     path: str
     base_model: str
     config: dict
-    data_snapshot: dict
+    data_snapshot: dict | None  # a Snapshot's dict, or free-form provenance (SDK adapters)
     metrics: dict
     status: str  # candidate | active | archived | rejected
     created: str
     activated: str | None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The store snapshot this version was trained on; None when it was not trained from the store."""
+        trained_from_store = bool(self.data_snapshot) and "max_ids" in self.data_snapshot
+        return Snapshot.from_dict(self.data_snapshot) if trained_from_store else None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from feedback_db.models import (
     ReviewItem,
     Run,
     RunMetric,
+    Snapshot,
     UnpairedLabel,
     User,
     Webhook,
@@ -258,7 +259,7 @@ class FeedbackStore:
         rows = self._query("SELECT * FROM prompts WHERE id = ?", (prompt_id,))
         return _prompt(rows[0]) if rows else None
 
-    def list_prompts(self, split: str | None = None, snapshot: dict | None = None) -> list[Prompt]:
+    def list_prompts(self, split: str | None = None, snapshot: Snapshot | None = None) -> list[Prompt]:
         where, params = _upto("prompts", snapshot)
         if split is not None:
             where, params = f"{where} AND split = ?", [*params, split]
@@ -279,7 +280,7 @@ class FeedbackStore:
         rows = self._query("SELECT * FROM responses WHERE id = ?", (response_id,))
         return _response(rows[0]) if rows else None
 
-    def list_responses(self, prompt_id: int | None = None, snapshot: dict | None = None) -> list[Response]:
+    def list_responses(self, prompt_id: int | None = None, snapshot: Snapshot | None = None) -> list[Response]:
         where, params = _upto("responses", snapshot)
         if prompt_id is not None:
             where, params = f"{where} AND prompt_id = ?", [*params, prompt_id]
@@ -298,26 +299,26 @@ class FeedbackStore:
         row = {"prompt_id": prompt_id, "completion": completion, "source": source, "created": now()}
         return self._insert("demonstrations", row)
 
-    def list_demonstrations(self, snapshot: dict | None = None) -> list[Demonstration]:
+    def list_demonstrations(self, snapshot: Snapshot | None = None) -> list[Demonstration]:
         return [Demonstration(**dict(r)) for r in self._rows("demonstrations", snapshot)]
 
     def add_preference_pair(self, prompt_id: int, chosen: str, rejected: str, source: str = "import") -> int:
         row = {"prompt_id": prompt_id, "chosen": chosen, "rejected": rejected, "source": source, "created": now()}
         return self._insert("preference_pairs", row)
 
-    def list_preference_pairs(self, snapshot: dict | None = None) -> list[PreferencePair]:
+    def list_preference_pairs(self, snapshot: Snapshot | None = None) -> list[PreferencePair]:
         return [PreferencePair(**dict(r)) for r in self._rows("preference_pairs", snapshot)]
 
     def add_unpaired_label(self, prompt_id: int, completion: str, label: bool, source: str = "import") -> int:
         row = {"prompt_id": prompt_id, "completion": completion, "label": int(label), "source": source}
         return self._insert("unpaired_labels", {**row, "created": now()})
 
-    def list_unpaired_labels(self, snapshot: dict | None = None) -> list[UnpairedLabel]:
+    def list_unpaired_labels(self, snapshot: Snapshot | None = None) -> list[UnpairedLabel]:
         return [
             UnpairedLabel(**{**dict(r), "label": bool(r["label"])}) for r in self._rows("unpaired_labels", snapshot)
         ]
 
-    def _rows(self, table: str, snapshot: dict | None) -> list[sqlite3.Row]:
+    def _rows(self, table: str, snapshot: Snapshot | None) -> list[sqlite3.Row]:
         where, params = _upto(table, snapshot)
         return self._query(f"SELECT * FROM {table} WHERE {where} ORDER BY id", params)
 
@@ -370,19 +371,19 @@ class FeedbackStore:
             "corrections", {"response_id": response_id, "text": text, "username": username, "created": now()}
         )
 
-    def list_ratings(self, snapshot: dict | None = None) -> list[Rating]:
+    def list_ratings(self, snapshot: Snapshot | None = None) -> list[Rating]:
         return [Rating(**dict(r)) for r in self._rows("ratings", snapshot)]
 
-    def list_comparisons(self, snapshot: dict | None = None) -> list[Comparison]:
+    def list_comparisons(self, snapshot: Snapshot | None = None) -> list[Comparison]:
         return [Comparison(**dict(r)) for r in self._rows("comparisons", snapshot)]
 
-    def list_rankings(self, snapshot: dict | None = None) -> list[Ranking]:
+    def list_rankings(self, snapshot: Snapshot | None = None) -> list[Ranking]:
         return [
             Ranking(**{**dict(r), "response_ids": json.loads(r["response_ids"])})
             for r in self._rows("rankings", snapshot)
         ]
 
-    def list_corrections(self, snapshot: dict | None = None) -> list[Correction]:
+    def list_corrections(self, snapshot: Snapshot | None = None) -> list[Correction]:
         return [Correction(**dict(r)) for r in self._rows("corrections", snapshot)]
 
     # review form: guidelines, criteria, answers, undo ---
@@ -443,7 +444,7 @@ class FeedbackStore:
     def list_criterion_answers(self) -> list[CriterionAnswer]:
         return [CriterionAnswer(**dict(r)) for r in self._query("SELECT * FROM criterion_answers ORDER BY id")]
 
-    def excluded_prompt_ids(self, snapshot: dict | None = None) -> set[int]:
+    def excluded_prompt_ids(self, snapshot: Snapshot | None = None) -> set[int]:
         """Prompts a reviewer flagged yes on an excluding criterion (as of `snapshot`: only answers that came with
         judgments it pins), kept out of every training dataset."""
         sql = ("SELECT a.prompt_id, a.judgment, a.judgment_id FROM criterion_answers a "
@@ -452,8 +453,8 @@ class FeedbackStore:
         excluded = self._query("SELECT prompt_id, created, lifted FROM prompt_exclusions")
         if snapshot is None:
             return {r["prompt_id"] for r in rows} | {r["prompt_id"] for r in excluded if r["lifted"] is None}
-        taken = snapshot["taken_at"]  # admins' exclusions as they stood when the snapshot was taken
-        return {r["prompt_id"] for r in rows if r["judgment_id"] <= snapshot["max_ids"][r["judgment"]]} | {
+        taken = snapshot.taken_at  # admins' exclusions as they stood when the snapshot was taken
+        return {r["prompt_id"] for r in rows if r["judgment_id"] <= snapshot.max_ids[r["judgment"]]} | {
             r["prompt_id"] for r in excluded if r["created"] <= taken and (r["lifted"] is None or r["lifted"] > taken)}
 
     def _judgment_prompt(self, judgment: str, judgment_id: int) -> int:
@@ -478,7 +479,7 @@ class FeedbackStore:
             _check(row is not None, "you have no judgment to undo")
             table, judgment_id = row[0], row[1]
             for version in self.list_versions():
-                pinned = version.data_snapshot.get("max_ids", {}).get(table, 0)
+                pinned = version.snapshot.max_ids.get(table, 0) if version.snapshot else 0
                 _check(judgment_id > pinned, f"version {version.name} was trained on this judgment; judge the item "
                                              "again to change it")
             conn.execute("DELETE FROM criterion_answers WHERE judgment = ? AND judgment_id = ?", (table, judgment_id))
@@ -627,16 +628,18 @@ class FeedbackStore:
         path: str,
         base_model: str,
         config: dict,
-        data_snapshot: dict,
+        data_snapshot: Snapshot | dict | None,
         metrics: dict,
         status: str = "candidate",
     ) -> ModelVersion:
+        """`data_snapshot`: the Snapshot the version was trained on, or free-form provenance (SDK adapters)."""
         _check(VERSION_NAME.fullmatch(name) is not None and name != "base", f"invalid version name {name!r}")
         _check(method in METHODS, f"method must be one of {', '.join(METHODS)}; got {method!r}")
         _check(technique in TECHNIQUES, f"technique must be one of {', '.join(TECHNIQUES)}; got {technique!r}")
         _check(status in VERSION_STATUSES, f"status must be one of {', '.join(VERSION_STATUSES)}; got {status!r}")
         row = {"name": name, "parent": parent, "method": method, "technique": technique, "path": str(path)}
-        row |= {"base_model": base_model, "config": json.dumps(config), "data_snapshot": json.dumps(data_snapshot)}
+        row |= {"base_model": base_model, "config": json.dumps(config), "data_snapshot": json.dumps(
+            data_snapshot.to_dict() if isinstance(data_snapshot, Snapshot) else data_snapshot)}
         row |= {"metrics": json.dumps(metrics), "status": "candidate", "created": now()}
         with self._db.write():
             try:
@@ -800,15 +803,14 @@ class FeedbackStore:
 
     # snapshot, audit, stats, export ---
 
-    def snapshot(self, include_viewer_chat: bool = False) -> dict:
+    def snapshot(self, include_viewer_chat: bool = False) -> Snapshot:
         """The max id of every table the dataset builders read, taken in one read transaction, and whether
         viewers' chat thumbs count (an admin's choice per round; off by default)."""
         conn = self._db.get()
         union = " UNION ALL ".join(f"SELECT '{t}', COALESCE(MAX(id), 0) FROM {t}" for t in SNAPSHOT_TABLES)
         max_ids = {table: max_id for table, max_id in retry_locked(lambda: conn.execute(union).fetchall())}
         feedback_max_id = max(max_ids[t] for t in FEEDBACK_TABLES)
-        return {"max_ids": max_ids, "feedback_max_id": feedback_max_id, "taken_at": now(),
-                "include_viewer_chat": include_viewer_chat}
+        return Snapshot(max_ids, feedback_max_id, now(), include_viewer_chat)
 
     def audit(self, username: str, action: str, detail: dict) -> int:
         row = {"username": username, "action": action, "detail": json.dumps(detail), "created": now()}
@@ -862,10 +864,10 @@ def _check_username(username: str) -> None:
            if bad else "")
 
 
-def _upto(table: str, snapshot: dict | None) -> tuple[str, list]:
+def _upto(table: str, snapshot: Snapshot | None) -> tuple[str, list]:
     if snapshot is None:
         return "1", []
-    return "id <= ?", [snapshot["max_ids"][table]]
+    return "id <= ?", [snapshot.max_ids[table]]
 
 
 def _token_hash(token: str) -> str:

@@ -1,6 +1,6 @@
 """What a data snapshot held, as numbers only (for model cards): counts by kind, split sizes, date range, reviewers.
 
-    summary = snapshot_summary(store, version.data_snapshot)
+    summary = snapshot_summary(store, version.snapshot)
 
 No raw text leaves: prompts, answers and comments are counted, never copied.
 """
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from feedback_db.models import Snapshot
 from feedback_db.store import FeedbackStore
 
 
-def snapshot_summary(store: FeedbackStore, snapshot: dict | None) -> dict:
+def snapshot_summary(store: FeedbackStore, snapshot: Snapshot | None) -> dict:
     """Counts of every row kind a round could read under `snapshot` (None: everything stored now)."""
     prompts = store.list_prompts(snapshot=snapshot)
     feedback = {
@@ -29,7 +30,7 @@ def snapshot_summary(store: FeedbackStore, snapshot: dict | None) -> dict:
     rows = [row for kind in (*feedback.values(), *imported.values()) for row in kind]
     days = sorted(row.created[:10] for row in rows)
     return {
-        "taken_at": snapshot["taken_at"] if snapshot else None,
+        "taken_at": snapshot.taken_at if snapshot else None,
         "counts": {"prompts": len(prompts), "responses": len(store.list_responses(snapshot=snapshot)),
                    **{kind: len(items) for kind, items in {**feedback, **imported}.items()}},
         "prompt_splits": dict(sorted(Counter(p.split for p in prompts).items())),

@@ -187,7 +187,7 @@ def main(cfg: EvaluateConfig) -> dict:
     against = store.active_version() if cfg.against == "active" else store.get_version(cfg.against)
     against = None if cfg.against == "base" or (against and against.name == version.name) else against
     kind, judge_name = pick_judge(cfg, store, version)
-    snapshot = version.data_snapshot or None
+    snapshot = version.snapshot
     heldout = store.list_prompts(split="heldout", snapshot=snapshot)
     eval_on_train = not heldout
     pool = heldout or store.list_prompts(split="train", snapshot=snapshot)

@@ -42,8 +42,7 @@ def model_card(store, version: ModelVersion, base: BaseIdentity, kind: str) -> t
     reward = version.method == "reward"
     chain = lineage(store, version)
     hyper = {k: v for k, v in version.config.items() if k not in LOCAL_KEYS}
-    snapshot = version.data_snapshot or {}
-    data = snapshot_summary(store, snapshot) if "max_ids" in snapshot else snapshot
+    data = snapshot_summary(store, version.snapshot) if version.snapshot else version.data_snapshot or {}
     gate = gate_summary(version.metrics)
     metrics = {k: v for k, v in version.metrics.items()
                if k not in (*GATE_KEYS, *LEGACY_GATE_KEYS) and k != "history"}

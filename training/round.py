@@ -27,6 +27,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from feedback_db.models import Snapshot
 from feedback_db.vocab import POLICY_STAGES, STAGES, TECHNIQUES
 from training.base_model import DEFAULT_BASE_MODEL
 from training.distributed import from_main, open_store, say, start
@@ -86,14 +87,14 @@ class RoundConfig:
         return [s.strip() for s in self.stages.split(",") if s.strip()]
 
 
-def stage_config(cfg: RoundConfig, stage: str, snapshot: dict, run_id: int, parent: str, reward_model: str | None):
+def stage_config(cfg: RoundConfig, stage: str, snapshot: Snapshot, run_id: int, parent: str, reward_model: str | None):
     """The recipe config of one stage: the round's shared settings + that stage's --stage_args."""
     from training.__main__ import COMMANDS
 
     module_name, config_name = COMMANDS[stage]
     module = importlib.import_module(module_name)
     values = {"db": cfg.db, "data_dir": cfg.data_dir, "base_model": cfg.base_model, "run_id": run_id,
-              "snapshot": json.dumps(snapshot), "max_steps": cfg.max_steps, "report_to": cfg.report_to}
+              "snapshot": snapshot.to_json(), "max_steps": cfg.max_steps, "report_to": cfg.report_to}
     if cfg.num_train_epochs is not None:
         values["num_train_epochs"] = cfg.num_train_epochs
     if stage in POLICY_STAGES:
@@ -111,7 +112,7 @@ def latest_reward_version(store) -> str | None:
     return rewards[-1].name if rewards else None
 
 
-def checked_snapshot(store, cfg: RoundConfig) -> dict:
+def checked_snapshot(store, cfg: RoundConfig) -> Snapshot:
     """One snapshot for every stage; SystemExit naming what is missing when a stage lacks data (or a reward model)."""
     from feedback_db.datasets import data_check
 
@@ -126,7 +127,7 @@ def checked_snapshot(store, cfg: RoundConfig) -> dict:
 RESUMABLE = ("failed", "cancelled", "interrupted")
 
 
-def resumed(store, cfg: RoundConfig) -> tuple[RoundConfig, dict, list[str]]:
+def resumed(store, cfg: RoundConfig) -> tuple[RoundConfig, Snapshot, list[str]]:
     """The saved config and snapshot of run `cfg.resume` and the versions its finished stages registered."""
     run = store.get_run(cfg.resume)
     if run.status not in (*RESUMABLE, "queued"):  # queued: training.runner.resume_round started this process
@@ -137,16 +138,16 @@ def resumed(store, cfg: RoundConfig) -> tuple[RoundConfig, dict, list[str]]:
                          "training began, or predates resumable rounds); start a new round.")
     saved = json.loads((folder / "round.json").read_text())
     saved.update(db=cfg.db, data_dir=cfg.data_dir, run_id=cfg.resume, resume=cfg.resume)
-    return RoundConfig(**saved), json.loads((folder / "snapshot.json").read_text()), list(run.versions)
+    return RoundConfig(**saved), Snapshot.from_json((folder / "snapshot.json").read_text()), list(run.versions)
 
 
-def saved_snapshot(store, cfg: RoundConfig, run_id: int) -> dict:
+def saved_snapshot(store, cfg: RoundConfig, run_id: int) -> Snapshot:
     """A new round's snapshot, written with its config to data/runs/<id>/ so `--resume` reads the same data."""
     snapshot = checked_snapshot(store, cfg)
     folder = Path(cfg.data_dir) / "runs" / str(run_id)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "round.json").write_text(json.dumps({**asdict(cfg), "run_id": run_id}, indent=2))
-    (folder / "snapshot.json").write_text(json.dumps(snapshot))
+    (folder / "snapshot.json").write_text(snapshot.to_json())
     return snapshot
 
 
@@ -182,7 +183,7 @@ def main(cfg: RoundConfig) -> list[str]:
             print(f"[tuneloop] {refused}", flush=True)
             record(status="failed", error=str(refused))
             raise
-        say(f"[tuneloop] round {run_id} rank {state.process_index}: snapshot {json.dumps(snapshot)}")
+        say(f"[tuneloop] round {run_id} rank {state.process_index}: snapshot {snapshot.to_json()}")
 
         # 2. The stages, each starting from the previous policy version
         parent = cfg.parent

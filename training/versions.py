@@ -20,6 +20,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
+from feedback_db.models import Snapshot
 from training.base_model import load_causal_lm_for_training
 from training.distributed import from_main
 from training.hardware import device, pick_dtype
@@ -140,7 +141,7 @@ def pid_alive(pid: int) -> bool:
 
 def publish_version(
     store, tmp_dir: Path, *, method: str, technique: str, parent: str | None, base_model: str, config,
-    data_snapshot: dict | None, metrics: dict,
+    data_snapshot: Snapshot | dict | None, metrics: dict,
 ) -> str:
     """Write tuneloop.json, rename the temp folder into versions/<name>/ and register it. Returns the name.
 
@@ -155,7 +156,7 @@ def publish_version(
 
 def _publish(
     store, tmp_dir: Path, *, method: str, technique: str, parent: str | None, base_model: str, config,
-    data_snapshot: dict | None, metrics: dict,
+    data_snapshot: Snapshot | dict | None, metrics: dict,
 ) -> str:
     shutil.rmtree(stage_data_dir(tmp_dir), ignore_errors=True)
     config_dict = asdict(config) if is_dataclass(config) else dict(config)
@@ -167,7 +168,8 @@ def _publish(
         name = f"{method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     provenance = {
         "name": name, "parent": parent, "method": method, "technique": technique, "base_model": base_model,
-        "config": config_dict, "data_snapshot": data_snapshot, "metrics": metrics,
+        "config": config_dict, "metrics": metrics,
+        "data_snapshot": data_snapshot.to_dict() if isinstance(data_snapshot, Snapshot) else data_snapshot,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (tmp_dir / "tuneloop.json").write_text(json.dumps(provenance, indent=2, default=str))

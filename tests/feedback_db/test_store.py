@@ -114,7 +114,7 @@ def test_snapshot_pins_max_ids(store: FeedbackStore) -> None:
     store.add_rating(r, "ann", thumbs=1)
     snap = store.snapshot()
     store.add_rating(r, "bob", thumbs=0)
-    assert snap["max_ids"]["ratings"] == 1 and snap["feedback_max_id"] == 1 and "taken_at" in snap
+    assert snap.max_ids["ratings"] == 1 and snap.feedback_max_id == 1 and snap.taken_at
     assert [x.username for x in store.list_ratings(snap)] == ["ann"]
     assert len(store.list_ratings()) == 2
 

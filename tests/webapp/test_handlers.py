@@ -8,6 +8,7 @@ import gradio as gr
 import pytest
 
 from feedback_db.importers import import_file
+from feedback_db.models import Snapshot
 from tests.webapp.conftest import PASSWORD, call, handler, make_services
 from webapp.tabs.common import safe_markdown
 from webapp.ui import build_ui
@@ -104,7 +105,7 @@ def test_viewer_chat_thumbs_train_only_when_an_admin_includes_them(demo, service
         _, _, served = call(demo, "chat", f"Q{i}?", [], "active", 64, 0.0, {}, user="vic")
         handler(demo, "chat_thumbs")(served, gr.LikeData(None, {"index": 1, "value": "", "liked": liked}),
                                      gr.Request(username="vic"))
-    def both_splits(snapshot: dict) -> tuple[list[dict], int]:  # chat prompts are held out by a hash of their text
+    def both_splits(snapshot: Snapshot) -> tuple[list[dict], int]:  # chat prompts are held out by a hash of their text
         results = [kto_rows(store, snapshot, split) for split in ("train", "heldout")]
         return [row for rows, _ in results for row in rows], sum(c["viewer_chat"] for _, c in results)
 

@@ -10,7 +10,6 @@ The reference is the parent version, as in dpo.py: a frozen copy of the parent's
 precomputed from the model before its first step with full/freeze; never a second copy of the model.
 """
 
-import json
 from dataclasses import dataclass, field
 
 from datasets import Dataset, load_dataset
@@ -18,6 +17,7 @@ from peft import PeftModel
 from transformers import set_seed
 from trl import KTOConfig, KTOTrainer
 
+from feedback_db.models import Snapshot
 from training import run_args
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
@@ -84,7 +84,7 @@ class KTORecipeConfig:
             self.learning_rate = DEFAULT_LR[self.technique]
 
 
-def labelled_answers(cfg: KTORecipeConfig, store, snapshot: dict | None) -> Dataset:
+def labelled_answers(cfg: KTORecipeConfig, store, snapshot: Snapshot | None) -> Dataset:
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
     else:
@@ -104,7 +104,8 @@ def main(cfg: KTORecipeConfig) -> str:
     #    that copy
     state = start()
     store = open_store(cfg.db)
-    snapshot = from_main(lambda: json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None))
+    snapshot = from_main(lambda: Snapshot.from_json(cfg.snapshot) if cfg.snapshot
+                         else (store.snapshot() if store else None))
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)

@@ -11,7 +11,6 @@ version. With LoRA the parent is a frozen copy of its adapter ("ref"), never a s
 reference copy (GRPO computes reference log-probs on freshly generated text, so they cannot be precomputed).
 """
 
-import json
 from dataclasses import dataclass, field
 
 from datasets import Dataset, load_dataset
@@ -19,6 +18,7 @@ from peft import PeftModel
 from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
+from feedback_db.models import Snapshot
 from training import run_args
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
@@ -99,7 +99,7 @@ class OnlineRLRecipeConfig:
             self.learning_rate = DEFAULT_LR[self.technique]
 
 
-def training_prompts(cfg: OnlineRLRecipeConfig, store, snapshot: dict | None) -> Dataset:
+def training_prompts(cfg: OnlineRLRecipeConfig, store, snapshot: Snapshot | None) -> Dataset:
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train").select_columns(["prompt"])
     else:
@@ -127,7 +127,8 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
     #    every rank loads that copy
     start()
     store = open_store(cfg.db)
-    snapshot = from_main(lambda: json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None))
+    snapshot = from_main(lambda: Snapshot.from_json(cfg.snapshot) if cfg.snapshot
+                         else (store.snapshot() if store else None))
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     reward_name, reward_dir = from_main(lambda: reward_version_dir(cfg, store))

@@ -24,6 +24,7 @@ from transformers import AutoModelForSequenceClassification, set_seed
 from trl import RewardConfig, RewardTrainer
 
 from feedback_db.datasets import split_by_prompt
+from feedback_db.models import Snapshot
 from training import run_args
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
@@ -104,7 +105,7 @@ def pairwise_accuracy(model, tokenizer, pairs: Dataset) -> dict:
     return {"accuracy": sum(wins) / len(wins), "margin": sum(margins) / len(margins), "pairs": len(wins)}
 
 
-def reward_pairs(cfg: RewardRecipeConfig, store, snapshot: dict | None) -> DatasetDict:
+def reward_pairs(cfg: RewardRecipeConfig, store, snapshot: Snapshot | None) -> DatasetDict:
     """Training pairs + held-out pairs for the accuracy report (the store's held-out split, or an --eval_fraction)."""
     heldout = None
     if cfg.dataset_file is not None:
@@ -143,7 +144,8 @@ def main(cfg: RewardRecipeConfig) -> str:
     # 1. Processes, store, snapshot, pairs: rank 0 reads the store and writes the pairs, every rank loads that copy
     state = start()
     store = open_store(cfg.db)
-    snapshot = from_main(lambda: json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None))
+    snapshot = from_main(lambda: Snapshot.from_json(cfg.snapshot) if cfg.snapshot
+                         else (store.snapshot() if store else None))
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     tokenizer = load_tokenizer(base_model)
     tmp_dir = new_tmp_dir(cfg.data_dir, "reward")

@@ -9,13 +9,13 @@ Techniques: `lora` (PEFT adapter, default), `full` (all weights), `freeze` (feat
 Speed: padding-free batches (no pad tokens are computed), no gradient checkpointing, fp32 on CPU / bf16 on GPU.
 """
 
-import json
 from dataclasses import dataclass, field
 
 from datasets import DatasetDict, load_dataset
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
+from feedback_db.models import Snapshot
 from training import run_args
 from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
@@ -79,7 +79,7 @@ class SFTRecipeConfig:
             self.learning_rate = DEFAULT_LR[self.technique]
 
 
-def sft_rows(cfg: SFTRecipeConfig, store, snapshot: dict | None, tokenizer) -> DatasetDict:
+def sft_rows(cfg: SFTRecipeConfig, store, snapshot: Snapshot | None, tokenizer) -> DatasetDict:
     """prompt/completion rows (the loss covers only the answer); rows longer than --max_length apart."""
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
@@ -113,7 +113,8 @@ def main(cfg: SFTRecipeConfig) -> str:
     # 1. Processes, store, snapshot, data: rank 0 reads the store and writes the rows, every rank loads that copy
     state = start()
     store = open_store(cfg.db)
-    snapshot = from_main(lambda: json.loads(cfg.snapshot) if cfg.snapshot else (store.snapshot() if store else None))
+    snapshot = from_main(lambda: Snapshot.from_json(cfg.snapshot) if cfg.snapshot
+                         else (store.snapshot() if store else None))
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
