@@ -7,7 +7,7 @@ role itself (webapp/auth.py). webapp/server.py mounts the Blocks in the app's Fa
 import gradio as gr
 
 from feedback_db.vocab import ADMIN
-from webapp.auth import EVERYONE, REVIEWERS
+from webapp.auth import ADMINS, EVERYONE, REVIEWERS
 from webapp.tabs.admin import build_admin_tab
 from webapp.tabs.arena import build_arena_tab
 from webapp.tabs.chat import build_chat_tab
@@ -57,9 +57,16 @@ def build_ui(services) -> gr.Blocks:
                 gr.update(visible=reviewer), gr.update(visible=admin), gr.Timer(active=admin))
 
     def onboarding_show(request: gr.Request) -> tuple:
+        """On page load: the first-run panel opens by itself for admins of an empty store only (no prompts yet);
+        admins keep a button that reopens it."""
         user = auth.require(request, *EVERYONE)
         steps = services.onboarding_steps()
-        return gr.update(visible=user.role == ADMIN and not all(steps.values())), checklist(steps)
+        admin = user.role == ADMIN
+        return gr.update(visible=admin and not steps["prompts"]), checklist(steps), gr.update(visible=admin)
+
+    def onboarding_open(request: gr.Request) -> tuple:
+        auth.require(request, *ADMINS)
+        return gr.update(visible=True), checklist(services.onboarding_steps())
 
     def banner(request: gr.Request) -> str:
         auth.require(request, *EVERYONE)
@@ -71,8 +78,9 @@ def build_ui(services) -> gr.Blocks:
             gr.Markdown("## Tuneloop")
             banner_md = gr.Markdown(elem_id="tl-banner")
             who = gr.Markdown()
+            guide = gr.Button("First-run guide", size="sm", scale=0, min_width=140, visible=False, elem_id="ob-open")
             gr.HTML(LOGOUT_FORM)
-        onboarding, steps, to_review = build_onboarding(services)
+        onboarding, steps, to_review, close = build_onboarding(services)
         with gr.Tabs() as tabs:
             with gr.Tab("Chat"):
                 build_chat_tab(services)
@@ -86,7 +94,10 @@ def build_ui(services) -> gr.Blocks:
                 build_stats_tab(services, stats_tab)
         demo.load(session, None, [who, banner_md, review_tab, admin_tab, rounds_timer],
                   api_name=auth.endpoint("session", *EVERYONE))
-        demo.load(onboarding_show, None, [onboarding, steps], api_name=auth.endpoint("onboarding_show", *EVERYONE))
+        demo.load(onboarding_show, None, [onboarding, steps, guide],
+                  api_name=auth.endpoint("onboarding_show", *EVERYONE))
+        guide.click(onboarding_open, None, [onboarding, steps], api_name=auth.endpoint("onboarding_open", *ADMINS))
+        close.click(lambda: gr.update(visible=False), None, onboarding, api_visibility="private")
         to_review.click(lambda: gr.Tabs(selected="review"), None, tabs, api_visibility="private")
         gr.Timer(2.0).tick(banner, None, banner_md, api_name=auth.endpoint("banner", *EVERYONE),
                            show_progress="hidden")

@@ -110,7 +110,7 @@ def admin_calls(client: httpx.Client, tmp_path) -> dict[str, list]:
         "users_list": [], "users_add": ["newbie", "long-enough", "viewer"], "users_set_role": ["newbie", "reviewer"],
         "users_disable": ["newbie"], "users_enable": ["newbie"], "audit_list": [20],
         "tokens_list": [], "tokens_create": ["newbie", "ci"], "tokens_revoke": [1],
-        "onboarding_load": [], "onboarding_generate": [], "onboarding_train": [],
+        "onboarding_load": [], "onboarding_generate": [], "onboarding_train": [], "onboarding_open": [],
         "form_load": ["pairwise"], "form_guidelines": ["pairwise", "Be *kind*"],
         "form_add_criterion": ["accurate", "true claims", "scale", False], "form_retire": ["accurate"],
         "browse_search": ["question", "any", "", "", "", "", False, "any", 1], "browse_open": [1],

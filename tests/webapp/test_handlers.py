@@ -173,8 +173,10 @@ def test_single_rating_correction_ranking_and_skip(demo, store):
     item = shown[0]
     with pytest.raises(gr.Error, match="Give a thumbs"):
         call(demo, "review_rate", item, None, None, "  ", user="rita")
-    assert call(demo, "review_correct", item, item["response_ids"][0], "A better answer.", user="rita") == ""
-    call(demo, "review_rate", item, "down", "2", "too short", user="rita")
+    cleared, mine = call(demo, "review_correct", item, item["response_ids"][0], "A better answer.", user="rita")
+    assert cleared == "" and "0 ratings" in mine and "1 corrections" in mine  # counts refresh at once
+    shown = call(demo, "review_rate", item, "down", "2", "too short", user="rita")
+    assert "1 ratings" in shown[-1]
     (rating,) = store.list_ratings()
     assert (rating.thumbs, rating.likert, rating.comment) == (0, 2, "too short")
     assert store.list_corrections()[0].text == "A better answer."
@@ -247,6 +249,18 @@ def test_promote_hot_swaps_and_rollback_returns_to_the_parent(demo, services, st
     call(demo, "versions_rollback", user="alice")
     assert services.models.active == "base" and store.active_version() is None
     assert {"promote", "rollback"} <= {e.action for e in store.list_audit()}
+
+
+def test_versions_table_shows_readable_metrics(demo, store, tmp_path):
+    register(store, tmp_path)
+    for name, metrics in (("fresh", {"fine_tune_calls": 0, "loss": None, "history": []}),  # an untouched SDK adapter
+                          ("empty", {"loss": None, "history": []}),
+                          ("tuned", {"fine_tune_calls": 2, "loss": 1.234567, "history": [{"loss": 2.0}]})):
+        store.register_version(name=name, parent=None, method="sdk", technique="lora", path=str(tmp_path / name),
+                               base_model="fake-base", config={}, data_snapshot={}, metrics=metrics)
+    cells = dict(call(demo, "versions_list", user="alice")[0][["name", "metrics"]].values)
+    assert cells == {"v1-sft": "gate_passed=True", "fresh": "fine_tune_calls=0", "empty": "—",
+                     "tuned": "fine_tune_calls=2, loss=1.23"}
 
 
 def test_back_to_previously_active_returns_to_the_version_that_served_before(demo, services, store, tmp_path):

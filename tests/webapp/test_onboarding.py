@@ -35,15 +35,21 @@ class SampledModels(FakeModels):
 def test_onboarding_panel_walks_an_empty_store_through_one_loop(store, tmp_path):
     services = make_services(store, tmp_path, SampledModels(), import_file)  # the real importer
     demo = build_ui(services)
-    panel, steps = call(demo, "onboarding_show", user="vic")
-    assert panel["visible"] is False
-    panel, steps = call(demo, "onboarding_show", user="alice")
-    assert panel["visible"] is True and "○ **1. Load starter prompts**" in steps
+    panel, steps, guide = call(demo, "onboarding_show", user="vic")
+    assert panel["visible"] is False and guide["visible"] is False
+    panel, steps, guide = call(demo, "onboarding_show", user="alice")
+    assert panel["visible"] is True and guide["visible"] is True and "○ **1. Load starter prompts**" in steps
     with pytest.raises(gr.Error, match="load the starter prompts first"):
         call(demo, "onboarding_generate", user="alice")
 
     result, steps = call(demo, "onboarding_load", user="alice")
     assert "Loaded 120 prompts" in result and "✓ **1." in steps
+    panel, steps, guide = call(demo, "onboarding_show", user="alice")  # a page load once the store has prompts
+    assert panel["visible"] is False and guide["visible"] is True and "✓ **1." in steps
+    panel, steps = call(demo, "onboarding_open", user="alice")  # the header's "First-run guide" reopens it
+    assert panel["visible"] is True and "○ **2." in steps
+    with pytest.raises(gr.Error, match="Permission denied"):
+        call(demo, "onboarding_open", user="rita")
     assert len(store.list_prompts(split="heldout")) == 17
     result, steps = call(demo, "onboarding_generate", user="alice")
     assert "12 answers from `base`: 6 blind A/B items" in result and "✓ **2." in steps
@@ -57,7 +63,7 @@ def test_onboarding_panel_walks_an_empty_store_through_one_loop(store, tmp_path)
     result, steps = call(demo, "onboarding_train", user="alice")
     (run,) = store.list_runs()
     assert run.stages == ["dpo"] and run.config["auto_promote"] is False and f"Round {run.id} started" in result
-    panel, steps = call(demo, "onboarding_show", user="alice")
+    panel, steps, _ = call(demo, "onboarding_show", user="alice")
     assert panel["visible"] is False and steps.count("✓") == 4
     with pytest.raises(gr.Error, match="Permission denied"):
         call(demo, "onboarding_load", user="rita")

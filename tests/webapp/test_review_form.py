@@ -35,7 +35,8 @@ def test_admin_form_reaches_the_reviewer_and_answers_are_stored_exported_and_exc
     item = call(demo, "review_criterion_0", item, form, 4, user="rita")
     item = call(demo, "review_criterion_1", item, form, 1, user="rita")
     flagged_prompt = store.get_response(item["response_ids"][0]).prompt_id
-    call(demo, "review_vote_a", item, user="rita")
+    shown = call(demo, "review_vote_a", item, user="rita")
+    assert "1 A/B votes" in shown[-1]  # the reviewer's counts refresh with each judgment, not only on Next item
     (comparison,) = store.list_comparisons()
     answers = {(a.criterion_id, a.value, a.judgment, a.judgment_id) for a in store.list_criterion_answers()}
     assert answers == {(form[0], 4, "comparisons", comparison.id), (form[1], 1, "comparisons", comparison.id)}

@@ -8,8 +8,9 @@ from html.parser import HTMLParser
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
-from webapp.tabs.common import safe_markdown
+from webapp.tabs.common import plain_text, safe_markdown
 
 ALLOWED_TAGS = {"p", "em", "strong", "code", "pre", "a", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li",
                 "blockquote", "hr", "br"}
@@ -110,3 +111,37 @@ def test_ordinary_markdown_still_renders():
                                  "http", "onerror", "x", "1", "-", "|"]), max_size=60).map("".join))
 def test_fuzzed_markdown_renders_only_safe_html(text):
     assert problems(text) == []
+
+
+class TextOf(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def shown_in_list_item(text: str) -> TextOf:
+    """plain_text(text) in a Markdown list item, rendered by a CommonMark renderer that lets raw HTML through (as
+    the browser's Markdown does): what tags it makes and what text a reader sees."""
+    parsed = TextOf()
+    parsed.feed(MarkdownIt("commonmark").render(f"- excluded by alice: {plain_text(text)}"))
+    return parsed
+
+
+@pytest.mark.parametrize("payload", [*PAYLOADS, "personal data", "1. # *not* a heading\n- nor a list"])
+def test_plain_text_shows_the_text_itself_in_a_list_item(payload):
+    shown = shown_in_list_item(payload)
+    assert shown.tags == ["ul", "li"] and shown.text.strip() == "excluded by alice: " + " ".join(payload.split())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("<>`\\[]()!:\n *_#\"'=/&;-|.+~{}1ax")), max_size=60))
+def test_fuzzed_plain_text_is_only_text(text):
+    shown = shown_in_list_item(text)
+    assert shown.tags == ["ul", "li"] and shown.text.strip() == " ".join(f"excluded by alice: {text}".split())

@@ -12,7 +12,7 @@ from feedback_db.browse import PAGE_SIZE, BrowseFilter
 from feedback_db.vocab import SPLITS
 from webapp import limits
 from webapp.auth import ADMINS
-from webapp.tabs.common import safe_markdown
+from webapp.tabs.common import plain_text, safe_markdown
 from webapp.tabs.review import conversation_markdown
 
 COLUMNS = ["id", "split", "source", "prompt", "answers", "judgments", "excluded", "created"]
@@ -56,7 +56,7 @@ def build_browse_tab(services, tab: gr.Tab) -> None:
         for r in fb["responses"]:
             votes = [f"{x.username}: " + ", ".join(part for part in (
                 f"thumbs {'up' if x.thumbs else 'down'}" if x.thumbs is not None else "",
-                f"likert {x.likert}" if x.likert else "", safe_markdown(x.comment)) if part)
+                f"likert {x.likert}" if x.likert else "", plain_text(x.comment)) if part)
                 for x in fb["ratings"] if x.response_id == r.id]
             lines.append(f"#### Answer {r.id} · `{r.model_version}`\n\n{safe_markdown(r.text)}\n\n"
                          + ("Ratings: " + "; ".join(votes) if votes else "No ratings."))
@@ -64,10 +64,10 @@ def build_browse_tab(services, tab: gr.Tab) -> None:
             lines.append(f"- A/B {c.source}: {c.username} chose **{c.winner}** ({c.response_a} `{c.version_a}` vs "
                          f"{c.response_b} `{c.version_b}`)")
         lines += [f"- ranking by {k.username}: {k.response_ids}" for k in fb["rankings"]]
-        lines += [f"- correction of {c.response_id} by {c.username}: {safe_markdown(c.text)}"
+        lines += [f"- correction of {c.response_id} by {c.username}: {plain_text(c.text)}"
                   for c in fb["corrections"]]
         lines += [f"- {'excluded' if e['lifted'] is None else 'was excluded'} by {e['username']}: "
-                  f"{safe_markdown(e['reason'])}" for e in fb["exclusions"]]
+                  f"{plain_text(e['reason'])}" for e in fb["exclusions"]]
         return "\n\n".join(lines)
 
     def browse_open(prompt_id: float | None, request: gr.Request) -> str:

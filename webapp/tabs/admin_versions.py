@@ -30,14 +30,21 @@ def gate_text(gate: dict | None) -> str:
     return text + (f"; not auto-promoted: {refusals[0]}" if refusals and gate["status"] != "pass" else "")
 
 
+def metrics_text(metrics: dict) -> str:
+    """The versions table's metrics cell: the scalar metrics (floats to 3 significant digits); the gate keys, empty
+    values and lists (an SDK adapter's call history) stay out; a dash when nothing is left."""
+    shown = [f"{k}={x:.3g}" if isinstance(x, float) else f"{k}={x}" for k, x in metrics.items()
+             if k not in GATE_KEYS and isinstance(x, int | float | str) and x != ""]
+    return ", ".join(shown) or "—"
+
+
 def build_versions_tab(services, tab: gr.Tab) -> None:
     auth, store = services.auth, services.store
 
     def table() -> pd.DataFrame:
         rows = [[v.name, v.status + (" · serving" if v.name == services.models.active else ""), v.parent or BASE,
-                 v.method, v.technique, gate_text(services.gate_status(v.name)),
-                 ", ".join(f"{k}={x:.3g}" if isinstance(x, float) else f"{k}={x}" for k, x in v.metrics.items()
-                           if k not in GATE_KEYS), v.created[:19]]
+                 v.method, v.technique, gate_text(services.gate_status(v.name)), metrics_text(v.metrics),
+                 v.created[:19]]
                 for v in sorted(store.list_versions(), key=lambda v: -v.id)]
         return pd.DataFrame(rows, columns=VERSION_COLUMNS)
 

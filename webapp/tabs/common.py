@@ -1,8 +1,14 @@
 """Small helpers shared by the tabs: user- and model-written text rendered safely."""
 
+import html
+import re
+
 from markdown_it import MarkdownIt
 
 SAFE_SCHEMES = ("http://", "https://", "mailto:")
+# Markdown's ASCII punctuation, backslash-escaped by plain_text; & < > are left to html.escape (a backslash before
+# the `&` of `&lt;` would show the entity itself)
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~=:\"'])")
 
 
 def _safe_link(url: str) -> bool:
@@ -23,3 +29,9 @@ def safe_markdown(text: str) -> str:
     blank lines inside a block) and sanitizes once more in the browser. Links get rel="nofollow noopener
     noreferrer" so a reviewer's click does not tell the target where it came from."""
     return _MD.render(text).replace("<a href=", '<a rel="nofollow noopener noreferrer" href=')
+
+
+def plain_text(text: str) -> str:
+    """A short user-written text (an exclusion reason, a comment) shown as itself on one line inside Markdown: no
+    HTML, no Markdown, whitespace collapsed, so it can sit in a list item or after a label."""
+    return html.escape(_MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(text.split())), quote=False)

@@ -1,5 +1,6 @@
-"""First-run panel (admins, until the store has been through one loop): load starter prompts → generate candidates →
-review → train a round, each one click, with what to expect and how long it takes on a 2-core CPU machine."""
+"""First-run panel (opens by itself for admins of an empty store; the header's *First-run guide* reopens it):
+load starter prompts → generate candidates → review → train a round, each one click, with what to expect and how
+long it takes on a 2-core CPU machine."""
 
 import gradio as gr
 
@@ -24,9 +25,9 @@ def checklist(done: dict[str, bool]) -> str:
     return "\n\n".join(f"{'✓' if done[key] else '○'} {text}" for key, text in STEPS.items())
 
 
-def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button]:
-    """The panel (hidden; the UI shows it to admins of a fresh store), its checklist, and its Review button (the UI
-    wires it to switch tabs)."""
+def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button, gr.Button]:
+    """The panel (hidden; the UI shows it to admins of an empty store), its checklist, its Review button (the UI
+    wires it to switch tabs) and its Hide button."""
     auth, store = services.auth, services.store
 
     def onboarding_load(request: gr.Request) -> tuple[str, str]:
@@ -72,7 +73,9 @@ def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button]:
                 checklist(services.onboarding_steps()))
 
     with gr.Column(visible=False, elem_id="tl-onboarding") as panel:
-        gr.Markdown("### First run: one loop in four clicks")
+        with gr.Row(equal_height=True):
+            gr.Markdown("### First run: one loop in four clicks")
+            close = gr.Button("Hide", size="sm", scale=0, min_width=80, elem_id="ob-close")
         steps = gr.Markdown(checklist({key: False for key in STEPS}))
         with gr.Row():
             load = gr.Button("1. Load starter prompts", variant="primary", elem_id="ob-load")
@@ -84,4 +87,4 @@ def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button]:
     generate.click(onboarding_generate, None, [result, steps],
                    api_name=auth.endpoint("onboarding_generate", *ADMINS))
     train.click(onboarding_train, None, [result, steps], api_name=auth.endpoint("onboarding_train", *ADMINS))
-    return panel, steps, review
+    return panel, steps, review, close

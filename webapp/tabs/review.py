@@ -46,7 +46,11 @@ def build_review_tab(services) -> None:
     auth, store = services.auth, services.store
 
     def show(username: str, mode: str) -> tuple:
-        """Fetch the reviewer's next item in `mode` and lay it out; every review handler ends with this."""
+        """Fetch the reviewer's next item in `mode` and lay it out, with the reviewer's own counts and agreement
+        (refreshed after each judgment); every review handler ends with this."""
+        return *layout(username, mode), mine(username)
+
+    def layout(username: str, mode: str) -> tuple:
         item = store.next_item(username, mode, services.annotators_per_item)
         done, remaining = store.queue_progress(username, mode, services.annotators_per_item)
         progress = f"**{done}** done · **{remaining}** remaining in *{mode}*"
@@ -112,7 +116,7 @@ def build_review_tab(services) -> None:
         judged(item, "rankings", user.username, lambda: store.add_ranking([ids[p - 1] for p in picks], user.username))
         return show(user.username, "ranking")
 
-    def review_correct(item: dict | None, response_id: int | None, text: str, request: gr.Request) -> str:
+    def review_correct(item: dict | None, response_id: int | None, text: str, request: gr.Request) -> tuple[str, str]:
         user = auth.require(request, *REVIEWERS)
         limits.check_text("Correction", text, limits.MAX_REVIEW_TEXT_CHARS)
         if not item or response_id not in item["response_ids"]:
@@ -121,7 +125,7 @@ def build_review_tab(services) -> None:
             raise gr.Error("Write the better answer first.")
         store.add_correction(int(response_id), text.strip(), user.username)
         gr.Info("Correction saved: it will be used as a demonstration.")
-        return ""
+        return "", mine(user.username)
 
     def mine(username: str) -> str:
         counts = {mode: 0 for mode in ("rating", "comparison", "ranking", "correction")}
@@ -219,7 +223,7 @@ def build_review_tab(services) -> None:
             skip = gr.Button("Skip (s)", elem_id="rv-skip", size="sm")
             undo = gr.Button("Undo my last judgment", elem_id="rv-undo", size="sm")
 
-    shown = [item, progress, prompt_md, single_box, pair_box, rank_box, single_md, a_md, b_md, rank_md, which]
+    shown = [item, progress, prompt_md, single_box, pair_box, rank_box, single_md, a_md, b_md, rank_md, which, mine_md]
     clear = [thumbs, likert, comment, order]
     reset = (lambda: (None, None, "", ""), None, clear)
     gr.on([next_btn.click, mode.change], review_next, mode, shown,
@@ -237,7 +241,7 @@ def build_review_tab(services) -> None:
         button.click(vote(winner), item, shown, api_name=auth.endpoint(f"review_vote_{winner}", *REVIEWERS))
     rank_btn.click(review_rank, [item, order], shown, api_name=auth.endpoint("review_rank", *REVIEWERS)).then(
         *reset, api_visibility="private")
-    correct_btn.click(review_correct, [item, which, correction], correction,
+    correct_btn.click(review_correct, [item, which, correction], [correction, mine_md],
                       api_name=auth.endpoint("review_correct", *REVIEWERS))
     skip.click(review_skip, [item, mode], shown, api_name=auth.endpoint("review_skip", *REVIEWERS)).then(
         *reset, api_visibility="private")
