@@ -20,7 +20,7 @@ import uvicorn
 from feedback_db import datasets, importers, stats
 from feedback_db.passwords import password_problem
 from feedback_db.splits import DEFAULT_HELDOUT_SHARE
-from feedback_db.store import EXPORTABLE_TABLES, FeedbackStore
+from feedback_db.store import FeedbackStore
 from feedback_db.vocab import ROLES
 from training import runner
 from training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
@@ -141,10 +141,7 @@ def build_services(args: argparse.Namespace) -> Services:
                       resume_round=runner.resume_round,
                       poll_runs=runner.poll_runs, log_tail=runner.log_tail),
         data=DataOps(import_file=importers.import_file, data_check=datasets.data_check,
-                     win_rates=stats.win_rates, agreement=stats.agreement,
-                     builders={"sft": datasets.build_sft_dataset, "preferences": datasets.build_preference_dataset,
-                               "kto": datasets.build_kto_dataset},
-                     tables=EXPORTABLE_TABLES),
+                     win_rates=stats.win_rates, agreement=stats.agreement),
     )
     services.sync_active()  # a missing/corrupt active version: serve the base model, say why in banner and log
     return services

@@ -2,7 +2,7 @@
 
 python -m feedback_db create-user --db data/tuneloop.db admin admin      # asks for the password
 python -m feedback_db import --db data/tuneloop.db prefs.jsonl preferences [--split heldout]
-python -m feedback_db export --db data/tuneloop.db preference out/prefs.parquet
+python -m feedback_db export --db data/tuneloop.db preferences out/prefs.parquet   # or a table: ratings
 python -m feedback_db check --db data/tuneloop.db dpo
 """
 
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("kind", choices=IMPORT_KINDS)
     imp.add_argument("--split", choices=SPLITS, default=None,
                      help="split of new prompts without a 'split' field (default: --heldout-share of them held out)")
-    exp = commands.add_parser("export", help="export a dataset (sft|preference|kto) or a raw table")
-    exp.add_argument("name")
+    exp = commands.add_parser("export", help="export a dataset (sft|preferences|kto) or a raw table")
+    exp.add_argument("name", help="sft | preferences (old spelling: preference) | kto, or a table name")
     exp.add_argument("path", help="ends in .jsonl or .parquet")
     exp.add_argument("--split", choices=SPLITS, default="train")
     check = commands.add_parser("check", help="is there enough data for a training method?")
@@ -51,12 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.path}: {exc}; nothing was imported", file=sys.stderr)
             return 1
     elif args.command == "export":
-        from feedback_db.exporters import DATASETS, export_dataset, export_table
+        from feedback_db.exporters import export
 
-        if args.name in DATASETS:
-            rows = export_dataset(store, args.name, args.path, split=args.split)
-        else:
-            rows = export_table(store, args.name, args.path)
+        rows = export(store, args.name, args.path, split=args.split)
         print(f"wrote {rows} rows to {args.path}")
     else:
         from feedback_db.datasets import data_check

@@ -49,8 +49,6 @@ class DataOps:
     data_check: Callable  # (store, method) -> DataCheck
     win_rates: Callable  # (store) -> list[WinRate] from blind A/B votes
     agreement: Callable  # (store, kind: thumbs | likert | pairwise) -> Agreement
-    builders: dict[str, Callable]  # export kind -> rows(store) -> list[dict] (feedback_db.datasets.*_rows)
-    tables: tuple[str, ...] = ()  # raw tables that can be exported (store.table_rows)
 
 
 @dataclass
@@ -308,15 +306,6 @@ class Services:
         for response in self.store.list_responses():
             answered.setdefault(response.prompt_id, set()).add(response.model_version)
         return [p.id for p in self.store.list_prompts(split=split) if not set(versions) <= answered.get(p.id, set())]
-
-    def export_kinds(self) -> list[str]:
-        return [*self.data.builders, *self.data.tables]
-
-    def export_rows(self, kind: str) -> list[dict]:
-        """Training-ready rows (sft / preferences / kto, as the recipes see them) or a raw table."""
-        if kind in self.data.builders:
-            return list(self.data.builders[kind](self.store))
-        return self.store.table_rows(kind)
 
     # ----- first run -------------------------------------------------------------------------------------
     def onboarding_steps(self) -> dict[str, bool]:

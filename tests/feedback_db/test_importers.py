@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from feedback_db import FeedbackStore
+from feedback_db.__main__ import main as cli
 from feedback_db.datasets import build_kto_dataset, build_preference_dataset, build_sft_dataset
-from feedback_db.exporters import export_dataset, export_table
+from feedback_db.exporters import export_dataset, export_table, export_to_folder
 from feedback_db.importers import ImportLimits, ImportValidationError, import_file
 from feedback_db.store import EXPORTABLE_TABLES
 
@@ -69,6 +70,20 @@ def test_exports_round_trip(store: FeedbackStore, tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "demos.parquet").num_rows == 5
     with pytest.raises(ValueError, match="jsonl or .parquet"):
         export_table(store, "ratings", tmp_path / "x.xlsx")
+
+
+def test_cli_and_app_export_the_same_file(store: FeedbackStore, tmp_path: Path) -> None:
+    """One exporter: the CLI (old spelling `preference` still accepted) and the Data tab write the same rows."""
+    import_file(store, ASSETS / "import_prefs_tiny.parquet", "preferences")
+    for name in ("preferences", "preference"):
+        assert cli(["--db", store.path, "export", name, str(tmp_path / f"cli-{name}.jsonl")]) == 0
+    path, rows = export_to_folder(store, "preferences", tmp_path / "exports")
+    assert rows == 3 and path.parent == tmp_path / "exports" and path.name.startswith("preferences-")
+    texts = {(tmp_path / "cli-preferences.jsonl").read_text(), (tmp_path / "cli-preference.jsonl").read_text()}
+    assert texts == {path.read_text()} and len(path.read_text().splitlines()) == 3
+    with pytest.raises(ValueError, match="export must be one of"):
+        export_to_folder(store, "../users", tmp_path / "exports")
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == [path.name]  # nothing written for a bad name
 
 
 GOOD_PAIR = {"prompt": "Q", "chosen": "good", "rejected": "bad"}

@@ -14,7 +14,7 @@ import pytest
 
 from feedback_db import datasets
 from feedback_db.models import Agreement, ImportReport, WinRate
-from feedback_db.store import EXPORTABLE_TABLES, FeedbackStore
+from feedback_db.store import FeedbackStore
 from webapp.auth import Auth
 from webapp.model_service import BASE, Generation, VersionLoadError
 from webapp.services import DataOps, Runner, Services
@@ -127,8 +127,7 @@ def make_services(store: FeedbackStore, data_dir: Path, models=None, import_file
                       poll_runs=lambda store, data_dir: [], log_tail=lambda data_dir, run_id: "log"),
         data=DataOps(import_file=import_file, data_check=datasets.data_check,
                      win_rates=lambda store: [WinRate("v1-dpo", 3, 1, 0, 0.75)],
-                     agreement=lambda store, kind: Agreement(kind, "none", None, 0, 0, {}),
-                     builders={"preferences": datasets.build_preference_dataset}, tables=EXPORTABLE_TABLES),
+                     agreement=lambda store, kind: Agreement(kind, "none", None, 0, 0, {})),
     )
 
 

@@ -1,11 +1,10 @@
 """Admin › Data: import files (all-or-nothing, errors with line numbers), generate on-policy candidates, export."""
 
-import json
-from datetime import UTC, datetime
 
 import gradio as gr
 import pandas as pd
 
+from feedback_db.exporters import export_names, export_to_folder
 from feedback_db.importers import preview_file
 from feedback_db.models import GenerationJob
 from feedback_db.vocab import IMPORT_KINDS, SPLITS
@@ -107,12 +106,8 @@ def build_data_tab(services, tab: gr.Tab) -> None:
 
     def data_export(kind: str, request: gr.Request) -> str:
         admin = auth.require(request, *ADMINS)
-        rows = services.export_rows(kind)
-        folder = services.data_dir / "exports"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}.jsonl"
-        path.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
-        store.audit(admin.username, "export", {"kind": kind, "rows": len(rows), "path": str(path)})
+        path, rows = export_to_folder(store, kind, services.data_dir / "exports")
+        store.audit(admin.username, "export", {"kind": kind, "rows": rows, "path": str(path)})
         return str(path)
 
     with gr.Row():
@@ -148,7 +143,7 @@ def build_data_tab(services, tab: gr.Tab) -> None:
     job_timer = gr.Timer(2.0, active=False)  # started when an admin opens the tab
     gr.Markdown("#### Export")
     with gr.Row():
-        export_kind = gr.Dropdown(services.export_kinds(), value="preferences", label="Dataset or table", scale=2)
+        export_kind = gr.Dropdown(export_names(), value="preferences", label="Dataset or table", scale=2)
         export_btn = gr.Button("Export JSONL", scale=1)
         export_file = gr.File(label="Download", scale=2)
 
