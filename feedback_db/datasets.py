@@ -9,7 +9,7 @@
 
 Every builder reads only prompts of `split` ("train" or "heldout") and, given `snapshot=store.snapshot()`, only
 rows that existed when it was taken, so a round can be rebuilt exactly. Rows with an empty answer and exact
-duplicates are dropped (and counted: `*_rows` return a `Counter` next to the rows, read by `feedback_db.checks`).
+duplicates are dropped (and counted: `*_rows` return a `Counter` next to the rows, read by `data_check`).
 """
 
 from __future__ import annotations

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from feedback_db.agreement import agreement
 from feedback_db.consensus import pair_votes
-from feedback_db.models import Agreement, FeedbackCount, WinRate
+from feedback_db.models import FeedbackCount, WinRate
 from feedback_db.store import FeedbackStore
 
 
@@ -67,6 +66,3 @@ def head_to_head(store: FeedbackStore, version_a: str, version_b: str) -> WinRat
             losses += 1
     return WinRate(version_a, wins, losses, ties, wins / (wins + losses) if wins + losses else None)
 
-
-def all_agreement(store: FeedbackStore) -> list[Agreement]:
-    return [agreement(store, kind) for kind in ("thumbs", "likert", "pairwise")]

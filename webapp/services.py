@@ -302,10 +302,7 @@ class Services:
     # ----- data -------------------------------------------------------------------------------------------
     def prompts_needing(self, versions: list[str], split: str = "train") -> list[int]:
         """Prompts of `split` that lack an answer from at least one of `versions`."""
-        answered: dict[int, set[str]] = {}
-        for response in self.store.list_responses():
-            answered.setdefault(response.prompt_id, set()).add(response.model_version)
-        return [p.id for p in self.store.list_prompts(split=split) if not set(versions) <= answered.get(p.id, set())]
+        return self.store.prompts_lacking_answers(versions, split)
 
     # ----- first run -------------------------------------------------------------------------------------
     def onboarding_steps(self) -> dict[str, bool]:

@@ -59,6 +59,17 @@ class PromptsMixin(StoreBase):
             where, params = f"{where} AND split = ?", [*params, split]
         return [_prompt(r) for r in self._query(f"SELECT * FROM prompts WHERE {where} ORDER BY id", params)]
 
+    def prompts_lacking_answers(self, versions: Sequence[str], split: str = "train") -> list[int]:
+        """Ids of the `split` prompts (in id order) that lack an answer from at least one of `versions`."""
+        wanted = sorted(set(versions))
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._query(
+            "SELECT p.id FROM prompts p WHERE p.split = ? AND (SELECT COUNT(DISTINCT r.model_version) "
+            f"FROM responses r WHERE r.prompt_id = p.id AND r.model_version IN ({marks})) < ? ORDER BY p.id",
+            [split, *wanted, len(wanted)],
+        )
+        return [r["id"] for r in rows]
+
     def set_prompt_split(self, prompt_id: int, split: str) -> None:
         check_choice("split", split, SPLITS)
         if self._update("UPDATE prompts SET split = ? WHERE id = ?", (split, prompt_id)) == 0:

@@ -132,3 +132,15 @@ def test_references_to_missing_rows_raise_key_error(store: FeedbackStore) -> Non
     with pytest.raises(KeyError, match="run_id=7"):
         store.add_run_metrics(7, 1, "sft", {})
     assert store.count("responses") == store.count("run_metrics") == 0
+
+
+def test_prompts_lacking_answers(store: FeedbackStore) -> None:
+    both, one, none, held = (store.add_prompt(t, split=s) for t, s in
+                             (("both", "train"), ("one", "train"), ("none", "train"), ("held", "heldout")))
+    for prompt, version in ((both, "v1"), (both, "v2"), (both, "v2"), (one, "v2"), (held, "v1")):
+        store.add_response(prompt, "answer", version)
+    assert store.prompts_lacking_answers(["v1", "v2"]) == [one, none]
+    assert store.prompts_lacking_answers(["v2", "v2"]) == [none]
+    assert store.prompts_lacking_answers(["v1"], split="heldout") == []
+    assert store.prompts_lacking_answers(["v3"], split="heldout") == [held]
+    assert store.prompts_lacking_answers([]) == []
