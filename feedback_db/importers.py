@@ -15,14 +15,11 @@ line (JSONL) or row (CSV, Parquet) and the field. Rows already in the store are 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
+from feedback_db.file_rows import DEFAULT_LIMITS, ImportLimits, ImportValidationError, read_rows, type_name
 from feedback_db.models import ImportReport
 from feedback_db.store import FeedbackStore
 from feedback_db.vocab import IMPORT_KINDS, MESSAGE_ROLES, SPLITS
@@ -30,18 +27,6 @@ from feedback_db.vocab import IMPORT_KINDS, MESSAGE_ROLES, SPLITS
 # 120 prompts written for Tuneloop (facts, how-to, writing, reasoning, coding, advice, safety-sensitive requests),
 # every sixth of each kind held out; the first-run panel imports them into an empty store
 STARTER_PROMPTS = Path(__file__).parent / "assets" / "starter_prompts.jsonl"
-FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-
-
-class ImportValidationError(ValueError):
-    """A file that cannot be imported; the message names the line/row and field."""
-
-
-@dataclass(frozen=True)
-class ImportLimits:
-    max_bytes: int = 200 * 1024 * 1024
-    max_rows: int = 200_000
-    max_field_chars: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -59,7 +44,7 @@ def import_file(
     kind: str,
     split: str | None = None,
     source: str | None = None,
-    limits: ImportLimits = ImportLimits(),
+    limits: ImportLimits = DEFAULT_LIMITS,
 ) -> ImportReport:
     """Import a file, all or nothing. `split` (train | heldout) applies to new prompts without a `split` field;
     None (default) holds out the store's `heldout_share` of them by a hash of the prompt text."""
@@ -84,7 +69,7 @@ class ImportPreview:
     problem: str | None  # the validation error that would abort the import (None: it would go through)
 
 
-def preview_file(path: str | Path, kind: str, shown: int = 5, limits: ImportLimits = ImportLimits()) -> ImportPreview:
+def preview_file(path: str | Path, kind: str, shown: int = 5, limits: ImportLimits = DEFAULT_LIMITS) -> ImportPreview:
     """Read and validate every row of a file as `import_file` would; return the counts, the first rows and the
     first problem. Writes nothing."""
     if kind not in IMPORT_KINDS:
@@ -100,96 +85,6 @@ def preview_file(path: str | Path, kind: str, shown: int = 5, limits: ImportLimi
         if len(first) < shown:
             first.append({"prompt": record.prompt, **{k: str(v) for k, v in record.values.items()}})
     return ImportPreview(fmt, len(rows), first, problem)
-
-
-def read_rows(path: Path, limits: ImportLimits) -> tuple[str, list[tuple[str, dict]]]:
-    """(format, [(location, row)]) where location is "line N" (JSONL) or "row N" (CSV, Parquet)."""
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ImportValidationError(
-            f"{path.name}: unsupported file type {path.suffix!r}; use .jsonl, .csv or .parquet"
-        )
-    if not path.is_file():
-        raise ImportValidationError(f"{path.name}: no such file")
-    size = path.stat().st_size
-    if size == 0:
-        raise ImportValidationError(f"{path.name}: the file is empty")
-    if size > limits.max_bytes:
-        raise ImportValidationError(
-            f"{path.name}: the file is {size:,} bytes; the limit is {limits.max_bytes:,} bytes"
-        )
-    data = path.read_bytes()
-    rows = _parquet_rows(data) if fmt == "parquet" else _text_rows(fmt, _decode(data))
-    if not rows:
-        raise ImportValidationError(f"{path.name}: the file has no rows")
-    if len(rows) > limits.max_rows:
-        raise ImportValidationError(f"{path.name}: {len(rows):,} rows; the limit is {limits.max_rows:,} per file")
-    return fmt, rows
-
-
-def _decode(data: bytes) -> str:
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise ImportValidationError(f"binary file (NUL byte at offset {nul}); expected UTF-8 text (JSONL or CSV)")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ImportValidationError(
-            f"not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at offset {exc.start}); save the file as UTF-8"
-        ) from None
-
-
-def _text_rows(fmt: str, text: str) -> list[tuple[str, dict]]:
-    rows = []
-    if fmt == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ImportValidationError(f"line {number}: invalid JSON ({exc.msg})") from None
-            except RecursionError:
-                raise ImportValidationError(f"line {number}: JSON nested too deeply") from None
-            if not isinstance(row, dict):
-                raise ImportValidationError(f"line {number}: expected a JSON object, got {_type(row)}")
-            rows.append((f"line {number}", row))
-        return rows
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        for number, row in enumerate(reader, start=1):
-            if None in row:
-                raise ImportValidationError(f"row {number}: more values than the header has columns")
-            rows.append((f"row {number}", {k: _cell(v) for k, v in row.items() if v is not None}))
-    except csv.Error as exc:
-        raise ImportValidationError(f"row {reader.line_num}: invalid CSV ({exc})") from None
-    return rows
-
-
-def _cell(value: str) -> object:
-    """CSV cells holding a conversation are JSON message lists."""
-    if value.lstrip().startswith("[{"):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
-def _parquet_rows(data: bytes) -> list[tuple[str, dict]]:
-    if not data.startswith(b"PAR1"):
-        raise ImportValidationError("not a Parquet file (missing the PAR1 header)")
-    try:
-        table = pq.read_table(io.BytesIO(data))
-    except Exception as exc:  # pyarrow raises several types for corrupt files
-        raise ImportValidationError(f"not a readable Parquet file ({exc})") from None
-    return [(f"row {i}", row) for i, row in enumerate(table.to_pylist(), start=1)]
-
-
-def _type(value: object) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
-    )
 
 
 # validation -----------------------------------------------------------------------------------------------------
@@ -228,7 +123,7 @@ def _require(loc: str, row: dict, name: str) -> object:
 def _messages(loc: str, name: str, value: object) -> list[dict]:
     if not isinstance(value, list) or not value:
         raise ImportValidationError(
-            f"{loc}: field '{name}' must be a string or a list of messages, got {_type(value)}"
+            f"{loc}: field '{name}' must be a string or a list of messages, got {type_name(value)}"
         )
     for i, message in enumerate(value):
         if not isinstance(message, dict) or message.get("role") not in MESSAGE_ROLES:
@@ -263,7 +158,7 @@ def _answer(loc: str, row: dict, name: str) -> str:
         value = messages[0]["content"]
     if not isinstance(value, str):
         raise ImportValidationError(
-            f"{loc}: field '{name}' must be a string or a list of messages, got {_type(value)}"
+            f"{loc}: field '{name}' must be a string or a list of messages, got {type_name(value)}"
         )
     if not value.strip():
         raise ImportValidationError(f"{loc}: field '{name}' is empty")
@@ -289,7 +184,7 @@ GRADIENT_RESPONSE = "### Response:"
 
 def _gradient(loc: str, value: object) -> _Record:
     if not isinstance(value, str):
-        raise ImportValidationError(f"{loc}: field 'inputs' must be a string, got {_type(value)}")
+        raise ImportValidationError(f"{loc}: field 'inputs' must be a string, got {type_name(value)}")
     text = value.strip().removeprefix("<s>").removesuffix("</s>").strip()
     if not text.startswith(GRADIENT_INSTRUCTION):
         raise ImportValidationError(f"{loc}: field 'inputs' must start with '<s>{GRADIENT_INSTRUCTION}'")
