@@ -18,8 +18,10 @@ import json
 import random
 import statistics
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import combinations
+from typing import TypeVar
 
 from datasets import Dataset, Features, List, Value
 
@@ -27,6 +29,8 @@ from feedback_db.consensus import likert_votes, pair_votes, polarity_votes, thum
 from feedback_db.models import DataCheck, Prompt, Rating, Response, Snapshot
 from feedback_db.store import FeedbackStore
 from feedback_db.vocab import NO_WINNER, SPLITS
+
+T = TypeVar("T")
 
 LIKERT_GAP = 1.0  # consensus Likert scores this far apart make a preference pair
 LIKERT_SPREAD = 3  # reviewers' Likert scores of one response this far apart (1 vs 4) = a disagreement
@@ -67,34 +71,42 @@ def _blank(*texts: str) -> bool:
     return any(not t.strip() for t in texts)
 
 
+def _unique_answers(candidates: list[tuple[Prompt, str, T]], counts: Counter) -> Iterator[tuple[Prompt, str, T]]:
+    """(prompt, answer, tag) candidates without blank answers and with each (prompt, answer) once; the dropped ones
+    are counted as `empty` / `duplicates` as they come."""
+    seen = set()
+    for prompt, answer, tag in candidates:
+        key = (prompt.id, answer.strip())
+        if _blank(answer) or key in seen:
+            counts["empty" if _blank(answer) else "duplicates"] += 1
+            continue
+        seen.add(key)
+        yield prompt, answer, tag
+
+
 def sft_rows(
     store: FeedbackStore, snapshot: Snapshot | None = None, split: str = "train", include_rated: bool = True
 ) -> tuple[list[dict], Counter]:
     """(rows of {"messages"}, Counter of rows per source and of dropped `empty` / `duplicates`)."""
     data = _load(store, snapshot, split)
-    candidates: list[tuple[str, Prompt, str]] = []
+    candidates: list[tuple[Prompt, str, str]] = []  # (prompt, answer, source)
     for d in data.store.list_demonstrations(snapshot):
         if d.prompt_id in data.prompts:
-            candidates.append(("demonstrations", data.prompts[d.prompt_id], d.completion))
+            candidates.append((data.prompts[d.prompt_id], d.completion, "demonstrations"))
     corrected = set()
     for c in data.store.list_corrections(snapshot):
         if c.response_id in data.responses:
             corrected.add(c.response_id)
-            candidates.append(("corrections", data.prompt_of(c.response_id), c.text))
+            candidates.append((data.prompt_of(c.response_id), c.text, "corrections"))
     counts: Counter = Counter()
     if include_rated:
         rated = verdicts(_only(polarity_votes(_ratings(data, counts)), data.responses))
         counts["disagreements"] = rated.disagreements
         for response_id, verdict in rated.decided.items():
             if verdict == "good" and response_id not in corrected:
-                candidates.append(("rated_good", data.prompt_of(response_id), data.responses[response_id].text))
-    rows, seen = [], set()
-    for source, prompt, answer in candidates:
-        key = (prompt.id, answer.strip())
-        if _blank(answer) or key in seen:
-            counts["empty" if _blank(answer) else "duplicates"] += 1
-            continue
-        seen.add(key)
+                candidates.append((data.prompt_of(response_id), data.responses[response_id].text, "rated_good"))
+    rows = []
+    for prompt, answer, source in _unique_answers(candidates, counts):
         counts[source] += 1
         rows.append({"messages": prompt.as_messages() + _assistant(answer)})
     return rows, counts
@@ -176,13 +188,8 @@ def kto_rows(
     counts["disagreements"] = judged.disagreements
     for response_id, up in judged.decided.items():
         candidates.append((data.prompt_of(response_id), data.responses[response_id].text, bool(up)))
-    rows, seen = [], set()
-    for prompt, completion, label in candidates:
-        key = (prompt.id, completion.strip())
-        if _blank(completion) or key in seen:
-            counts["empty" if _blank(completion) else "duplicates"] += 1
-            continue
-        seen.add(key)
+    rows = []
+    for prompt, completion, label in _unique_answers(candidates, counts):
         counts["up" if label else "down"] += 1
         rows.append({"prompt": prompt.as_messages(), "completion": _assistant(completion), "label": label})
     return rows, counts
