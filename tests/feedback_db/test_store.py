@@ -5,6 +5,7 @@ import sqlite3
 import pytest
 
 from feedback_db import FeedbackStore
+from feedback_db.models import Snapshot
 
 
 def test_passwords_are_salted_hashes_and_disabled_users_cannot_log_in(store: FeedbackStore) -> None:
@@ -144,3 +145,16 @@ def test_prompts_lacking_answers(store: FeedbackStore) -> None:
     assert store.prompts_lacking_answers(["v1"], split="heldout") == []
     assert store.prompts_lacking_answers(["v3"], split="heldout") == [held]
     assert store.prompts_lacking_answers([]) == []
+
+
+def test_snapshot_crosses_processes_as_json_and_stays_in_the_version(store: FeedbackStore) -> None:
+    p = store.add_prompt("P")
+    store.add_rating(store.add_response(p, "A", "base"), "ann", thumbs=1)
+    snap = store.snapshot(include_viewer_chat=True)
+    assert Snapshot.from_json(snap.to_json()) == snap  # a recipe's --snapshot and runs/<id>/snapshot.json
+    store.register_version("v1-sft", None, "sft", "lora", "/x", "base", {}, snap, {})
+    store.register_version("mine", None, "sdk", "lora", "/y", "base", {}, {"source": "sdk"}, {})
+    assert store.get_version("v1-sft").snapshot == snap and store.get_version("v1-sft").data_snapshot == snap.to_dict()
+    assert store.get_version("mine").snapshot is None and store.get_version("mine").data_snapshot == {"source": "sdk"}
+    old = {"max_ids": snap.max_ids, "feedback_max_id": 1, "taken_at": snap.taken_at}  # stored before the flag existed
+    assert Snapshot.from_dict(old).include_viewer_chat is False
