@@ -132,6 +132,13 @@ def best_choice(trainer: Trainer) -> dict:
     return choice
 
 
+def last_eval(trainer: Trainer, names: dict[str, str]) -> dict:
+    """The last held-out evaluation's metrics under version-metric names, e.g. {"eval_rewards/margins":
+    "heldout_reward_margin"} (none when the stage did not evaluate)."""
+    evals = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    return {name: evals[-1][key] for key, name in names.items() if evals and key in evals[-1]}
+
+
 class SaveEveryMinutes(TrainerCallback):
     """Ask the Trainer for a checkpoint when `minutes` passed since the last one (a time-based save interval)."""
 

@@ -1,4 +1,5 @@
-"""Held-out evaluation, early stopping, TensorBoard files and checkpoints, on the real model with the SFT recipe."""
+"""Held-out evaluation, early stopping, TensorBoard files and checkpoints, on the real model with the SFT, DPO and
+KTO recipes."""
 
 from pathlib import Path
 
@@ -8,8 +9,13 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from training import run_args
+from training.recipes.dpo import DPORecipeConfig
+from training.recipes.dpo import main as dpo
+from training.recipes.kto import KTORecipeConfig
+from training.recipes.kto import main as kto
 from training.recipes.sft import SFTRecipeConfig
 from training.recipes.sft import main as sft
+from webapp.tabs.admin_rounds import PLOTS, metric_frames
 
 
 def test_sft_evaluates_heldout_stops_early_and_publishes_best(store, data_dir: Path):
@@ -34,6 +40,69 @@ def test_sft_evaluates_heldout_stops_early_and_publishes_best(store, data_dir: P
     assert [e.step for e in events.Scalars("eval/loss")] == sorted(losses)
     assert not (folder / "checkpoints" / "sft").exists()  # a published stage keeps no checkpoints
     assert load_file(f"{version.path}/adapter_model.safetensors")
+
+
+def plotted(metrics: list, title: str) -> set[str]:
+    """The curves Admin › Rounds draws in plot `title` for these run metrics."""
+    return set(metric_frames(metrics)[list(PLOTS).index(title)].metric)
+
+
+def test_dpo_evaluates_the_heldout_pairs_during_training(store, data_dir: Path):
+    """The store fixture holds 3 preference pairs on held-out prompts: the DPO stage evaluates on them every step,
+    the eval rows reach the run's metrics and TensorBoard, and the Rounds tab plots them beside the train curves."""
+    torch.set_num_threads(1)
+    run_id = store.create_run(config={}, stages=["dpo"], username="admin")
+    name = dpo(DPORecipeConfig(db=store.path, data_dir=str(data_dir), parent="base", max_steps=2, eval_steps=1,
+                               run_id=run_id))
+    metrics = store.run_metrics(run_id)
+    evals = [m for m in metrics if "eval_loss" in m.metrics]
+    assert [m.step for m in evals] == [1, 2] and all(m.stage == "dpo" for m in evals)
+    assert all({"eval_rewards/accuracies", "eval_rewards/margins"} <= m.metrics.keys() for m in evals)
+    assert all(0 <= m.metrics["eval_rewards/accuracies"] <= 1 for m in evals)
+    version = store.get_version(name)
+    assert version.metrics["evaluations"] == 2
+    assert version.metrics["heldout_reward_margin"] == pytest.approx(evals[-1].metrics["eval_rewards/margins"])
+    assert version.metrics["heldout_reward_accuracy"] == evals[-1].metrics["eval_rewards/accuracies"]
+    assert {"dpo/loss", "dpo/eval_loss"} <= plotted(metrics, "Loss")
+    assert {"dpo/rewards/accuracies", "dpo/eval_rewards/accuracies", "dpo/eval_rewards/margins"} <= plotted(
+        metrics, "Reward accuracy / margins")
+    events = EventAccumulator(str(data_dir / "runs" / str(run_id) / "tb" / "dpo")).Reload()
+    assert [e.step for e in events.Scalars("eval/loss")] == [1, 2]
+    assert [e.value for e in events.Scalars("eval/loss")] == pytest.approx([m.metrics["eval_loss"] for m in evals])
+
+
+def test_kto_evaluates_heldout_rows_during_training(store, data_dir: Path):
+    """KTO's held-out rows: thumbs on held-out prompts plus the held-out pairs as one up and one down answer."""
+    torch.set_num_threads(1)
+    prompt_id = store.add_prompt("Held-out: name a primary colour.", source="test-kto", split="heldout")
+    store.add_unpaired_label(prompt_id, "Red is a primary colour.", True)
+    store.add_unpaired_label(prompt_id, "Purple, which is not one.", False)
+    run_id = store.create_run(config={}, stages=["kto"], username="admin")
+    name = kto(KTORecipeConfig(db=store.path, data_dir=str(data_dir), parent="base", max_steps=2, eval_steps=1,
+                               run_id=run_id))
+    metrics = store.run_metrics(run_id)
+    evals = [m for m in metrics if "eval_loss" in m.metrics]
+    assert [m.step for m in evals] == [1, 2] and all(m.stage == "kto" for m in evals)
+    assert all({"eval_kl", "eval_rewards/margins"} <= m.metrics.keys() for m in evals)
+    version = store.get_version(name)
+    assert version.metrics["evaluations"] == 2
+    assert version.metrics["heldout_kl"] == pytest.approx(evals[-1].metrics["eval_kl"])
+    assert {"kto/loss", "kto/eval_loss"} <= plotted(metrics, "Loss")
+    assert {"kto/kl", "kto/eval_kl"} <= plotted(metrics, "KL")
+
+
+def test_kto_heldout_rows_come_from_heldout_labels_and_pairs(store):
+    from training.recipes.kto import labelled_answers
+
+    prompt_id = store.add_prompt("Held-out: name a primary colour.", source="test-kto", split="heldout")
+    store.add_unpaired_label(prompt_id, "Red is a primary colour.", True)
+    cfg = KTORecipeConfig(db=store.path, parent="base")
+    rows = labelled_answers(cfg, store, store.snapshot())
+    heldout = rows["heldout"]
+    assert len(heldout) == 1 + 2 * 3  # the label + 3 held-out pairs, each as a chosen (up) and a rejected (down) row
+    assert sum(heldout["label"]) == 1 + 3
+    assert "Held-out: name a primary colour." in {row["prompt"][-1]["content"] for row in heldout}
+    assert len(rows["train"]) == len(store.list_unpaired_labels()) - 1  # nothing held-out trains
 
 
 def test_resume_checkpoint_skips_a_half_written_one(tmp_path: Path):

@@ -12,7 +12,7 @@ reference pass over the data up front, so each training step is a single forward
 
 from dataclasses import dataclass, field
 
-from datasets import Dataset, load_dataset
+from datasets import DatasetDict, load_dataset
 from peft import PeftModel
 from transformers import set_seed
 from trl import DPOConfig, DPOTrainer
@@ -85,16 +85,21 @@ class DPORecipeConfig:
             self.learning_rate = DEFAULT_LR[self.technique]
 
 
-def preference_pairs(cfg: DPORecipeConfig, store, snapshot: Snapshot | None) -> Dataset:
+def preference_pairs(cfg: DPORecipeConfig, store, snapshot: Snapshot | None) -> DatasetDict:
+    """Training pairs, plus the store's held-out pairs (evaluated every --eval_steps: loss, reward accuracy and
+    margins) when there are some."""
+    heldout = None
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
     else:
         from feedback_db.datasets import build_preference_dataset
 
         dataset = build_preference_dataset(store, snapshot=snapshot)
+        heldout = build_preference_dataset(store, snapshot=snapshot, split="heldout")
     if len(dataset) == 0:
         raise ValueError("No preference pairs: compare or rank answers in the review tab first.")
-    return dataset
+    # `datasets` cannot load back an empty split
+    return DatasetDict(train=dataset, **({"heldout": heldout} if heldout is not None and len(heldout) else {}))
 
 
 def main(cfg: DPORecipeConfig) -> str:
@@ -106,10 +111,10 @@ def main(cfg: DPORecipeConfig) -> str:
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
-    heldout = None  # held-out eval rows are not built for DPO yet (the gate still measures held-out)
     tmp_dir = new_tmp_dir(cfg.data_dir, "dpo")
     folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
-    dataset = materialise(lambda: preference_pairs(cfg, store, snapshot), stage_data_dir(tmp_dir))
+    pairs = materialise(lambda: preference_pairs(cfg, store, snapshot), stage_data_dir(tmp_dir))
+    dataset, heldout = pairs["train"], pairs.get("heldout")
 
     # 2. Trainer config, then the policy (ZeRO-3 / FSDP decide how to load it from the config): the parent's
     #    weights, trainable; the parent is also the reference
@@ -162,6 +167,8 @@ def main(cfg: DPORecipeConfig) -> str:
         if cfg.max_steps < 0 else None,
         "final_reward_accuracy": logged[-1]["rewards/accuracies"] if logged else None,
         "final_reward_margin": logged[-1]["rewards/margins"] if logged else None,
+        **run_args.last_eval(trainer, {"eval_rewards/accuracies": "heldout_reward_accuracy",
+                                       "eval_rewards/margins": "heldout_reward_margin"}),
     }
     metrics.update(run_args.best_choice(trainer))
     name = publish_version(

@@ -12,7 +12,7 @@ precomputed from the model before its first step with full/freeze; never a secon
 
 from dataclasses import dataclass, field
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
 from peft import PeftModel
 from transformers import set_seed
 from trl import KTOConfig, KTOTrainer
@@ -84,19 +84,35 @@ class KTORecipeConfig:
             self.learning_rate = DEFAULT_LR[self.technique]
 
 
-def labelled_answers(cfg: KTORecipeConfig, store, snapshot: Snapshot | None) -> Dataset:
+def labelled_answers(cfg: KTORecipeConfig, store, snapshot: Snapshot | None) -> DatasetDict:
+    """Training rows, plus held-out rows evaluated every --eval_steps (loss, KL, reward margins) when the store has
+    some: thumbs and labels on held-out prompts, and held-out preference pairs as one up and one down answer."""
+    heldout = None
     if cfg.dataset_file is not None:
         dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
     else:
-        from feedback_db.datasets import build_kto_dataset
+        from feedback_db.datasets import build_kto_dataset, build_preference_dataset
 
         dataset = build_kto_dataset(store, snapshot=snapshot)
+        heldout = concatenate_datasets([build_kto_dataset(store, snapshot=snapshot, split="heldout"),
+                                        unpaired(build_preference_dataset(store, snapshot=snapshot, split="heldout"))])
+        heldout = heldout.shuffle(seed=cfg.seed)  # the KL term pairs neighbours, as in training
     dataset = dataset.shuffle(seed=cfg.seed)  # rows come grouped by prompt and label; TRL's KL term pairs neighbours
     desirable = sum(dataset["label"])
     if not desirable or desirable == len(dataset):
         raise ValueError(f"KTO needs thumbs up and thumbs down; found {desirable} up, "
                          f"{len(dataset) - desirable} down.")
-    return dataset
+    # `datasets` cannot load back an empty split
+    return DatasetDict(train=dataset, **({"heldout": heldout} if heldout is not None and len(heldout) else {}))
+
+
+def unpaired(pairs: Dataset) -> Dataset:
+    """prompt/chosen/rejected rows → prompt/completion/label rows (chosen: desirable, rejected: undesirable)."""
+    from feedback_db.datasets import KTO_FEATURES
+
+    rows = [{"prompt": row["prompt"], "completion": row[side], "label": side == "chosen"}
+            for row in pairs for side in ("chosen", "rejected")]
+    return Dataset.from_dict({name: [row[name] for row in rows] for name in KTO_FEATURES}, features=KTO_FEATURES)
 
 
 def main(cfg: KTORecipeConfig) -> str:
@@ -109,10 +125,10 @@ def main(cfg: KTORecipeConfig) -> str:
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
-    heldout = None  # held-out eval rows are not built for KTO yet (the gate still measures held-out)
     tmp_dir = new_tmp_dir(cfg.data_dir, "kto")
     folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
-    dataset = materialise(lambda: labelled_answers(cfg, store, snapshot), stage_data_dir(tmp_dir))
+    rows = materialise(lambda: labelled_answers(cfg, store, snapshot), stage_data_dir(tmp_dir))
+    dataset, heldout = rows["train"], rows.get("heldout")
     desirable = sum(dataset["label"])
     undesirable = len(dataset) - desirable
 
@@ -157,7 +173,7 @@ def main(cfg: KTORecipeConfig) -> str:
     if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
         trainer.model.delete_adapter("ref")
     trainer.save_model(str(tmp_dir))
-    logged = [entry for entry in trainer.state.log_history if "kl" in entry]
+    logged = [entry for entry in trainer.state.log_history if "kl" in entry]  # train rows (eval rows: eval_kl)
     metrics = {
         "train_loss": result.training_loss,
         "train_runtime_s": result.metrics["train_runtime"],
@@ -168,6 +184,7 @@ def main(cfg: KTORecipeConfig) -> str:
         "steps": trainer.state.global_step,
         "processes": state.num_processes,
         "final_kl": logged[-1]["kl"] if logged else None,
+        **run_args.last_eval(trainer, {"eval_kl": "heldout_kl", "eval_rewards/margins": "heldout_reward_margin"}),
     }
     metrics.update(run_args.best_choice(trainer))
     name = publish_version(
