@@ -1,6 +1,8 @@
 """Live progress: a TrainerCallback that writes every logging step to the store (and one line to the run log).
 
 The app only reads `store.run_metrics(run_id)`, so a page reload or a second browser sees the same state.
+A stage resumed from a checkpoint at step N first drops the rows an earlier attempt logged after step N (it logs
+those steps again), so every step keeps one set of rows, the resumed run's; its ETA counts only the steps it ran.
 Each row holds loss, learning_rate, epoch, step/total, eta_s, tokens_per_s and whatever the TRL trainer logs
 (rewards/accuracies, rewards/margins, kl, reward, ...). Only rank 0 writes; under several data-parallel processes
 every rank logs a digest of its trainable weights at the end (equal digests: the ranks stayed in step).
@@ -25,10 +27,14 @@ class StoreProgressCallback(TrainerCallback):
         self.started = 0.0
         self.last_time = 0.0
         self.last_tokens = 0
+        self.first_step = 0
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         self.started = self.last_time = time.monotonic()
         self.last_tokens = state.num_input_tokens_seen
+        self.first_step = state.global_step  # > 0: resumed from the checkpoint at that step
+        if state.is_world_process_zero and self.store is not None and self.run_id is not None:
+            self.store.drop_run_metrics_after(self.run_id, self.stage, state.global_step)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
         if not state.is_world_process_zero:
@@ -43,8 +49,8 @@ class StoreProgressCallback(TrainerCallback):
             "total_steps": state.max_steps,
             "epoch": state.epoch or 0.0,
             "elapsed_s": round(elapsed, 2),
-            "eta_s": round(elapsed / state.global_step * (state.max_steps - state.global_step), 1)
-            if state.global_step else None,
+            "eta_s": round(elapsed / (state.global_step - self.first_step) * (state.max_steps - state.global_step), 1)
+            if state.global_step > self.first_step else None,
         })
         if tokens and now > self.last_time:
             metrics["tokens_per_s"] = round((tokens - self.last_tokens) / (now - self.last_time), 1)

@@ -47,6 +47,12 @@ class RunsMixin(StoreBase):
         row = {"run_id": run_id, "step": step, "stage": stage, "metrics": json.dumps(metrics), "created": now()}
         return self._insert("run_metrics", row)
 
+    def drop_run_metrics_after(self, run_id: int, stage: str, step: int) -> int:
+        """A stage resuming from its checkpoint at `step` logs the later steps again: the rows an earlier attempt
+        wrote for them go, so each step keeps one set of rows (the resumed run's). Returns how many went."""
+        return self._update("DELETE FROM run_metrics WHERE run_id = ? AND stage = ? AND step > ?",
+                            (run_id, stage, step))
+
     def get_run(self, run_id: int) -> Run:
         rows = self._query("SELECT * FROM runs WHERE id = ?", (run_id,))
         if not rows:

@@ -3,11 +3,15 @@ round ends (same step count, same loss trajectory, same adapter within float tol
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerControl, TrainerState
+
+from training.callbacks import StoreProgressCallback
 
 from tests.training.test_round import wait_for
 from training.runner import RoundRequest, poll_runs, resume_round, start_round
@@ -17,8 +21,10 @@ SFT_ARGS = {"sft": {"save_steps": 1, "save_total_limit": 2, "seed": 7, "learning
 
 
 def losses(store, run_id: int) -> dict[int, float]:
-    """Train loss per step; a resumed run logs the steps after its checkpoint again, the last row counts."""
-    return {m.step: m.metrics["loss"] for m in store.run_metrics(run_id) if "loss" in m.metrics}
+    """Train loss per step (one row per step: a resumed stage drops the rows it logs again)."""
+    rows = [m for m in store.run_metrics(run_id) if "loss" in m.metrics]
+    assert len({m.step for m in rows}) == len(rows), [m.step for m in rows]
+    return {m.step: m.metrics["loss"] for m in rows}
 
 
 @pytest.mark.slow
@@ -47,7 +53,7 @@ def test_killed_round_resumes_from_checkpoint_and_matches_uninterrupted(store, d
     assert reference.metrics["steps"] == STEPS
     assert resumed.data_snapshot["max_ids"] == reference.data_snapshot["max_ids"]
     got, expected = losses(store, run_id), losses(store, reference_id)
-    assert sorted(got) == list(range(1, STEPS + 1))
+    assert list(got) == list(range(1, STEPS + 1))  # once each, in order
     assert got == pytest.approx(expected, rel=1e-4, abs=1e-5)  # steps 4..6 came from the resumed process
     a = load_file(f"{resumed.path}/adapter_model.safetensors")
     b = load_file(f"{reference.path}/adapter_model.safetensors")
@@ -60,3 +66,25 @@ def test_resume_refuses_a_finished_run(store, data_dir: Path):
     store.update_run(run_id, status="succeeded")
     with pytest.raises(ValueError, match="only failed, cancelled, interrupted runs can be resumed"):
         resume_round(store, data_dir, run_id)
+
+
+def test_resumed_stage_keeps_one_row_per_step_and_its_own_values(store):
+    """The first attempt logged steps 1..5 and died; its newest checkpoint was step 3. The resumed stage drops the
+    rows of steps 4 and 5 (another stage's rows stay) and logs them again; its ETA counts only its own steps."""
+    run_id = store.create_run(config={}, stages=["sft", "dpo"], username="admin")
+    for step in range(1, 6):
+        store.add_run_metrics(run_id, step, "sft", {"loss": 10.0 + step, "step": step})
+    store.add_run_metrics(run_id, 5, "dpo", {"loss": 1.0, "step": 5})
+    callback = StoreProgressCallback(store, run_id, "sft")
+    state = TrainerState(global_step=3, max_steps=6, is_world_process_zero=True)
+    callback.on_train_begin(None, state, TrainerControl())
+    time.sleep(0.5)
+    for step in (4, 5):
+        state.global_step = step
+        callback.on_log(None, state, TrainerControl(), logs={"loss": 20.0 + step})
+    rows = [(m.stage, m.step, m.metrics["loss"]) for m in store.run_metrics(run_id)]
+    assert rows == [("sft", 1, 11.0), ("sft", 2, 12.0), ("sft", 3, 13.0), ("dpo", 5, 1.0),
+                    ("sft", 4, 24.0), ("sft", 5, 25.0)]
+    last = store.run_metrics(run_id)[-1].metrics
+    # 2 steps in about `elapsed` seconds, 1 left: about elapsed / 2 (counting all 5 steps would say elapsed / 5)
+    assert last["eta_s"] == pytest.approx(last["elapsed_s"] / 2, abs=0.06)
