@@ -11,10 +11,12 @@ save_total_limit, report_to) and calls these helpers with them, so the rules liv
   `save_steps` steps (auto: 10 % of the run on a GPU) and/or every `save_minutes` minutes (auto on CPU: a run
   shorter than that never writes one), the last `save_total_limit` kept;
 - TensorBoard event files in `data/runs/<run_id>/tb/<stage>` (`tensorboard --logdir data/runs`) and MLflow in a
-  local file store `data/mlruns` when `report_to` names them.
+  local file store `data/mlruns` (`mlflow ui --backend-store-uri data/mlruns`; experiment "tuneloop", one MLflow run
+  per stage named `<run_id>/<stage>`) when `report_to` names them.
 """
 
 import importlib.util
+import json
 import os
 import time
 from pathlib import Path
@@ -50,7 +52,7 @@ def check_shared_fields(cfg) -> None:
     if unknown:
         raise ValueError(f"--report_to: unknown {unknown}; pick from {REPORT_TO} (comma-separated).")
     if "mlflow" in report_list(cfg.report_to) and importlib.util.find_spec("mlflow") is None:
-        raise ValueError("--report_to mlflow: the mlflow package is not installed (pip install mlflow).")
+        raise ValueError("--report_to mlflow: the mlflow package is not installed (pip install mlflow-skinny).")
 
 
 def report_list(report_to: str) -> list[str]:
@@ -80,9 +82,25 @@ def trainer_kwargs(cfg, stage: str, folder: Path, has_eval: bool, per_device: in
         kwargs.update(save_strategy="steps", save_steps=cfg.eval_steps, load_best_model_at_end=True,
                       metric_for_best_model="eval_loss", greater_is_better=False)
     if "mlflow" in report_list(cfg.report_to):
-        os.environ.setdefault("MLFLOW_TRACKING_URI", (Path(cfg.data_dir).resolve() / "mlruns").as_uri())
-        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "tuneloop")
+        kwargs["run_name"] = f"{folder.name}/{stage}"
+        mlflow_env(cfg.data_dir, {"tuneloop.run_id": str(cfg.run_id), "tuneloop.stage": stage})
     return kwargs
+
+
+_OUR_MLFLOW_URIS: set[str] = set()
+
+
+def mlflow_env(data_dir: str | Path, tags: dict[str, str]) -> None:
+    """What transformers' MLflowCallback reads: a local file store `data_dir/mlruns` (unless the user set their own
+    MLFLOW_TRACKING_URI; MLflow 3 needs MLFLOW_ALLOW_FILE_STORE for a file store), experiment "tuneloop", and tags
+    naming the run and stage. Set per stage: one process may train for several data dirs (SDK, tests)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None or uri in _OUR_MLFLOW_URIS:
+        uri = (Path(data_dir).resolve() / "mlruns").as_uri()
+        _OUR_MLFLOW_URIS.add(uri)
+        os.environ.update(MLFLOW_TRACKING_URI=uri, MLFLOW_ALLOW_FILE_STORE="true")
+    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "tuneloop")
+    os.environ["MLFLOW_TAGS"] = json.dumps(tags)
 
 
 def callbacks(cfg, stage: str, folder: Path, has_eval: bool) -> list[TrainerCallback]:

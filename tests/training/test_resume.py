@@ -11,9 +11,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerControl, TrainerState
 
-from training.callbacks import StoreProgressCallback
-
 from tests.training.test_round import wait_for
+from training.callbacks import StoreProgressCallback
 from training.runner import RoundRequest, poll_runs, resume_round, start_round
 
 STEPS = 6

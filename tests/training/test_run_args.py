@@ -42,6 +42,29 @@ def test_sft_evaluates_heldout_stops_early_and_publishes_best(store, data_dir: P
     assert load_file(f"{version.path}/adapter_model.safetensors")
 
 
+def test_report_to_mlflow_logs_train_and_eval_metrics_to_a_local_file_store(store, data_dir: Path):
+    from mlflow.tracking import MlflowClient
+
+    torch.set_num_threads(1)
+    prompt_id = store.add_prompt("Held-out question: what is 2 + 5?", split="heldout")
+    store.add_demonstration(prompt_id, "2 + 5 is 7.")
+    run_id = store.create_run(config={}, stages=["sft"], username="admin")
+    sft(SFTRecipeConfig(db=store.path, data_dir=str(data_dir), parent="base", max_steps=2, eval_steps=1,
+                        report_to="mlflow", run_id=run_id))
+    client = MlflowClient(tracking_uri=(data_dir / "mlruns").resolve().as_uri())
+    experiment = client.get_experiment_by_name("tuneloop")
+    (logged,) = client.search_runs([experiment.experiment_id], f"tags.`tuneloop.run_id` = '{run_id}'")
+    assert logged.info.run_name == f"{run_id}/sft" and logged.data.tags["tuneloop.stage"] == "sft"
+    assert logged.data.params["learning_rate"] == "0.0002" and logged.info.status == "FINISHED"
+    rows = store.run_metrics(run_id)
+    for key in ("loss", "eval_loss"):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(logged.info.run_id, key))
+        expected = [(m.step, m.metrics[key]) for m in rows if key in m.metrics]
+        assert [step for step, _ in history] == [step for step, _ in expected] == [1, 2]
+        assert [value for _, value in history] == pytest.approx([value for _, value in expected])
+    assert not (data_dir / "runs" / str(run_id) / "tb").exists()  # only what report_to names
+
+
 def plotted(metrics: list, title: str) -> set[str]:
     """The curves Admin › Rounds draws in plot `title` for these run metrics."""
     return set(metric_frames(metrics)[list(PLOTS).index(title)].metric)
