@@ -212,7 +212,7 @@ def test_generate_pairwise_candidates_fills_the_review_queue(demo, services, sto
     while store.get_generation_job(1).active and time.monotonic() < deadline:
         time.sleep(0.05)
     status = call(demo, "data_job", user="alice")  # what the Data tab polls, also after a reload
-    assert "**done**" in status and "6/6 answers" in status
+    assert "**done**" in status and "✅ generated (6/6 answers" in status
     assert {r.model_version for r in store.list_responses()} == {"base", "v1-sft"}
     assert store.queue_progress("rita", "pairwise") == (0, 3)
     with pytest.raises(gr.Error, match="already has answers"):

@@ -1,5 +1,6 @@
 """Admin › Data: import files (all-or-nothing, errors with line numbers), generate on-policy candidates, export."""
 
+from datetime import UTC, datetime
 
 import gradio as gr
 import pandas as pd
@@ -10,6 +11,7 @@ from feedback_db.models import GenerationJob
 from feedback_db.vocab import IMPORT_KINDS, SPLITS
 from webapp.auth import ADMINS
 from webapp.model_service import BASE, VersionLoadError
+from webapp.tabs.admin_rounds import clock
 
 COUNTED = ["prompts", "responses", "demonstrations", "preference_pairs", "unpaired_labels", "ratings", "comparisons",
            "rankings", "corrections"]
@@ -17,14 +19,29 @@ REVIEW_MODES = [("Blind A/B: active vs candidate (pairwise)", "pairwise"), ("Sin
                 ("Ranking: N samples from active", "ranking")]
 
 
-def job_status_text(job: GenerationJob | None) -> str:
-    """A generation job as one Markdown line: status, answers done of total, tokens/s, ETA."""
+def job_status_text(job: GenerationJob | None, now: datetime | None = None) -> str:
+    """A generation job as Admin › Rounds shows a round: a status line, then its phases as a timeline (queued →
+    generating → stored) with answers done/total, elapsed since queued, ETA and tokens/s."""
     if job is None:
         return "No generation job yet."
-    eta = f", ETA {job.eta_s / 60:.1f} min" if job.active and job.eta_s else ""
     error = f": {job.error}" if job.error else ""
-    return (f"**Generation job #{job.id}** ({job.mode}, {', '.join(job.versions)}): **{job.status}**{error} · "
-            f"{job.done}/{job.total} answers · {job.tokens_per_s:.1f} tokens/s{eta}")
+    title = f"**Generation job #{job.id}** ({job.mode}, {', '.join(job.versions)}): **{job.status}**{error}"
+    return f"{title}\n\n{job_timeline(job, now or datetime.now(UTC))}"
+
+
+def job_timeline(job: GenerationJob, now: datetime) -> str:
+    end = now if job.active else datetime.fromisoformat(job.updated)
+    elapsed = (end - datetime.fromisoformat(job.created)).total_seconds()
+    speed = f" · {job.tokens_per_s:.0f} tokens/s" if job.tokens_per_s else ""
+    eta = f" · ETA {clock(job.eta_s)}" if job.active and job.done else ""
+    progress = f"{job.done}/{job.total} answers · {clock(elapsed)} elapsed{eta}{speed}"
+    if job.status == "queued":
+        return f"⏳ **queued** ({clock(elapsed)}) → ⏸ generate {job.total} answers → ⏸ stored for review"
+    if job.active:
+        return f"✅ queued → ⏳ **generating** · {progress} → ⏸ stored for review"
+    if job.status == "done":
+        return f"✅ queued → ✅ generated ({progress}) → ✅ stored for review"
+    return f"✅ queued → ❌ generating ({job.status} · {progress}; the answers so far are stored)"
 
 
 def build_data_tab(services, tab: gr.Tab) -> None:
