@@ -39,6 +39,7 @@ class RoundRequest:
     evaluate: bool = True
     auto_promote: bool = True
     include_viewer_chat: bool = False  # viewers' chat thumbs train only when an admin says so
+    report_to: str = "tensorboard"  # every stage's experiment tracking: none | tensorboard | mlflow (comma-separated)
 
 
 def round_command(db: str, data_dir: str | Path, run_id: int, request: RoundRequest) -> list[str]:
@@ -49,7 +50,8 @@ def round_command(db: str, data_dir: str | Path, run_id: int, request: RoundRequ
                "--base_model", request.base_model, "--parent", request.parent, "--max_steps", str(request.max_steps),
                "--stage_args", json.dumps(request.stage_args), "--evaluate", str(request.evaluate),
                "--auto_promote", str(request.auto_promote),
-               "--username", request.username, "--include_viewer_chat", str(request.include_viewer_chat)]
+               "--username", request.username, "--include_viewer_chat", str(request.include_viewer_chat),
+               "--report_to", request.report_to]
     if request.num_train_epochs is not None:
         command += ["--num_train_epochs", str(request.num_train_epochs)]
     return command

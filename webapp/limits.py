@@ -7,8 +7,10 @@ before doing any work, so the caller gets a clear message and nothing is written
 
     text = limits.check_text("Correction", text, limits.MAX_REVIEW_TEXT_CHARS)
     limits.check_round_form(max_steps, learning_rate, lora_r, beta, freeze_top_n)
+    report_to = limits.check_report_to(report_to)
 """
 
+import importlib.util
 import math
 
 import gradio as gr
@@ -64,3 +66,20 @@ def check_round_form(max_steps: float | None, learning_rate: float | None, lora_
     problems = round_form_problems(max_steps, learning_rate, lora_r, beta, freeze_top_n)
     if problems:
         raise gr.Error("Round not started. " + " ".join(problems))
+
+
+def report_to_choices() -> list[tuple[str, str]]:
+    """The Rounds form's experiment-tracking choices (training.run_args.REPORT_TO; MLflow when it is installed)."""
+    choices = [("TensorBoard (data/runs/<id>/tb)", "tensorboard"), ("None", "none")]
+    if importlib.util.find_spec("mlflow") is not None:
+        choices += [("MLflow (data/mlruns)", "mlflow"), ("TensorBoard + MLflow", "tensorboard,mlflow")]
+    return choices
+
+
+def check_report_to(report_to: str | None) -> str:
+    """The form's value when it is one of the choices, else gr.Error (an API caller may send anything)."""
+    allowed = [value for _, value in report_to_choices()]
+    if report_to not in allowed:
+        raise gr.Error(f"Round not started. Experiment tracking must be one of {', '.join(allowed)}"
+                       f"{'' if 'mlflow' in allowed else ' (MLflow is not installed)'}.")
+    return report_to

@@ -279,7 +279,7 @@ class Services:
     # ----- rounds -----------------------------------------------------------------------------------------
     def round_request(self, stages: list[str], technique: str, freeze_top_n: int, parent: str, max_steps: int,
                       learning_rate: float | None, lora_r: int, beta: float, evaluate: bool, auto_promote: bool,
-                      username: str, include_viewer_chat: bool = False):
+                      username: str, include_viewer_chat: bool = False, report_to: str = "tensorboard"):
         """The admin form → a training.runner.RoundRequest; hyper-parameters go to the stages that take them."""
         stage_args: dict[str, dict] = {}
         for stage in stages:
@@ -294,7 +294,8 @@ class Services:
                 args["beta"] = beta
         return self.runner.request(stages=stages, technique=technique, base_model=self.base_model, parent=parent,
                                    username=username, max_steps=max_steps, stage_args=stage_args, evaluate=evaluate,
-                                   auto_promote=auto_promote, include_viewer_chat=include_viewer_chat)
+                                   auto_promote=auto_promote, include_viewer_chat=include_viewer_chat,
+                                   report_to=report_to)
 
     def run_log(self, run_id: int) -> str:
         return self.runner.log_tail(self.data_dir, run_id)

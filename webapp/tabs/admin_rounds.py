@@ -82,16 +82,19 @@ def build_rounds_tab(services) -> gr.Timer:
             lines += [f"  - ❌ {p}" for p in check.problems] + [f"  - ⚠️ {w}" for w in check.warnings]
         return ok, "\n".join(lines) or "Pick at least one stage."
 
-    # `viewer_chat` is a gr.State fed by the checkbox (not an API parameter, so the endpoints keep their shape)
+    # `viewer_chat` and `report_to` are gr.States fed by their inputs (not API parameters, so the endpoints keep
+    # their shape); rounds_start checks them like any other value a client sends
     def rounds_check(stages: list[str], request: gr.Request, viewer_chat: bool = False) -> str:
         auth.require(request, *ADMINS)
         return data_check_text(stages, viewer_chat)[1]
 
     def rounds_start(stages: list[str], technique: str, freeze_top_n: float, parent: str, max_steps: float,
                      learning_rate: float | None, lora_r: float, beta: float, evaluate: bool, auto_promote: bool,
-                     request: gr.Request, viewer_chat: bool = False) -> tuple[str, pd.DataFrame, dict]:
+                     request: gr.Request, viewer_chat: bool = False,
+                     report_to: str = "tensorboard") -> tuple[str, pd.DataFrame, dict]:
         admin = auth.require(request, *ADMINS)
         limits.check_round_form(max_steps, learning_rate, lora_r, beta, freeze_top_n)
+        report_to = limits.check_report_to(report_to)
         ok, report = data_check_text(stages, viewer_chat)
         if not stages or not ok:
             raise gr.Error("Data check failed; fix the data or the stages first.")
@@ -99,10 +102,11 @@ def build_rounds_tab(services) -> gr.Timer:
             raise gr.Error("A round is already running: wait for it or cancel it.")
         request_ = services.round_request(stages, technique, int(freeze_top_n), parent, int(max_steps), learning_rate,
                                           int(lora_r), float(beta), evaluate, auto_promote, admin.username,
-                                          include_viewer_chat=bool(viewer_chat))
+                                          include_viewer_chat=bool(viewer_chat), report_to=report_to)
         run_id = services.runner.start_round(store, services.data_dir, request_)
         store.audit(admin.username, "start_round", {"run_id": run_id, "stages": stages, "technique": technique,
-                                                    "include_viewer_chat": bool(viewer_chat)})
+                                                    "include_viewer_chat": bool(viewer_chat),
+                                                    "report_to": report_to})
         return f"Started run {run_id}.\n\n{report}", runs_table(), gr.update(value=run_id)
 
     def rounds_cancel(run_id: float | None, request: gr.Request) -> pd.DataFrame:
@@ -157,6 +161,8 @@ def build_rounds_tab(services) -> gr.Timer:
                 learning_rate = gr.Number(None, label="Learning rate (0 = recipe default)")
                 lora_r = gr.Number(16, label="LoRA rank", precision=0)
                 beta = gr.Number(0.1, label="DPO/KTO beta")
+                report_to_box = gr.Dropdown(limits.report_to_choices(), value="tensorboard",
+                                            label="Experiment tracking (report_to)")
             with gr.Row():
                 evaluate = gr.Checkbox(True, label="Run the evaluation gate")
                 auto_promote = gr.Checkbox(True, label="Promote automatically when the gate passes")
@@ -169,6 +175,7 @@ def build_rounds_tab(services) -> gr.Timer:
                         "judge model (it can be fooled) or an online RL round (reward hacking): promote those by hand "
                         "after reading the gate report.")
             viewer_chat = gr.State(False)
+            report_to = gr.State("tensorboard")
             with gr.Row():
                 check = gr.Button("Check data")
                 start = gr.Button("Start round", variant="primary")
@@ -189,10 +196,11 @@ def build_rounds_tab(services) -> gr.Timer:
 
     technique.change(lambda t: gr.update(visible=t == "freeze"), technique, freeze_top_n, api_visibility="private")
     viewer_chat_box.change(lambda on: bool(on), viewer_chat_box, viewer_chat, api_visibility="private")
+    report_to_box.change(lambda value: value, report_to_box, report_to, api_visibility="private")
     gr.on([check.click, stages.change], rounds_check, [stages, viewer_chat], check_md,
           api_name=auth.endpoint("rounds_check", *ADMINS))
     start.click(rounds_start, [stages, technique, freeze_top_n, parent, max_steps, learning_rate, lora_r, beta,
-                               evaluate, auto_promote, viewer_chat], [check_md, runs, run_id],
+                               evaluate, auto_promote, viewer_chat, report_to], [check_md, runs, run_id],
                 api_name=auth.endpoint("rounds_start", *ADMINS))
     cancel.click(rounds_cancel, run_id, runs, api_name=auth.endpoint("rounds_cancel", *ADMINS))
     resume.click(rounds_resume, run_id, runs, api_name=auth.endpoint("rounds_resume", *ADMINS))
