@@ -5,6 +5,8 @@
 - `build_preference_dataset`: `prompt` / `chosen` / `rejected` from imported pairs, corrections (corrected text
   chosen over the original), pairwise comparisons and rankings (each ranking is a vote on every pair it orders;
   ties and both_bad dropped) and Likert scores on the same prompt differing by >= `LIKERT_GAP`.
+  Viewers' chat thumbs (`viewer_chat`) and arena votes (`viewer_arena`) count only with the snapshot's
+  `include_viewer_chat` (an admin's choice per round).
 - `build_kto_dataset`: `prompt` / `completion` / `label` from the thumbs majority plus imported unpaired labels.
 
 Every builder reads only prompts of `split` ("train" or "heldout") and, given `snapshot=store.snapshot()`, only
@@ -26,7 +28,7 @@ from typing import TypeVar
 from datasets import Dataset, Features, List, Value
 
 from feedback_db.consensus import likert_votes, pair_votes, polarity_votes, thumbs_votes, verdicts
-from feedback_db.models import DataCheck, Prompt, Rating, Response, Snapshot
+from feedback_db.models import Comparison, DataCheck, Prompt, Rating, Response, Snapshot
 from feedback_db.store import FeedbackStore
 from feedback_db.vocab import NO_WINNER, SPLITS
 
@@ -127,7 +129,7 @@ def preference_rows(
             candidates.append(
                 ("corrections", data.prompt_of(c.response_id), c.text, data.responses[c.response_id].text)
             )
-    comparisons = data.store.list_comparisons(snapshot)
+    comparisons = _comparisons(data, counts)
     compared = {(min(c.response_a, c.response_b), max(c.response_a, c.response_b)) for c in comparisons}
     votes = _only(pair_votes(comparisons, data.store.list_rankings(snapshot)), data.responses, pairs=True)
     judged = verdicts(votes)
@@ -203,6 +205,16 @@ def _ratings(data: _Data, counts: Counter) -> list[Rating]:
     kept = [r for r in ratings if r.source != "viewer_chat"]
     counts["viewer_chat"] += sum(r.source == "viewer_chat" and r.response_id in data.responses for r in ratings)
     return kept
+
+
+def _comparisons(data: _Data, counts: Counter) -> list[Comparison]:
+    """A/B votes that may train: viewers' arena votes only when the snapshot says an admin included viewers' chat
+    feedback (the same opt-in as their chat thumbs)."""
+    comparisons = data.store.list_comparisons(data.snapshot)
+    if data.snapshot and data.snapshot.include_viewer_chat:
+        return comparisons
+    counts["viewer_arena"] += sum(c.source == "viewer_arena" and c.response_a in data.responses for c in comparisons)
+    return [c for c in comparisons if c.source != "viewer_arena"]
 
 
 def _only(votes: dict, responses: dict[int, Response], pairs: bool = False) -> dict:
@@ -283,6 +295,7 @@ _DROPPED = {
     "ties": "judged pairs were ties or both bad",
     "disagreements": "items without a reviewer majority",
     "viewer_chat": "chat ratings by viewers (include them with the round's 'viewers' chat feedback' option)",
+    "viewer_arena": "arena votes by viewers (include them with the round's 'viewers' chat feedback' option)",
 }
 
 

@@ -401,6 +401,14 @@ def m006_rating_source(db: Database) -> None:
     db.execute("ALTER TABLE ratings ADD COLUMN source TEXT NOT NULL DEFAULT 'review'")
 
 
+@MIGRATIONS()
+def m009_viewer_arena_votes(db: Database) -> None:
+    """Viewers' arena votes get source `viewer_arena` (like their chat thumbs, `viewer_chat`): they train only when
+    an admin includes viewers' chat feedback. Votes stored before this are relabelled by the voter's current role."""
+    db.execute("UPDATE comparisons SET source = 'viewer_arena' WHERE source = 'arena' AND username IN "
+               "(SELECT username FROM users WHERE role = 'viewer')")
+
+
 def _execute_all(db: Database, script: str) -> None:
     # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
     for statement in script.split(";"):

@@ -20,7 +20,7 @@ class Snapshot:
     max_ids: dict[str, int]  # table -> highest id pinned
     feedback_max_id: int  # highest id over the feedback tables (ratings, comparisons, rankings, corrections)
     taken_at: str  # admins' prompt exclusions count as they stood at this time
-    include_viewer_chat: bool = False  # whether viewers' chat thumbs train (an admin's choice per round)
+    include_viewer_chat: bool = False  # whether viewers' chat thumbs and arena votes train (an admin's choice)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,9 +28,9 @@ RL_STAGES = ("reward", "dpo", "kto", "online_rl")  # stages trained on preferenc
 METHODS = (*STAGES, "sdk")
 TECHNIQUES = ("lora", "full", "freeze")
 
-# where feedback came from: review queue, chat arena, REST API; chat thumbs (viewers' stay out of training unless an
-# admin includes them)
-COMPARISON_SOURCES = ("review", "arena", "api")
+# where feedback came from: review queue, chat arena, REST API; chat thumbs. Viewers' chat thumbs (viewer_chat) and
+# arena votes (viewer_arena) stay out of training unless an admin includes viewers' chat feedback
+COMPARISON_SOURCES = ("review", "arena", "viewer_arena", "api")
 RATING_SOURCES = ("review", "api", "chat", "viewer_chat")
 
 # kinds of file feedback_db.importers reads

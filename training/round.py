@@ -64,8 +64,9 @@ class RoundConfig:
                                                                     "tensorboard | mlflow (comma-separated)."})
     run_id: int | None = field(default=None, metadata={"help": "Existing run row (set by the runner)."})
     username: str = field(default="admin", metadata={"help": "Who started the round (new run rows only)."})
-    include_viewer_chat: bool = field(default=False, metadata={"help": "Train on viewers' chat thumbs too (off: "
-                                                                       "only reviewers' and admins' feedback)."})
+    include_viewer_chat: bool = field(default=False, metadata={"help": "Train on viewers' chat thumbs and arena "
+                                                                       "votes too (off: only reviewers' and "
+                                                                       "admins' feedback)."})
     resume: int | None = field(default=None, metadata={"help": "Resume this run (cancelled, interrupted or "
                                                                "failed) with its saved round.json/snapshot.json; "
                                                                "finished stages are kept, the interrupted one "

@@ -38,7 +38,7 @@ class RoundRequest:
     stage_args: dict = field(default_factory=dict)  # {"dpo": {"beta": 0.2}}
     evaluate: bool = True
     auto_promote: bool = True
-    include_viewer_chat: bool = False  # viewers' chat thumbs train only when an admin says so
+    include_viewer_chat: bool = False  # viewers' chat thumbs and arena votes train only when an admin says so
     report_to: str = "tensorboard"  # every stage's experiment tracking: none | tensorboard | mlflow (comma-separated)
 
 

@@ -3,7 +3,8 @@
 One prompt goes to two versions picked at random (the active version and the newest candidate three times as
 likely as the others, so the battles that decide a promotion come up most), both answers are decoded in one
 batch and shown side by side without names, the vote is stored as a comparison with source `arena` (the prompt
-keeps the whole conversation, each answer its version), and only then are the names shown. `record_vote` is the
+keeps the whole conversation, each answer its version; a viewer's vote `viewer_arena`, left out of training unless
+an admin includes viewers' chat feedback), and only then are the names shown. `record_vote` is the
 one place that writes a battle.
 """
 
@@ -44,10 +45,13 @@ def newest_candidate(store: FeedbackStore) -> str | None:
     return max(candidates, key=lambda v: v.id).name if candidates else None
 
 
-def record_vote(store: FeedbackStore, battle: Battle, winner: str, username: str) -> int:
-    """Store the battle (prompt with its conversation, both answers, the comparison) in one transaction."""
+def record_vote(store: FeedbackStore, battle: Battle, winner: str, username: str, viewer: bool = False) -> int:
+    """Store the battle (prompt with its conversation, both answers, the comparison) in one transaction. A viewer's
+    vote has source `viewer_arena`: like viewers' chat thumbs, it trains only when an admin includes viewers' chat
+    feedback in a round."""
     with store.transaction():
         prompt_id = store.add_prompt(battle.messages[-1]["content"], source="arena", messages=battle.messages)
         ids = [store.add_response(prompt_id, text, version, {"source": "arena"})
                for text, version in zip(battle.answers, battle.versions, strict=True)]
-        return store.add_comparison(ids[0], ids[1], winner, username, source="arena")
+        return store.add_comparison(ids[0], ids[1], winner, username,
+                                    source="viewer_arena" if viewer else "arena")

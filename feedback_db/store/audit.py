@@ -34,7 +34,7 @@ class AuditMixin(StoreBase):
 
     def snapshot(self, include_viewer_chat: bool = False) -> Snapshot:
         """The max id of every table the dataset builders read, taken in one read transaction, and whether
-        viewers' chat thumbs count (an admin's choice per round; off by default)."""
+        viewers' chat thumbs and arena votes count (an admin's choice per round; off by default)."""
         conn = self._db.get()
         union = " UNION ALL ".join(f"SELECT '{t}', COALESCE(MAX(id), 0) FROM {t}" for t in SNAPSHOT_TABLES)
         max_ids = {table: max_id for table, max_id in retry_locked(lambda: conn.execute(union).fetchall())}

@@ -81,8 +81,8 @@ def test_first_run_blind_vote_then_arena_and_leaderboard(browser, live_app, arti
 
     store = FeedbackStore(live_app.data_dir / "tuneloop.db")
     sources = [c.source for c in store.list_comparisons()]
-    assert sources == ["review", "arena", "arena"]
-    arena = [c for c in store.list_comparisons() if c.source == "arena"]
+    assert sources == ["review", "viewer_arena", "viewer_arena"]  # vic is a viewer
+    arena = [c for c in store.list_comparisons() if c.source == "viewer_arena"]
     assert all({c.version_a, c.version_b} == {"base", "cand"} for c in arena)
     assert store.get_prompt(arena[0].prompt_id).messages == [{"role": "user", "content": PROMPT}]
     store.close()

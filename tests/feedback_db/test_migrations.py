@@ -51,3 +51,24 @@ def test_two_stores_opening_a_fresh_file_migrate_once(tmp_path: Path) -> None:
     assert first.schema_version() == second.schema_version() == len(MIGRATIONS._migrations)
     first.add_prompt("Q")
     assert [p.text for p in second.list_prompts()] == ["Q"]
+
+
+def test_viewers_arena_votes_stored_before_the_split_are_relabelled(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    conn = open_connection(path)
+    migrate(conn, stop_before="m009_viewer_arena_votes")  # a file from before viewers' arena votes were apart
+    for name, role in (("vic", "viewer"), ("rita", "reviewer")):
+        conn.execute("INSERT INTO users (username, password_hash, role, disabled, created) VALUES "
+                     "(?, 'scrypt$x', ?, 0, '2026-01-01T00:00:00+00:00')", (name, role))
+    conn.execute("INSERT INTO prompts (text, source, tags, split, created) VALUES ('Q', 'arena', '[]', 'train', '')")
+    for i in (1, 2):
+        conn.execute("INSERT INTO responses (prompt_id, text, model_version, settings, created) VALUES "
+                     "(1, ?, 'base', '{}', '')", (f"answer {i}",))
+    for name, source in (("vic", "arena"), ("rita", "arena"), ("vic", "review")):
+        conn.execute("INSERT INTO comparisons (prompt_id, response_a, response_b, version_a, version_b, winner, "
+                     "username, created, source) VALUES (1, 1, 2, 'base', 'base', 'a', ?, '', ?)", (name, source))
+    conn.close()
+    store = FeedbackStore(path)
+    assert [(c.username, c.source) for c in store.list_comparisons()] == [
+        ("vic", "viewer_arena"), ("rita", "arena"), ("vic", "review")]
+    store.close()

@@ -1,6 +1,7 @@
 """The security review's attacks (issue 13), replayed over real HTTP against one live app (`python app.py`), each
 asserted to fail now: forged chat feedback, chat starvation, same-site CSRF, HTML injection in review, login
-lockout of others, uploads, unbounded ids, bidi usernames, anonymous OpenAPI. The app trusts X-Forwarded-For
+lockout of others, uploads, unbounded ids, bidi usernames, anonymous OpenAPI; and a viewer's arena vote, which
+trains only when an admin includes viewers' chat feedback. The app trusts X-Forwarded-For
 from 127.0.0.1 here (`--forwarded-allow-ips`), so one test machine can play many client addresses. The browser
 side of CSRF and HTML injection is in tests/e2e/test_browser_attacks.py.
 """
@@ -24,7 +25,8 @@ EVIL_ORIGINS = ["http://127.0.0.1:9999", "http://localhost:9999", "null", "http:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, base_model_path):
     data_dir = make_data_dir(tmp_path_factory.mktemp("attacks"), base_model_path)
-    add_users(data_dir, {ADMIN: "admin", "rita": "reviewer", "vic": "viewer", "val": "viewer", "ada": "admin"})
+    add_users(data_dir, {ADMIN: "admin", "rita": "reviewer", "vic": "viewer", "val": "viewer", "ada": "admin",
+                     "vera": "viewer", "rex": "reviewer"})
     from feedback_db.store import FeedbackStore
 
     store = FeedbackStore(data_dir / "tuneloop.db")
@@ -287,3 +289,42 @@ def test_usernames_with_control_or_invisible_characters_are_refused(app, session
 @pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc", "/gradio_api/openapi.json"])
 def test_no_anonymous_api_schema(app, path):
     assert httpx.get(app.url + path).status_code in (401, 404)
+
+
+# ----- 8. viewers' arena votes (last: its battles add review items the review test above counts) -------------------
+def arena_vote(app: LiveApp, client: httpx.Client, prompt: str) -> None:
+    """One blind battle and an "A is better" vote, as the Arena tab sends them; asked again (up to 3 times) when the
+    two sampled answers came out the same (a pair of equal answers trains nothing)."""
+    for _ in range(3):
+        event, out = app.call(client, "arena_ask", [prompt], timeout_s=180)
+        assert event == "complete", out
+        if json.dumps(out[1][-1]) != json.dumps(out[2][-1]):
+            break
+    event, out = app.call(client, "arena_vote_a", [])
+    assert event == "complete" and "saved as comparison" in json.dumps(out), out
+
+
+def test_a_viewers_arena_vote_trains_only_when_an_admin_includes_viewer_chat_feedback(app):
+    from feedback_db.datasets import preference_rows
+    from feedback_db.store import FeedbackStore
+    from training.sdk import Client
+
+    client = Client(app.data_dir)  # a second servable version (an untrained adapter; answers are sampled)
+    client.get_base_model().create_model_adapter(name="cand", rank=2)
+    client.store.close()
+    prompts = {"vera": "Write two lines about rain on a tin roof.", "rex": "Write two lines about wind in tall pines."}
+    for user, prompt in prompts.items():
+        arena_vote(app, app.session(user), prompt)
+    assert rows(app, "SELECT username, source FROM comparisons WHERE username IN ('vera', 'rex') ORDER BY id") == [
+        ("vera", "viewer_arena"), ("rex", "arena")]
+
+    store = FeedbackStore(app.data_dir / "tuneloop.db")
+    try:
+        def dpo_prompts(snapshot: dict) -> tuple[set[str], int]:  # arena prompts may land in either split
+            results = [preference_rows(store, snapshot, split) for split in ("train", "heldout")]
+            return {r["prompt"][-1]["content"] for rs, _ in results for r in rs}, sum(c["viewer_arena"]
+                                                                                       for _, c in results)
+        assert dpo_prompts(store.snapshot()) == ({prompts["rex"]}, 1)
+        assert dpo_prompts(store.snapshot(include_viewer_chat=True)) == (set(prompts.values()), 0)
+    finally:
+        store.close()

@@ -38,7 +38,7 @@ def test_arena_battle_vote_is_stored_with_source_and_revealed_after(demo, store,
     assert state is None and not any(b["interactive"] for b in buttons)
     assert f"**A** was `{battle.versions[0]}`" in reveal and f"**B** was `{battle.versions[1]}`" in reveal
     (comparison,) = store.list_comparisons()
-    assert (comparison.source, comparison.winner, comparison.username) == ("arena", "b", "vic")
+    assert (comparison.source, comparison.winner, comparison.username) == ("viewer_arena", "b", "vic")  # a viewer
     assert (comparison.version_a, comparison.version_b) == battle.versions
     prompt = store.get_prompt(comparison.prompt_id)
     assert prompt.source == "arena" and prompt.messages == [{"role": "user", "content": "Why is the sky blue?"}]
@@ -63,3 +63,21 @@ def test_arena_refuses_anonymous_and_oversized_prompts(demo, store, tmp_path):
         call(demo, "arena_ask", "Hi", user=None)
     with pytest.raises(gr.Error, match="limit"):
         call(demo, "arena_ask", "x" * 9000, user="vic")
+
+
+def test_viewers_arena_votes_train_only_when_an_admin_includes_viewer_chat_feedback(demo, store, tmp_path):
+    from feedback_db.datasets import preference_rows
+
+    register(store, tmp_path)
+    for user, prompt in (("vic", "Why is grass green?"), ("rita", "Why is snow white?")):
+        battle = call(demo, "arena_ask", prompt, user=user)[3]
+        call(demo, "arena_vote_a", battle, user=user)
+    assert [(c.username, c.source) for c in store.list_comparisons()] == [("vic", "viewer_arena"), ("rita", "arena")]
+
+    def both_splits(snapshot: dict) -> tuple[set[str], int]:  # arena prompts are split like any other prompt
+        results = [preference_rows(store, snapshot, split) for split in ("train", "heldout")]
+        asked = {row["prompt"][-1]["content"] for rows, _ in results for row in rows}
+        return asked, sum(c["viewer_arena"] for _, c in results)
+
+    assert both_splits(store.snapshot()) == ({"Why is snow white?"}, 1)
+    assert both_splits(store.snapshot(include_viewer_chat=True)) == ({"Why is grass green?", "Why is snow white?"}, 0)

@@ -166,8 +166,8 @@ def build_rounds_tab(services) -> gr.Timer:
             with gr.Row():
                 evaluate = gr.Checkbox(True, label="Run the evaluation gate")
                 auto_promote = gr.Checkbox(True, label="Promote automatically when the gate passes")
-                viewer_chat_box = gr.Checkbox(False, label="Include viewers' chat 👍/👎 (off: only reviewers' and "
-                                                           "admins' feedback trains)")
+                viewer_chat_box = gr.Checkbox(False, label="Include viewers' chat feedback: 👍/👎 and arena votes "
+                                                           "(off: only reviewers' and admins' feedback trains)")
             gr.Markdown("The gate judges on held-out prompts: reviewers vote on its A/B items when there are "
                         "reviewers (Admin › Versions shows the votes it still waits for). A pass needs the 95 % lower "
                         "bound of "

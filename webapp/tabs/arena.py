@@ -8,7 +8,7 @@ import gradio as gr
 
 from training.generation import Request
 from webapp import arena, limits
-from webapp.auth import EVERYONE
+from webapp.auth import EVERYONE, VIEWER
 from webapp.model_service import VersionLoadError
 from webapp.tabs.common import safe_markdown
 
@@ -57,7 +57,7 @@ def build_arena_tab(services) -> None:
             user = auth.require(request, *EVERYONE)
             if battle is None:
                 raise gr.Error("Ask a prompt first (or this battle already has your vote).")
-            comparison_id = arena.record_vote(store, battle, winner, user.username)
+            comparison_id = arena.record_vote(store, battle, winner, user.username, viewer=user.role == VIEWER)
             a, b = battle.versions
             reveal = (f"**A** was `{a}` · **B** was `{b}` — you said *{SAID[winner]}* "
                       f"(saved as comparison {comparison_id}). Ask another prompt for a new battle.")
@@ -65,7 +65,8 @@ def build_arena_tab(services) -> None:
         return arena_vote
 
     gr.Markdown("Blind battle: your prompt goes to two versions picked at random; vote for the better answer and "
-                "see which versions they were. Votes feed the leaderboard in Stats and the next training round.")
+                "see which versions they were. Votes feed the leaderboard in Stats and the next training round "
+                "(viewers' votes only when an admin includes viewers' chat feedback).")
     with gr.Row():
         chat_a = gr.Chatbot(label="Answer A", height=380, sanitize_html=True, elem_id="arena-chat-a")
         chat_b = gr.Chatbot(label="Answer B", height=380, sanitize_html=True, elem_id="arena-chat-b")
