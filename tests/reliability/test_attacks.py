@@ -26,7 +26,7 @@ EVIL_ORIGINS = ["http://127.0.0.1:9999", "http://localhost:9999", "null", "http:
 def app(tmp_path_factory, base_model_path):
     data_dir = make_data_dir(tmp_path_factory.mktemp("attacks"), base_model_path)
     add_users(data_dir, {ADMIN: "admin", "rita": "reviewer", "vic": "viewer", "val": "viewer", "ada": "admin",
-                     "vera": "viewer", "rex": "reviewer"})
+                     "vera": "viewer"})
     from feedback_db.store import FeedbackStore
 
     store = FeedbackStore(data_dir / "tuneloop.db")
@@ -312,19 +312,17 @@ def test_a_viewers_arena_vote_trains_only_when_an_admin_includes_viewer_chat_fee
     client = Client(app.data_dir)  # a second servable version (an untrained adapter; answers are sampled)
     client.get_base_model().create_model_adapter(name="cand", rank=2)
     client.store.close()
-    prompts = {"vera": "Write two lines about rain on a tin roof.", "rex": "Write two lines about wind in tall pines."}
-    for user, prompt in prompts.items():
-        arena_vote(app, app.session(user), prompt)
-    assert rows(app, "SELECT username, source FROM comparisons WHERE username IN ('vera', 'rex') ORDER BY id") == [
-        ("vera", "viewer_arena"), ("rex", "arena")]
+    prompt = "Write two lines about rain on a tin roof."
+    arena_vote(app, app.session("vera"), prompt)  # a viewer (a reviewer's vote trains: tests/webapp/test_arena.py)
+    assert rows(app, "SELECT username, source FROM comparisons WHERE username = 'vera'") == [("vera", "viewer_arena")]
 
     store = FeedbackStore(app.data_dir / "tuneloop.db")
     try:
-        def dpo_prompts(snapshot: dict) -> tuple[set[str], int]:  # arena prompts may land in either split
+        def dpo_prompts(snapshot: dict) -> tuple[list[str], int]:  # an arena prompt may land in either split
             results = [preference_rows(store, snapshot, split) for split in ("train", "heldout")]
-            return {r["prompt"][-1]["content"] for rs, _ in results for r in rs}, sum(c["viewer_arena"]
-                                                                                       for _, c in results)
-        assert dpo_prompts(store.snapshot()) == ({prompts["rex"]}, 1)
-        assert dpo_prompts(store.snapshot(include_viewer_chat=True)) == (set(prompts.values()), 0)
+            return [r["prompt"][-1]["content"] for rs, _ in results for r in rs], sum(c["viewer_arena"]
+                                                                                      for _, c in results)
+        assert dpo_prompts(store.snapshot()) == ([], 1)
+        assert dpo_prompts(store.snapshot(include_viewer_chat=True)) == ([prompt], 0)
     finally:
         store.close()
