@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from feedback_db.vocab import VIEWER
 from training.generation import Request
 from webapp import arena, limits
-from webapp.auth import EVERYONE, VIEWER
+from webapp.auth import EVERYONE
 from webapp.model_service import VersionLoadError
 from webapp.tabs.common import safe_markdown
 
