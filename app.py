@@ -137,7 +137,7 @@ def build_services(args: argparse.Namespace) -> Services:
         store=store, models=models, auth=Auth(store), data_dir=args.data_dir, base_model=base_model,
         annotators_per_item=args.annotators_per_item,
         usage=UsageLimits(args.user_in_flight, args.user_burst, args.user_refill_s),
-        runner=Runner(request=runner.RoundRequest, start_round=runner.start_round, cancel_run=runner.cancel_run,
+        runner=Runner(start_round=runner.start_round, cancel_run=runner.cancel_run,
                       resume_round=runner.resume_round,
                       poll_runs=runner.poll_runs, log_tail=runner.log_tail),
         data=DataOps(import_file=importers.import_file, data_check=datasets.data_check,

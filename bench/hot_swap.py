@@ -104,7 +104,7 @@ def timestamps(models: ModelService) -> dict[str, dict[str, float]]:
 def new_services(folder: Path) -> Services:
     store = FeedbackStore(folder / "tuneloop.db")
     base = base_model_path()
-    runner = Runner(request=None, start_round=None, cancel_run=None, poll_runs=lambda store, data_dir: [],
+    runner = Runner(start_round=None, cancel_run=None, resume_round=None, poll_runs=lambda store, data_dir: [],
                     log_tail=None)
     return Services(store=store, models=ModelService(base, folder / "versions"), auth=Auth(store), runner=runner,
                     data=None, data_dir=folder, base_model=base)

@@ -19,12 +19,10 @@ import sys
 
 from trl import TrlParser
 
+from training.round import RECIPES
+
 COMMANDS = {
-    "sft": ("training.recipes.sft", "SFTRecipeConfig"),
-    "reward": ("training.recipes.reward", "RewardRecipeConfig"),
-    "dpo": ("training.recipes.dpo", "DPORecipeConfig"),
-    "kto": ("training.recipes.kto", "KTORecipeConfig"),
-    "online_rl": ("training.recipes.online_rl", "OnlineRLRecipeConfig"),
+    **RECIPES,
     "round": ("training.round", "RoundConfig"),
     "evaluate": ("training.evaluate", "EvaluateConfig"),
     "export": ("training.export", "ExportConfig"),

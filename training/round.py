@@ -14,7 +14,10 @@ the first stage. All stages read the same data snapshot, taken once at the start
 train: see training/distributed.py).
 The evaluation gate (training.evaluate) then judges the final policy version; a model trained in this round never
 judges it. Gate flags go in --stage_args under "evaluate", e.g. '{"evaluate": {"judge_model": "v2-reward"}}'.
-The app starts rounds through `training.runner.start_round`; SIGTERM (cancel) marks the run cancelled.
+
+`RoundConfig` is the one request type: the app builds it, `training.runner.start_round` writes it to
+data/runs/<id>/round.yaml and starts `python -m training round --config <that file>`; SIGTERM (cancel) marks the run
+cancelled. `RECIPES` maps each stage to its recipe module and config class (`python -m training <stage>` uses it too).
 """
 
 import gc
@@ -27,10 +30,24 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
 from feedback_db.models import Snapshot
 from feedback_db.vocab import POLICY_STAGES, STAGES, TECHNIQUES
 from training.base_model import DEFAULT_BASE_MODEL
 from training.distributed import from_main, open_store, say, start
+
+# stage -> (recipe module, its config dataclass); each module has `main(cfg) -> version name`
+RECIPES = {
+    "sft": ("training.recipes.sft", "SFTRecipeConfig"),
+    "reward": ("training.recipes.reward", "RewardRecipeConfig"),
+    "dpo": ("training.recipes.dpo", "DPORecipeConfig"),
+    "kto": ("training.recipes.kto", "KTORecipeConfig"),
+    "online_rl": ("training.recipes.online_rl", "OnlineRLRecipeConfig"),
+}
+assert tuple(RECIPES) == STAGES
+ROUND_FILE = "round.yaml"  # data/runs/<id>/round.yaml: the round's config (the child reads it with --config)
+SNAPSHOT_FILE = "snapshot.json"
 
 
 class RunCancelled(BaseException):
@@ -53,8 +70,9 @@ class RoundConfig:
                                                          "defaults)."})
     num_train_epochs: float | None = field(default=None, metadata={"help": "Epochs for every stage (default: "
                                                                            "recipe defaults)."})
-    stage_args: str = field(default="{}", metadata={"help": 'Per-stage recipe flags as JSON, e.g. '
-                                                            '\'{"dpo": {"beta": 0.2}}\'.'})
+    # `dict | str | None` like TrainingArguments' dict fields: the CLI passes a JSON string, YAML and Python a dict
+    stage_args: dict | str | None = field(default_factory=dict, metadata={
+        "help": 'Per-stage recipe flags as JSON, e.g. \'{"dpo": {"beta": 0.2}}\' (a mapping in --config YAML).'})
     evaluate: bool = field(default=True, metadata={"help": "Run the evaluation gate after the round."})
     auto_promote: bool = field(default=True, metadata={"help": "Let the gate make the new version active when "
                                                                "its verdict passes with no refusal (see "
@@ -68,7 +86,7 @@ class RoundConfig:
                                                                        "votes too (off: only reviewers' and "
                                                                        "admins' feedback)."})
     resume: int | None = field(default=None, metadata={"help": "Resume this run (cancelled, interrupted or "
-                                                               "failed) with its saved round.json/snapshot.json; "
+                                                               "failed) with its saved round.yaml/snapshot.json; "
                                                                "finished stages are kept, the interrupted one "
                                                                "continues from its newest checkpoint."})
 
@@ -78,8 +96,14 @@ class RoundConfig:
             raise ValueError(f"--stages: unknown {unknown}; pick from {STAGES}.")
         if self.technique not in TECHNIQUES:
             raise ValueError(f"--technique must be lora, full or freeze, got {self.technique!r}.")
-        if isinstance(self.stage_args, dict):
-            self.stage_args = json.dumps(self.stage_args)
+        if isinstance(self.stage_args, str):
+            try:
+                self.stage_args = json.loads(self.stage_args)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--stage_args must be a JSON object: {err}") from None
+        self.stage_args = self.stage_args or {}
+        if not isinstance(self.stage_args, dict) or not all(isinstance(v, dict) for v in self.stage_args.values()):
+            raise ValueError('--stage_args must map stage names to flags, e.g. {"dpo": {"beta": 0.2}}.')
         if self.data_dir is None:
             self.data_dir = str(Path(self.db).resolve().parent)
 
@@ -88,14 +112,29 @@ class RoundConfig:
         return [s.strip() for s in self.stages.split(",") if s.strip()]
 
 
+def stage_hyperparameters(stages: list[str], technique: str, learning_rate: float | None = None, lora_r: int = 16,
+                          freeze_top_n: int = 4, beta: float = 0.1) -> dict[str, dict]:
+    """`stage_args` for the admin form's shared hyper-parameters, each given to the stages whose recipe takes it."""
+    stage_args: dict[str, dict] = {}
+    for stage in stages:
+        args = stage_args.setdefault(stage, {})
+        if learning_rate:
+            args["learning_rate"] = float(learning_rate)
+        if technique == "lora" or stage == "reward":
+            args["lora_r"] = lora_r
+        if technique == "freeze" and stage != "reward":
+            args["freeze_top_n"] = freeze_top_n
+        if stage in ("dpo", "kto"):
+            args["beta"] = beta
+    return stage_args
+
+
 def stage_config(cfg: RoundConfig, stage: str, snapshot: Snapshot, run_id: int, parent: str, reward_model: str | None):
     """The recipe config of one stage: the round's shared settings + that stage's --stage_args."""
-    from training.__main__ import COMMANDS
-
-    module_name, config_name = COMMANDS[stage]
+    module_name, config_name = RECIPES[stage]
     module = importlib.import_module(module_name)
     values = {"db": cfg.db, "data_dir": cfg.data_dir, "base_model": cfg.base_model, "run_id": run_id,
-              "snapshot": snapshot.to_json(), "max_steps": cfg.max_steps, "report_to": cfg.report_to}
+              "snapshot": snapshot, "max_steps": cfg.max_steps, "report_to": cfg.report_to}
     if cfg.num_train_epochs is not None:
         values["num_train_epochs"] = cfg.num_train_epochs
     if stage in POLICY_STAGES:
@@ -104,7 +143,7 @@ def stage_config(cfg: RoundConfig, stage: str, snapshot: Snapshot, run_id: int, 
         values["reward_model"] = reward_model
     if stage == "reward" and parent not in (None, "base") and cfg.technique == "lora":
         values["init_from"] = parent
-    values.update(json.loads(cfg.stage_args).get(stage, {}))
+    values.update(cfg.stage_args.get(stage, {}))
     return module, getattr(module, config_name)(**values)
 
 
@@ -134,21 +173,28 @@ def resumed(store, cfg: RoundConfig) -> tuple[RoundConfig, Snapshot, list[str]]:
     if run.status not in (*RESUMABLE, "queued"):  # queued: training.runner.resume_round started this process
         raise ValueError(f"--resume {cfg.resume}: the run is {run.status}; only {', '.join(RESUMABLE)} runs resume.")
     folder = Path(cfg.data_dir) / "runs" / str(cfg.resume)
-    if not (folder / "round.json").is_file() or not (folder / "snapshot.json").is_file():
-        raise ValueError(f"--resume {cfg.resume}: {folder} holds no round.json/snapshot.json (it failed before "
+    if not (folder / ROUND_FILE).is_file() or not (folder / SNAPSHOT_FILE).is_file():
+        raise ValueError(f"--resume {cfg.resume}: {folder} holds no {ROUND_FILE}/{SNAPSHOT_FILE} (it failed before "
                          "training began, or predates resumable rounds); start a new round.")
-    saved = json.loads((folder / "round.json").read_text())
+    saved = yaml.safe_load((folder / ROUND_FILE).read_text())
     saved.update(db=cfg.db, data_dir=cfg.data_dir, run_id=cfg.resume, resume=cfg.resume)
-    return RoundConfig(**saved), Snapshot.from_json((folder / "snapshot.json").read_text()), list(run.versions)
+    return RoundConfig(**saved), Snapshot.from_json((folder / SNAPSHOT_FILE).read_text()), list(run.versions)
+
+
+def write_round_file(cfg: RoundConfig, run_id: int) -> Path:
+    """data/runs/<id>/round.yaml: the config a round process reads with --config (and `--resume` reads again)."""
+    folder = Path(cfg.data_dir) / "runs" / str(run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ROUND_FILE
+    path.write_text(yaml.safe_dump({**asdict(cfg), "run_id": run_id, "resume": None}, sort_keys=False))
+    return path
 
 
 def saved_snapshot(store, cfg: RoundConfig, run_id: int) -> Snapshot:
     """A new round's snapshot, written with its config to data/runs/<id>/ so `--resume` reads the same data."""
     snapshot = checked_snapshot(store, cfg)
-    folder = Path(cfg.data_dir) / "runs" / str(run_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "round.json").write_text(json.dumps({**asdict(cfg), "run_id": run_id}, indent=2))
-    (folder / "snapshot.json").write_text(snapshot.to_json())
+    write_round_file(cfg, run_id)
+    (Path(cfg.data_dir) / "runs" / str(run_id) / SNAPSHOT_FILE).write_text(snapshot.to_json())
     return snapshot
 
 
@@ -216,7 +262,7 @@ def main(cfg: RoundConfig) -> list[str]:
             from training.evaluate import main as evaluate
 
             record(stage="evaluate")
-            gate_args = json.loads(cfg.stage_args).get("evaluate", {})
+            gate_args = cfg.stage_args.get("evaluate", {})
             from_main(lambda: evaluate(EvaluateConfig(**{
                 "db": cfg.db, "data_dir": cfg.data_dir, "version": parent, "base_model": cfg.base_model,
                 "promote": cfg.auto_promote, **gate_args, "exclude_judges": ",".join(versions)})))

@@ -32,12 +32,17 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
+from feedback_db.models import Snapshot
+
 REPORT_TO = ("none", "tensorboard", "mlflow")
 AUTO_GPU_SAVE_FRACTION = 0.1
 
 
 def check_shared_fields(cfg) -> None:
-    """__post_init__ checks of the shared fields; the messages name the flags."""
+    """__post_init__ checks of the shared fields; the messages name the flags. A --snapshot given as JSON (the CLI)
+    becomes the dict a round passes in."""
+    if isinstance(cfg.snapshot, str):
+        cfg.snapshot = Snapshot.from_json(cfg.snapshot)
     if cfg.eval_steps < 0:
         raise ValueError(f"--eval_steps must be >= 0 (0: no evaluation), got {cfg.eval_steps}.")
     if cfg.early_stopping_patience < 0:

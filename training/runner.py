@@ -1,60 +1,29 @@
 """Start, cancel and watch training rounds from the app. The app never runs a training loop itself.
 
-    run_id = start_round(store, "data", RoundRequest(stages=["sft", "reward", "dpo"]))
+    run_id = start_round(store, "data", RoundConfig(db=store.path, stages="sft,reward,dpo"))
     cancel_run(store, run_id)          # SIGTERM to the round's process group; it marks itself cancelled
     resume_round(store, "data", run_id)  # a cancelled/interrupted/failed run continues (finished stages kept)
-    watch_runs(store, "data")          # daemon thread calling poll_runs every few seconds
+    poll_runs(store, "data")           # the app's poller calls this every second
 
-Each round is `python -m training round --run_id N ...` in its own session (process group), its stdout/stderr
-in data/runs/<id>/log.txt. `poll_runs` marks a run failed (with the log tail) when its process is gone but the
-run never reached a final status (e.g. kill -9, out of memory), and deletes output folders dead runs left.
+Each round is `python -m training round --config data/runs/<id>/round.yaml --run_id N` in its own session
+(process group), its stdout/stderr in data/runs/<id>/log.txt. `poll_runs` marks a run failed (with the log tail)
+when its process is gone but the run never reached a final status (e.g. kill -9, out of memory), and deletes
+output folders dead runs left.
 """
 
 import os
 import signal
 import subprocess
 import sys
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from feedback_db.vocab import FINAL_RUN_STATUSES
-from training.base_model import DEFAULT_BASE_MODEL
+from training.round import RESUMABLE, RoundConfig, write_round_file
 from training.versions import pid_alive, remove_stale_tmp_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
 _children: dict[int, subprocess.Popen] = {}  # run id -> process started by this app process (reaped by poll)
-
-
-@dataclass
-class RoundRequest:
-    stages: list[str] = field(default_factory=lambda: ["sft", "reward", "dpo"])
-    technique: str = "lora"  # lora | full | freeze
-    base_model: str = DEFAULT_BASE_MODEL
-    parent: str = "active"  # first policy stage starts from: active | base | a version name
-    username: str = "admin"
-    max_steps: int = -1  # cap every stage (-1: recipe defaults)
-    num_train_epochs: float | None = None
-    stage_args: dict = field(default_factory=dict)  # {"dpo": {"beta": 0.2}}
-    evaluate: bool = True
-    auto_promote: bool = True
-    include_viewer_chat: bool = False  # viewers' chat thumbs and arena votes train only when an admin says so
-    report_to: str = "tensorboard"  # every stage's experiment tracking: none | tensorboard | mlflow (comma-separated)
-
-
-def round_command(db: str, data_dir: str | Path, run_id: int, request: RoundRequest) -> list[str]:
-    import json
-
-    command = [sys.executable, "-m", "training", "round", "--db", db, "--data_dir", str(data_dir),
-               "--run_id", str(run_id), "--stages", ",".join(request.stages), "--technique", request.technique,
-               "--base_model", request.base_model, "--parent", request.parent, "--max_steps", str(request.max_steps),
-               "--stage_args", json.dumps(request.stage_args), "--evaluate", str(request.evaluate),
-               "--auto_promote", str(request.auto_promote),
-               "--username", request.username, "--include_viewer_chat", str(request.include_viewer_chat),
-               "--report_to", request.report_to]
-    if request.num_train_epochs is not None:
-        command += ["--num_train_epochs", str(request.num_train_epochs)]
-    return command
 
 
 def log_path(data_dir: str | Path, run_id: int) -> Path:
@@ -70,17 +39,23 @@ def log_tail(data_dir: str | Path, run_id: int, chars: int = 4000) -> str:
         return f.read().decode("utf-8", errors="replace")
 
 
-def start_round(store, data_dir: str | Path, request: RoundRequest) -> int:
-    """Create the run row and spawn the round process; returns the run id at once."""
-    run_id = store.create_run(config=asdict(request), stages=list(request.stages), username=request.username)
-    _spawn(store, data_dir, run_id, round_command(store.path, Path(data_dir).resolve(), run_id, request))
+def start_round(store, data_dir: str | Path, cfg: RoundConfig) -> int:
+    """Create the run row, write the config to data/runs/<id>/round.yaml and spawn the round process reading it;
+    returns the run id at once."""
+    cfg = replace(cfg, db=store.path, data_dir=str(Path(data_dir).resolve()))
+    run_id = store.create_run(config=asdict(cfg), stages=cfg.stage_list, username=cfg.username)
+    path = write_round_file(cfg, run_id)
+    _spawn(store, data_dir, run_id, round_command(path, run_id))
     return run_id
+
+
+def round_command(config: Path, run_id: int, *extra: str) -> list[str]:
+    # --run_id stays on the command line: stop_orphaned_runs recognises a round's process by it
+    return [sys.executable, "-m", "training", "round", "--config", str(config), "--run_id", str(run_id), *extra]
 
 
 def resume_round(store, data_dir: str | Path, run_id: int) -> int:
     """Continue run `run_id` in a new round process (`round --resume`): same run row, config, snapshot and log."""
-    from training.round import RESUMABLE
-
     run = store.get_run(run_id)
     if run.status not in RESUMABLE:
         raise ValueError(f"Run {run_id} is {run.status}; only {', '.join(RESUMABLE)} runs can be resumed.")
@@ -178,19 +153,6 @@ def live_cli_runs(store) -> list[int]:
 
 def _contains(items: list[bytes], run: list[bytes]) -> bool:
     return any(items[i:i + len(run)] == run for i in range(len(items)))
-
-
-def watch_runs(store, data_dir: str | Path, interval_s: float = 2.0) -> threading.Thread:
-    """A daemon thread calling poll_runs every `interval_s` seconds for the app's lifetime."""
-
-    def loop() -> None:
-        while True:
-            poll_runs(store, data_dir)
-            threading.Event().wait(interval_s)
-
-    thread = threading.Thread(target=loop, name="tuneloop-run-watcher", daemon=True)
-    thread.start()
-    return thread
 
 
 def _process_running(run_id: int, pid: int) -> bool:

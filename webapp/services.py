@@ -19,6 +19,7 @@ from feedback_db.importers import STARTER_PROMPTS
 from feedback_db.vocab import VIEWER
 from training.gate import human_verdict
 from training.generation import Request
+from training.round import RoundConfig, stage_hyperparameters
 from webapp import limits
 from webapp.auth import Auth
 from webapp.chat_answers import ChatAnswers, KeptAnswer
@@ -33,8 +34,7 @@ JOB_QUEUE = 4  # generation jobs waiting for the worker; more are refused
 class Runner:
     """training.runner's entry points, injected so tests can fake a training process."""
 
-    request: Callable  # RoundRequest(**fields)
-    start_round: Callable  # (store, data_dir, request) -> run_id
+    start_round: Callable  # (store, data_dir, cfg: RoundConfig) -> run_id
     cancel_run: Callable  # (store, run_id) -> bool (False: already finished)
     resume_round: Callable  # (store, data_dir, run_id) -> run_id; ValueError unless failed/cancelled/interrupted
     poll_runs: Callable  # (store, data_dir): marks runs whose process died without a final status as failed
@@ -279,23 +279,13 @@ class Services:
     # ----- rounds -----------------------------------------------------------------------------------------
     def round_request(self, stages: list[str], technique: str, freeze_top_n: int, parent: str, max_steps: int,
                       learning_rate: float | None, lora_r: int, beta: float, evaluate: bool, auto_promote: bool,
-                      username: str, include_viewer_chat: bool = False, report_to: str = "tensorboard"):
-        """The admin form → a training.runner.RoundRequest; hyper-parameters go to the stages that take them."""
-        stage_args: dict[str, dict] = {}
-        for stage in stages:
-            args = stage_args.setdefault(stage, {})
-            if learning_rate:
-                args["learning_rate"] = float(learning_rate)
-            if technique == "lora" or stage == "reward":
-                args["lora_r"] = lora_r
-            if technique == "freeze" and stage != "reward":
-                args["freeze_top_n"] = freeze_top_n
-            if stage in ("dpo", "kto"):
-                args["beta"] = beta
-        return self.runner.request(stages=stages, technique=technique, base_model=self.base_model, parent=parent,
-                                   username=username, max_steps=max_steps, stage_args=stage_args, evaluate=evaluate,
-                                   auto_promote=auto_promote, include_viewer_chat=include_viewer_chat,
-                                   report_to=report_to)
+                      username: str, include_viewer_chat: bool = False, report_to: str = "tensorboard") -> RoundConfig:
+        """The admin form → the round's config; hyper-parameters go to the stages that take them."""
+        stage_args = stage_hyperparameters(stages, technique, learning_rate, lora_r, freeze_top_n, beta)
+        return RoundConfig(db=self.store.path, data_dir=str(Path(self.data_dir).resolve()), stages=",".join(stages),
+                           technique=technique, base_model=self.base_model, parent=parent, username=username,
+                           max_steps=max_steps, stage_args=stage_args, evaluate=evaluate, auto_promote=auto_promote,
+                           include_viewer_chat=include_viewer_chat, report_to=report_to)
 
     def run_log(self, run_id: int) -> str:
         return self.runner.log_tail(self.data_dir, run_id)

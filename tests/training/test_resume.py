@@ -13,7 +13,8 @@ from transformers import TrainerControl, TrainerState
 
 from tests.training.test_round import wait_for
 from training.callbacks import StoreProgressCallback
-from training.runner import RoundRequest, poll_runs, resume_round, start_round
+from training.round import RoundConfig
+from training.runner import poll_runs, resume_round, start_round
 
 STEPS = 6
 SFT_ARGS = {"sft": {"save_steps": 1, "save_total_limit": 2, "seed": 7, "learning_rate": 1e-3}}
@@ -29,7 +30,8 @@ def losses(store, run_id: int) -> dict[int, float]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_killed_round_resumes_from_checkpoint_and_matches_uninterrupted(store, data_dir: Path):
-    request = RoundRequest(stages=["sft"], max_steps=STEPS, evaluate=False, parent="base", stage_args=SFT_ARGS)
+    request = RoundConfig(db=store.path, stages="sft", max_steps=STEPS, evaluate=False, parent="base",
+                          stage_args=SFT_ARGS)
     run_id = start_round(store, data_dir, request)
     checkpoint = data_dir / "runs" / str(run_id) / "checkpoints" / "sft" / "checkpoint-3" / "trainer_state.json"
     wait_for(checkpoint.is_file, timeout_s=600, every_s=0.2)

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from feedback_db import FeedbackStore
-from training.runner import RoundRequest, cancel_run, poll_runs, start_round
+from training.round import RoundConfig
+from training.runner import cancel_run, poll_runs, start_round
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -77,7 +78,7 @@ def started_training(store: FeedbackStore, run_id: int):
 
 
 def test_cancel_marks_run_cancelled_and_leaves_no_output(store, data_dir: Path):
-    run_id = start_round(store, data_dir, RoundRequest(stages=["sft"], max_steps=200, evaluate=False))
+    run_id = start_round(store, data_dir, RoundConfig(db=store.path, stages="sft", max_steps=200, evaluate=False))
     wait_for(lambda: started_training(store, run_id))
     assert cancel_run(store, run_id)
     run = wait_for(lambda: (r := store.get_run(run_id)).status in ("cancelled", "failed") and r)
@@ -87,7 +88,7 @@ def test_cancel_marks_run_cancelled_and_leaves_no_output(store, data_dir: Path):
 
 
 def test_killed_run_is_marked_failed_and_cleaned_up(store, data_dir: Path):
-    run_id = start_round(store, data_dir, RoundRequest(stages=["sft"], max_steps=200, evaluate=False))
+    run_id = start_round(store, data_dir, RoundConfig(db=store.path, stages="sft", max_steps=200, evaluate=False))
     wait_for(lambda: started_training(store, run_id))
     assert list((data_dir / "versions").glob(".tmp-*"))  # training writes into a temp dir
     os.killpg(store.get_run(run_id).pid, signal.SIGKILL)
@@ -115,7 +116,6 @@ def test_round_refuses_when_data_is_missing(data_dir: Path):
 def test_round_on_flipped_train_only_preferences_is_not_promoted(data_dir: Path):
     """A new user's first round: preferences imported without a held-out split (all train here), flipped."""
     from tests.training.conftest import read_jsonl
-    from training.round import RoundConfig
     from training.round import main as run_round
 
     store = FeedbackStore(data_dir / "tuneloop.db")

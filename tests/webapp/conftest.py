@@ -6,7 +6,7 @@ gr.Request carrying the logged-in username (None = anonymous).
 
 import inspect
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -15,6 +15,7 @@ import pytest
 from feedback_db import datasets
 from feedback_db.models import Agreement, ImportReport, WinRate
 from feedback_db.store import FeedbackStore
+from training.round import RoundConfig
 from webapp.auth import Auth
 from webapp.model_service import BASE, Generation, VersionLoadError
 from webapp.services import DataOps, Runner, Services
@@ -90,8 +91,8 @@ class FakeRunner:
     started: list = field(default_factory=list)
     cancelled: list = field(default_factory=list)
 
-    def start_round(self, store, data_dir, request) -> int:
-        run_id = store.create_run(config=dict(request), stages=request["stages"], username=request["username"])
+    def start_round(self, store, data_dir, cfg: RoundConfig) -> int:
+        run_id = store.create_run(config=asdict(cfg), stages=cfg.stage_list, username=cfg.username)
         self.started.append(run_id)
         return run_id
 
@@ -122,7 +123,7 @@ def make_services(store: FeedbackStore, data_dir: Path, models=None, import_file
     runner = FakeRunner()
     return Services(
         store=store, models=models or FakeModels(), auth=Auth(store), data_dir=data_dir, base_model="fake-base",
-        runner=Runner(request=lambda **kw: kw, start_round=runner.start_round, cancel_run=runner.cancel_run,
+        runner=Runner(start_round=runner.start_round, cancel_run=runner.cancel_run,
                       resume_round=runner.resume_round,
                       poll_runs=lambda store, data_dir: [], log_tail=lambda data_dir, run_id: "log"),
         data=DataOps(import_file=import_file, data_check=datasets.data_check,

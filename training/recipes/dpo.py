@@ -69,8 +69,8 @@ class DPORecipeConfig:
     report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
                                                                     "(data/runs/<run_id>/tb, data/mlruns)."})
     run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
-    snapshot: str | None = field(default=None, metadata={"help": "Data snapshot JSON (set by a round; default: "
-                                                                 "store.snapshot() now)."})
+    snapshot: Snapshot | str | None = field(default=None, metadata={"help": "Data snapshot as JSON (a round passes "
+                                                                            "it; default: store.snapshot() now)."})
 
     def __post_init__(self):
         run_args.check_shared_fields(self)
@@ -106,8 +106,7 @@ def main(cfg: DPORecipeConfig) -> str:
     # 1. Processes, store, snapshot, pairs: rank 0 reads the store and writes the pairs, every rank loads that copy
     state = start()
     store = open_store(cfg.db)
-    snapshot = from_main(lambda: Snapshot.from_json(cfg.snapshot) if cfg.snapshot
-                         else (store.snapshot() if store else None))
+    snapshot = from_main(lambda: cfg.snapshot or (store.snapshot() if store else None))
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
     parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
     tokenizer = load_tokenizer(base_model)
