@@ -1,6 +1,6 @@
 """The served model: one base model, PEFT adapters hot-swapped as named versions, full-weight versions beside it.
 
-Generation runs on one engine thread (webapp/engine.py) that decodes every request in one batch: concurrent chats
+Generation runs on one engine thread (webapp/serving/engine.py) that decodes every request in one batch: concurrent chats
 and generation jobs join the running batch between two decode steps, rows of different LoRA versions mix in one
 forward pass (PEFT's adapter_names), and each step holds the model lock for one forward pass. So a hot-swap (loading
 an adapter, changing the active version) waits at most one step, and every request finishes on the version it
@@ -36,7 +36,7 @@ from transformers import PreTrainedModel
 
 from training.base_model import load_causal_lm, load_tokenizer
 from training.generation import BASE_ADAPTER, Request, model_forward
-from webapp.engine import CHAT, JOB, Engine, Route, Ticket
+from webapp.serving.engine import CHAT, JOB, Engine, Route, Ticket
 
 BASE = "base"
 # TurnLock priorities: registry changes (load, activate) first, then the engine's forward passes
