@@ -1,7 +1,14 @@
-"""Trainer settings every recipe shares: held-out evaluation, early stopping, checkpoints, experiment tracking.
+"""Trainer settings every recipe shares: the store and data dir, batches, held-out evaluation, early stopping,
+checkpoints, experiment tracking.
 
-Each recipe copies the same six config fields (eval_steps, early_stopping_patience, save_steps, save_minutes,
-save_total_limit, report_to) and calls these helpers with them, so the rules live here once:
+`RecipeArgs` declares these fields once; each recipe's config dataclass extends it with its own method's fields
+(TrlParser lists both under `python -m training <method> --help`). The rules live here once:
+
+- `--batch_size` rows (pairs, sampled answers) per optimizer step in every recipe; `--per_device_train_batch_size`
+  of them go through one forward pass, the rest is gradient accumulation (`RecipeArgs.micro_batch`). The default is
+  one row per forward on CPU for SFT, reward and DPO (memory, see training.hardware.micro_batch) and the whole batch
+  for KTO and online RL, whose loss needs it in one pass. `--gradient_accumulation_steps` (the flag KTO and online
+  RL took before) is accepted: with it, `--batch_size` = per-device size x accumulation steps;
 
 - evaluation on the held-out split every `eval_steps` (a fraction < 1 of the run's steps, or a step count), when
   the recipe has held-out rows; the eval metrics reach the store through StoreProgressCallback like train metrics;
@@ -19,7 +26,9 @@ import importlib.util
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from transformers import (
@@ -33,16 +42,77 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 
 from feedback_db.models import Snapshot
+from training.base_model import DEFAULT_BASE_MODEL
+from training.hardware import micro_batch
 
 REPORT_TO = ("none", "tensorboard", "mlflow")
 AUTO_GPU_SAVE_FRACTION = 0.1
 
 
-def check_shared_fields(cfg) -> None:
+@dataclass
+class RecipeArgs:
+    """The fields every recipe's config shares (declared once; each recipe's config dataclass extends this)."""
+
+    db: str | None = field(default=None, metadata={"help": "Path of the store (data/tuneloop.db). Without it, "
+                                                          "--dataset_file is used and nothing is registered."})
+    data_dir: str = field(default="data", metadata={"help": "Data dir: versions/ and models/ live here."})
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model: the embedded default, a "
+                                                                          "local HF folder or a hub id."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
+    batch_size: int = field(default=4, metadata={"help": "Rows (SFT, KTO), pairs (reward, DPO) or sampled answers "
+                                                         "(online RL) per optimizer step, over all processes."})
+    per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Of those, how many go through "
+        "one forward pass; the rest of --batch_size is gradient accumulation. Default: 1 on CPU for SFT, reward and "
+        "DPO (memory), the whole batch otherwise."})
+    gradient_accumulation_steps: int | None = field(default=None, metadata={"help": "Alternative to --batch_size: "
+        "with it, --batch_size = --per_device_train_batch_size x this (per process)."})
+    logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
+    seed: int = field(default=42, metadata={"help": "Random seed."})
+    eval_steps: float = field(default=0.1, metadata={"help": "Evaluate on the held-out split every N steps (< 1: "
+                                                             "that fraction of the run; 0: never)."})
+    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after N evaluations without a lower "
+                                                                      "eval_loss; the best checkpoint is published "
+                                                                      "(0: off)."})
+    save_steps: float = field(default=-1, metadata={"help": "Checkpoint every N steps (< 1: that fraction of the "
+                                                            "run; 0: off; -1: auto, every 10 % on a GPU)."})
+    save_minutes: float = field(default=5.0, metadata={"help": "Also checkpoint when this many minutes passed since "
+                                                               "the last checkpoint (0: off)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, plus the best one with "
+                                                               "early stopping)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
+                                                                    "(data/runs/<run_id>/tb, data/mlruns)."})
+    run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
+    # `Snapshot | str | None`: a round passes the Snapshot, the command line its JSON
+    snapshot: Snapshot | str | None = field(default=None, metadata={"help": "Data snapshot as JSON (a round passes "
+                                                                            "it; default: store.snapshot() now)."})
+
+    # KTO pairs mismatched rows of one batch for its KL estimate, GRPO scores a prompt's group in one batch
+    WHOLE_BATCH_PER_FORWARD: ClassVar[bool] = False
+
+    def __post_init__(self):
+        check_shared_fields(self)
+
+    def micro_batch(self, processes: int = 1) -> tuple[int, int]:
+        """(rows per forward pass, gradient accumulation steps) for `--batch_size` over `processes` processes."""
+        per_device = self.per_device_train_batch_size
+        if self.gradient_accumulation_steps is not None:  # TRL's own pair of flags, taken as given
+            return per_device, self.gradient_accumulation_steps
+        if per_device is None and self.WHOLE_BATCH_PER_FORWARD:
+            per_device = max(1, self.batch_size // processes)
+        return micro_batch(self.batch_size, per_device, processes)
+
+
+def check_shared_fields(cfg: RecipeArgs) -> None:
     """__post_init__ checks of the shared fields; the messages name the flags. A --snapshot given as JSON (the CLI)
-    becomes the dict a round passes in."""
+    becomes the Snapshot a round passes in."""
     if isinstance(cfg.snapshot, str):
         cfg.snapshot = Snapshot.from_json(cfg.snapshot)
+    if cfg.gradient_accumulation_steps is not None:
+        if cfg.per_device_train_batch_size is None or cfg.gradient_accumulation_steps < 1:
+            raise ValueError("--gradient_accumulation_steps (>= 1) needs --per_device_train_batch_size.")
+        cfg.batch_size = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    else:
+        cfg.micro_batch()  # raises with the flags' names
     if cfg.eval_steps < 0:
         raise ValueError(f"--eval_steps must be >= 0 (0: no evaluation), got {cfg.eval_steps}.")
     if cfg.early_stopping_patience < 0:

@@ -73,6 +73,24 @@ def test_cli_round_sft_reward_dpo_registers_lineage(store, data_dir: Path):
     assert not list((data_dir / "versions").glob(".tmp-*"))
 
 
+def test_round_config_goes_to_the_child_as_one_yaml_file(tmp_path: Path):
+    """The app's RoundConfig, written by the runner, is what the round process parses (stage_args stays a dict)."""
+    from trl import TrlParser
+
+    from training.round import write_round_file
+
+    cfg = RoundConfig(db=str(tmp_path / "tuneloop.db"), stages="sft,dpo", max_steps=3,
+                      stage_args={"dpo": {"beta": 0.2}, "evaluate": {"gate_prompts": 4}})
+    path = write_round_file(cfg, 7)
+    assert path == tmp_path / "runs" / "7" / "round.yaml"
+    (parsed,) = TrlParser(RoundConfig).parse_args_and_config(["--config", str(path), "--run_id", "7"])
+    assert parsed == RoundConfig(**{**cfg.__dict__, "run_id": 7})
+    (cli,) = TrlParser(RoundConfig).parse_args_and_config(["--db", cfg.db, "--stage_args", '{"dpo": {"beta": 0.2}}'])
+    assert cli.stage_args == {"dpo": {"beta": 0.2}}
+    with pytest.raises(ValueError, match="--stage_args must map stage names to flags"):
+        RoundConfig(db=cfg.db, stage_args='{"dpo": 0.2}')
+
+
 def started_training(store: FeedbackStore, run_id: int):
     return store.run_metrics(run_id)
 

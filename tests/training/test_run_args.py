@@ -143,3 +143,37 @@ def test_shared_flags_are_checked():
         SFTRecipeConfig(dataset_file="x.jsonl", eval_steps=0, early_stopping_patience=2)
     with pytest.raises(ValueError, match="--report_to: unknown"):
         SFTRecipeConfig(dataset_file="x.jsonl", report_to="wandb")
+
+
+@pytest.mark.parametrize("stage", ["sft", "reward", "dpo", "kto", "online_rl"])
+def test_every_recipe_takes_the_same_batch_flags(stage: str):
+    import importlib
+
+    from trl import TrlParser
+
+    from training.round import RECIPES
+
+    module, config = RECIPES[stage]
+    parser = TrlParser(getattr(importlib.import_module(module), config))
+    extra = ["--reward_model", "r"] if stage == "online_rl" else []
+    (cfg,) = parser.parse_args_and_config(["--dataset_file", "x.jsonl", "--batch_size", "8",
+                                           "--per_device_train_batch_size", "4", *extra])
+    assert cfg.micro_batch() == (4, 2) and cfg.micro_batch(processes=2) == (4, 1)
+    # TRL's own pair of flags (what KTO and online RL took before) still works: --batch_size is their product
+    (cfg,) = parser.parse_args_and_config(["--dataset_file", "x.jsonl", "--per_device_train_batch_size", "4",
+                                           "--gradient_accumulation_steps", "3", *extra])
+    assert cfg.micro_batch() == (4, 3) and cfg.batch_size == 12
+    with pytest.raises(ValueError, match="--batch_size 6 must be a multiple of --per_device_train_batch_size 4"):
+        parser.parse_args_and_config(["--dataset_file", "x.jsonl", "--batch_size", "6",
+                                      "--per_device_train_batch_size", "4", *extra])
+
+
+def test_kto_and_online_rl_take_the_whole_batch_in_one_forward_by_default():
+    from training.recipes.dpo import DPORecipeConfig
+    from training.recipes.kto import KTORecipeConfig
+    from training.recipes.online_rl import OnlineRLRecipeConfig
+
+    assert KTORecipeConfig(dataset_file="x", batch_size=8).micro_batch() == (8, 1)
+    assert OnlineRLRecipeConfig(dataset_file="x", reward_model="r", batch_size=8).micro_batch(processes=2) == (4, 1)
+    if not torch.cuda.is_available():
+        assert DPORecipeConfig(dataset_file="x", batch_size=8).micro_batch() == (1, 8)  # CPU memory policy

@@ -20,7 +20,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from feedback_db.models import Snapshot
 from training import run_args
-from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
+from training.base_model import load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
 from training.hardware import trainer_precision_kwargs
@@ -37,16 +37,11 @@ DEFAULT_LR = {"lora": 5e-5, "full": 1e-6, "freeze": 5e-6}
 
 
 @dataclass
-class OnlineRLRecipeConfig:
-    db: str | None = field(default=None, metadata={"help": "Path of the store (data/tuneloop.db). Without it, "
-                                                          "--dataset_file is used and nothing is registered."})
-    data_dir: str = field(default="data", metadata={"help": "Data dir: versions/ and models/ live here."})
+class OnlineRLRecipeConfig(run_args.RecipeArgs):
     dataset_file: str | None = field(default=None, metadata={"help": "JSONL with a conversational `prompt` "
                                                                      "column, used instead of the store's prompts."})
     reward_model: str | None = field(default=None, metadata={"help": "Reward version name or folder (default: "
                                                                      "the newest reward version)."})
-    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model: the embedded default, a "
-                                                                          "local HF folder or a hub id."})
     parent: str = field(default="active", metadata={"help": "Start from (and KL towards): 'active', 'base', a "
                                                             "version name or a version folder."})
     technique: str = field(default="lora", metadata={"help": "lora | full | freeze"})
@@ -59,42 +54,23 @@ class OnlineRLRecipeConfig:
                                                                      "short; GPU: 256+)."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the rollouts."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the prompts."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
     learning_rate: float | None = field(default=None, metadata={"help": "Default: 5e-5 lora, 1e-6 full, 5e-6 "
                                                                         "freeze."})
-    per_device_train_batch_size: int = field(default=4, metadata={"help": "Sampled answers per device per step "
-                                                                          "(a multiple of --num_generations)."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps accumulated per optimizer step."})
     max_prompts: int = field(default=64, metadata={"help": "Prompts used per round (CPU rollouts are slow)."})
-    logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
-    seed: int = field(default=42, metadata={"help": "Random seed."})
-    eval_steps: float = field(default=0.1, metadata={"help": "Evaluate on the held-out split every N steps (< 1: "
-                                                             "that fraction of the run; 0: never)."})
-    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after N evaluations without a lower "
-                                                                      "eval_loss; the best checkpoint is published "
-                                                                      "(0: off)."})
-    save_steps: float = field(default=-1, metadata={"help": "Checkpoint every N steps (< 1: that fraction of the "
-                                                            "run; 0: off; -1: auto, every 10 % on a GPU)."})
-    save_minutes: float = field(default=5.0, metadata={"help": "Also checkpoint when this many minutes passed since "
-                                                               "the last checkpoint (0: off)."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, plus the best one with "
-                                                               "early stopping)."})
-    report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
-                                                                    "(data/runs/<run_id>/tb, data/mlruns)."})
-    run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
-    snapshot: Snapshot | str | None = field(default=None, metadata={"help": "Data snapshot as JSON (a round passes "
-                                                                            "it; default: store.snapshot() now)."})
+
+    WHOLE_BATCH_PER_FORWARD = True  # see run_args.RecipeArgs
 
     def __post_init__(self):
-        run_args.check_shared_fields(self)
+        super().__post_init__()
         if self.technique not in DEFAULT_LR:
             raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
         if self.db is None and (self.dataset_file is None or self.reward_model is None):
             raise ValueError("Pass --db (the store), or --dataset_file and --reward_model (a folder).")
         if self.beta <= 0:
             raise ValueError(f"--beta must be > 0 (KL towards the parent), got {self.beta}.")
-        if self.per_device_train_batch_size % self.num_generations:
-            raise ValueError("--per_device_train_batch_size must be a multiple of --num_generations.")
+        if (self.per_device_train_batch_size or self.batch_size) % self.num_generations:
+            raise ValueError("--per_device_train_batch_size (default: --batch_size) must be a multiple of "
+                             "--num_generations.")
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LR[self.technique]
 
@@ -125,7 +101,7 @@ def reward_version_dir(cfg: OnlineRLRecipeConfig, store) -> tuple[str, str]:
 def main(cfg: OnlineRLRecipeConfig) -> str:
     # 1. Processes, store, snapshot, prompts, reward model version: rank 0 reads the store and writes the prompts,
     #    every rank loads that copy
-    start()
+    state = start()
     store = open_store(cfg.db)
     snapshot = from_main(lambda: cfg.snapshot or (store.snapshot() if store else None))
     base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
@@ -138,6 +114,7 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
     dataset = materialise(lambda: training_prompts(cfg, store, snapshot), stage_data_dir(tmp_dir))
 
     # 2. Trainer config, then the policy (parent weights, trainable) and the reward model as the reward function
+    per_device, accumulation = cfg.micro_batch(state.num_processes)
     args = GRPOConfig(
         beta=cfg.beta,
         num_generations=cfg.num_generations,
@@ -147,10 +124,10 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
         logging_steps=cfg.logging_steps,
-        **run_args.trainer_kwargs(cfg, "online_rl", folder, heldout is not None, cfg.per_device_train_batch_size),
+        **run_args.trainer_kwargs(cfg, "online_rl", folder, heldout is not None, per_device),
         seed=cfg.seed,
         **trainer_precision_kwargs(),
     )

@@ -26,10 +26,10 @@ from trl import RewardConfig, RewardTrainer
 from feedback_db.datasets import split_by_prompt
 from feedback_db.models import Snapshot
 from training import run_args
-from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
+from training.base_model import load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
-from training.hardware import micro_batch, pick_dtype, trainer_precision_kwargs
+from training.hardware import pick_dtype, trainer_precision_kwargs
 from training.versions import (
     LORA_TARGETS,
     is_adapter_dir,
@@ -41,50 +41,22 @@ from training.versions import (
 
 
 @dataclass
-class RewardRecipeConfig:
-    db: str | None = field(default=None, metadata={"help": "Path of the store (data/tuneloop.db). Without it, "
-                                                          "--dataset_file is used and nothing is registered."})
-    data_dir: str = field(default="data", metadata={"help": "Data dir: versions/ and models/ live here."})
+class RewardRecipeConfig(run_args.RecipeArgs):
     dataset_file: str | None = field(default=None, metadata={"help": "JSONL of prompt/chosen/rejected rows, used "
                                                                      "instead of the store's preference pairs."})
-    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Base model: the embedded default, a "
-                                                                          "local HF folder or a hub id."})
     init_from: str | None = field(default=None, metadata={"help": "Start from this LoRA policy version (name or "
                                                                   "folder) instead of a fresh LoRA on the base."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (fresh adapters only)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the pairs."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
     learning_rate: float = field(default=2e-4, metadata={"help": "Learning rate (LoRA and score head)."})
-    batch_size: int = field(default=4, metadata={"help": "Pairs per optimizer step."})
-    per_device_train_batch_size: int | None = field(default=None, metadata={"help": "Pairs per forward pass; the rest "
-        "of --batch_size is gradient accumulation. Default: 1 on CPU (memory), --batch_size on GPU."})
     max_length: int = field(default=1024, metadata={"help": "Longer pairs are dropped."})
     eval_fraction: float = field(default=0.2, metadata={"help": "Share of prompts whose pairs are held out for "
                                                                 "accuracy when the store has no held-out pairs "
                                                                 "(0: none)."})
-    logging_steps: int = field(default=1, metadata={"help": "Write progress to the store every N steps."})
-    seed: int = field(default=42, metadata={"help": "Random seed."})
-    eval_steps: float = field(default=0.1, metadata={"help": "Evaluate on the held-out split every N steps (< 1: "
-                                                             "that fraction of the run; 0: never)."})
-    early_stopping_patience: int = field(default=0, metadata={"help": "Stop after N evaluations without a lower "
-                                                                      "eval_loss; the best checkpoint is published "
-                                                                      "(0: off)."})
-    save_steps: float = field(default=-1, metadata={"help": "Checkpoint every N steps (< 1: that fraction of the "
-                                                            "run; 0: off; -1: auto, every 10 % on a GPU)."})
-    save_minutes: float = field(default=5.0, metadata={"help": "Also checkpoint when this many minutes passed since "
-                                                               "the last checkpoint (0: off)."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, plus the best one with "
-                                                               "early stopping)."})
-    report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
-                                                                    "(data/runs/<run_id>/tb, data/mlruns)."})
-    run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
-    snapshot: Snapshot | str | None = field(default=None, metadata={"help": "Data snapshot as JSON (a round passes "
-                                                                            "it; default: store.snapshot() now)."})
 
     def __post_init__(self):
-        run_args.check_shared_fields(self)
-        micro_batch(self.batch_size, self.per_device_train_batch_size)  # raises with the flags' names
+        super().__post_init__()
         if self.db is None and self.dataset_file is None:
             raise ValueError("Pass --db (the store) or --dataset_file (a JSONL file).")
         if not 0 <= self.eval_fraction < 1:
@@ -154,7 +126,7 @@ def main(cfg: RewardRecipeConfig) -> str:
 
     # 2. Trainer config, then the model (ZeRO-3 / FSDP decide how to load it from the config): a sequence
     #    classifier on the base, LoRA + a trained score head
-    per_device, accumulation = micro_batch(cfg.batch_size, cfg.per_device_train_batch_size, state.num_processes)
+    per_device, accumulation = cfg.micro_batch(state.num_processes)
     args = RewardConfig(
         num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps,
