@@ -25,9 +25,9 @@ from feedback_db.vocab import ROLES
 from training import runner
 from training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
 from webapp.auth import Auth
-from webapp.model_service import ModelService
 from webapp.server import build_app, public_origins
 from webapp.services import DataOps, Runner, Services
+from webapp.serving.service import ModelService
 from webapp.ui import build_ui
 from webapp.usage_limits import UsageLimits
 from webapp.webhooks import Notifier

@@ -18,7 +18,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from bench.common import alternate, base_model_path, median, offline, report, verdict
 from training.hardware import device
-from webapp.model_service import ModelService
+from webapp.serving.service import ModelService
 
 PROMPTS = [
     "Explain what a hash table is and when to use one.",

@@ -30,7 +30,7 @@ from training.base_model import load_causal_lm, load_tokenizer
 from training.generation import Request, generate
 from training.hardware import device
 from training.versions import LORA_TARGETS
-from webapp.model_service import ModelService
+from webapp.serving.service import ModelService
 
 VERSIONS = ("v1", "v2")
 TARGET = 5.0

@@ -30,8 +30,8 @@ from feedback_db.store import FeedbackStore
 from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm
 from training.versions import LORA_TARGETS, new_tmp_dir, publish_version
 from webapp.auth import Auth
-from webapp.model_service import ModelService
 from webapp.services import Runner, Services
+from webapp.serving.service import ModelService
 
 QUESTION = [{"role": "user", "content": "Tell me something about otters."}]
 

@@ -23,7 +23,7 @@ from training.round import RoundConfig, stage_hyperparameters
 from webapp import limits
 from webapp.auth import Auth
 from webapp.chat_answers import ChatAnswers, KeptAnswer
-from webapp.model_service import BASE, VersionLoadError
+from webapp.serving.errors import BASE, VersionLoadError
 from webapp.usage_limits import UsageLimits, fit_context
 
 log = logging.getLogger("tuneloop.webapp")
@@ -54,7 +54,7 @@ class DataOps:
 @dataclass
 class Services:
     store: object  # feedback_db.FeedbackStore
-    models: object  # webapp.model_service.ModelService
+    models: object  # webapp.serving.service.ModelService
     auth: Auth
     runner: Runner
     data: DataOps

@@ -17,8 +17,9 @@ from feedback_db.models import Agreement, ImportReport, WinRate
 from feedback_db.store import FeedbackStore
 from training.round import RoundConfig
 from webapp.auth import Auth
-from webapp.model_service import BASE, Generation, VersionLoadError
 from webapp.services import DataOps, Runner, Services
+from webapp.serving.errors import BASE, VersionLoadError
+from webapp.serving.service import Generation
 from webapp.ui import build_ui
 
 PASSWORD = "correct-horse"

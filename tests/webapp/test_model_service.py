@@ -17,7 +17,8 @@ from trl import SFTConfig, SFTTrainer
 from training.base_model import load_causal_lm, load_tokenizer
 from training.hardware import trainer_precision_kwargs
 from training.versions import LORA_TARGETS
-from webapp.model_service import BASE, ModelService, VersionLoadError
+from webapp.serving.errors import BASE, VersionLoadError
+from webapp.serving.service import ModelService
 
 QUESTION = [{"role": "user", "content": "What is the secret word?"}]
 ANSWER = "The secret word is PINEAPPLE."

@@ -10,7 +10,7 @@ from feedback_db.importers import preview_file
 from feedback_db.models import GenerationJob
 from feedback_db.vocab import IMPORT_KINDS, SPLITS
 from webapp.auth import ADMINS
-from webapp.model_service import BASE, VersionLoadError
+from webapp.serving.errors import BASE, VersionLoadError
 from webapp.tabs.admin_rounds import clock
 
 COUNTED = ["prompts", "responses", "demonstrations", "preference_pairs", "unpaired_labels", "ratings", "comparisons",

@@ -5,7 +5,7 @@ import gradio as gr
 import pandas as pd
 
 from webapp.auth import ADMINS
-from webapp.model_service import BASE, VersionLoadError
+from webapp.serving.errors import BASE, VersionLoadError
 
 VERSION_COLUMNS = ["name", "status", "parent", "method", "technique", "gate", "metrics", "created"]
 COMPARE_COLUMNS = ["prompt", "A", "B"]

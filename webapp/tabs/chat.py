@@ -11,7 +11,7 @@ import gradio as gr
 
 from webapp import limits
 from webapp.auth import EVERYONE
-from webapp.model_service import VersionLoadError
+from webapp.serving.errors import VersionLoadError
 from webapp.usage_limits import cap_history
 
 ACTIVE = "active"

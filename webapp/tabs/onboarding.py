@@ -5,7 +5,7 @@ long it takes on a 2-core CPU machine."""
 import gradio as gr
 
 from webapp.auth import ADMINS
-from webapp.model_service import VersionLoadError
+from webapp.serving.errors import VersionLoadError
 
 PROMPTS, SAMPLES, MAX_NEW_TOKENS, TEMPERATURE = 6, 2, 80, 0.8
 ROUND_STEPS = 8
