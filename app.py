@@ -17,7 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
-from feedback_db import datasets, importers, stats
+from feedback_db import agreement, datasets, importers, stats
 from feedback_db.passwords import password_problem
 from feedback_db.splits import DEFAULT_HELDOUT_SHARE
 from feedback_db.store import FeedbackStore
@@ -141,7 +141,7 @@ def build_services(args: argparse.Namespace) -> Services:
                       resume_round=runner.resume_round,
                       poll_runs=runner.poll_runs, log_tail=runner.log_tail),
         data=DataOps(import_file=importers.import_file, data_check=datasets.data_check,
-                     win_rates=stats.win_rates, agreement=stats.agreement),
+                     win_rates=stats.win_rates, agreement=agreement.agreement),
     )
     services.sync_active()  # a missing/corrupt active version: serve the base model, say why in banner and log
     return services
