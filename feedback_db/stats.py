@@ -1,7 +1,5 @@
-"""Read-only numbers for the stats tab: feedback per day/mode/reviewer, version win rates, agreement.
-
-`agreement(store, kind)` is re-exported from `feedback_db.agreement`.
-"""
+"""Read-only numbers for the stats tab: feedback per day/mode/reviewer and version win rates (agreement between
+reviewers is `feedback_db.agreement`)."""
 
 from __future__ import annotations
 
