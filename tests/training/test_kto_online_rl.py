@@ -36,3 +36,10 @@ def test_online_rl_logs_rewards_and_kl(store, data_dir: Path):
     rows = [r.metrics for r in store.run_metrics(run_id) if r.stage == "online_rl" and "loss" in r.metrics]
     assert len(rows) == 2
     assert all("reward" in r and "kl" in r for r in rows)
+    # a freeze stage from that LoRA version: KL towards it (its merged copy, saved beside the stage's data while
+    # the trainer is built), and nothing of that copy left behind or published
+    frozen = store.get_version(online_rl(OnlineRLRecipeConfig(
+        db=store.path, data_dir=str(data_dir), parent=name, technique="freeze", max_steps=1,
+        max_completion_length=8, run_id=run_id)))
+    assert frozen.parent == name and frozen.metrics["kl_reference"] == name and frozen.technique == "freeze"
+    assert not list((data_dir / "versions").glob(".tmp-*")) and not list(Path(frozen.path).glob("kl-reference*"))

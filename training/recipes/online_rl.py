@@ -8,10 +8,16 @@ TRL 1.16 no longer ships PPOTrainer, so this is not PPO: it is GRPO (TRL's GRPOT
 prompt the policy samples `--num_generations` answers, the trained reward model scores them, and the policy is
 pushed towards the answers scoring above their group's mean, with a KL penalty (`--beta` > 0) towards the parent
 version. With LoRA the parent is a frozen copy of its adapter ("ref"), never a second model; full/freeze load a
-reference copy (GRPO computes reference log-probs on freshly generated text, so they cannot be precomputed).
+reference copy (GRPO computes reference log-probs on freshly generated text, so they cannot be precomputed). That
+copy is the parent too when a full/freeze stage starts from a LoRA parent: TRL builds it from the policy config's
+`_name_or_path`, which names the base after a merge, so the merged parent is saved beside the stage's data and
+named there while the trainer is built (`kl_reference_at_parent`).
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets import Dataset, load_dataset
 from peft import PeftModel
@@ -25,6 +31,7 @@ from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
 from training.hardware import trainer_precision_kwargs
 from training.versions import (
+    is_adapter_dir,
     load_reward_model,
     load_trainable_policy,
     new_tmp_dir,
@@ -98,6 +105,44 @@ def reward_version_dir(cfg: OnlineRLRecipeConfig, store) -> tuple[str, str]:
     return reward_name, reward_version.path if reward_version else reward_name
 
 
+@contextmanager
+def kl_reference_at_parent(model, parent_dir: Path | None, technique: str, folder: Path) -> Iterator[Path | None]:
+    """While GRPOTrainer is built, make its KL reference the parent policy.
+
+    TRL 1.16's GRPOTrainer takes no reference model: for a non-PEFT policy it loads one from
+    `model.config._name_or_path`. A full/freeze policy merged from a LoRA parent carries the *base's* path there,
+    so the KL term would pull towards the base, not the parent. For that case rank 0 saves the policy as loaded
+    (the merged parent, before any step) to `folder` and the config names it until the block ends; the original
+    path is restored afterwards. Yields the folder, or None when TRL's own reference already is the parent (LoRA:
+    a frozen "ref" copy of the parent adapter; a base or full-weights parent: its own folder)."""
+    if technique == "lora" or parent_dir is None or not is_adapter_dir(parent_dir):
+        yield None
+        return
+    from_main(lambda: model.save_pretrained(str(folder)))
+    original = model.config._name_or_path
+    model.config._name_or_path = str(folder)
+    try:
+        yield folder
+    finally:
+        model.config._name_or_path = original
+
+
+def build_trainer(cfg: OnlineRLRecipeConfig, args: GRPOConfig, model, parent_dir: Path | None, reward_model,
+                  tokenizer, dataset: Dataset, reference_dir: Path, callbacks: list) -> GRPOTrainer:
+    """GRPO on the policy, the reward model as the reward function, the KL reference = the parent."""
+    with kl_reference_at_parent(model, parent_dir, cfg.technique, reference_dir):
+        return GRPOTrainer(
+            model=model,
+            reward_funcs=[reward_model],
+            reward_processing_classes=[tokenizer],
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            eval_dataset=None,  # online RL scores its own samples; there is no held-out loss to track
+            callbacks=callbacks,
+        )
+
+
 def main(cfg: OnlineRLRecipeConfig) -> str:
     # 1. Processes, store, snapshot, prompts, reward model version: rank 0 reads the store and writes the prompts,
     #    every rank loads that copy
@@ -136,18 +181,11 @@ def main(cfg: OnlineRLRecipeConfig) -> str:
                                   cfg.freeze_top_n)
     reward_model = load_reward_model(base_model, reward_dir, tokenizer)
 
-    # 3. Trainer
-    trainer = GRPOTrainer(
-        model=model,
-        reward_funcs=[reward_model],
-        reward_processing_classes=[tokenizer],
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        eval_dataset=heldout,
-        callbacks=[StoreProgressCallback(store, cfg.run_id, "online_rl"),
-                   *run_args.callbacks(cfg, "online_rl", folder, heldout is not None)],
-    )
+    # 3. Trainer (the KL reference in the stage's data folder, removed with it on publish)
+    trainer = build_trainer(cfg, args, model, parent_dir, reward_model, tokenizer, dataset,
+                            stage_data_dir(tmp_dir) / "kl-reference",
+                            [StoreProgressCallback(store, cfg.run_id, "online_rl"),
+                             *run_args.callbacks(cfg, "online_rl", folder, heldout is not None)])
 
     # 4. Train, save (without TRL's frozen "ref" adapter copy; rank 0 writes), register
     result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "online_rl"))
