@@ -41,6 +41,7 @@ from feedback_db.store import FeedbackStore
 from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm, load_tokenizer
 from training.evaluate import greedy_answers, load_policy
 from training.gate import wilson_interval
+from training.generation import Request, generate
 
 PASSWORD = "bench-password-1"
 REVIEWERS = ("oracle1", "oracle2")
@@ -126,23 +127,18 @@ def vote(loop: Loop, pairs: list[tuple[int, int]], oracle: str, rng: random.Rand
 @torch.no_grad()
 def generate_pairs(loop: Loop, base_model: str, tokenizer, max_new_tokens: int, seed: int,
                    count: int) -> list[tuple[int, int]]:
-    """Two sampled answers of the active version to `count` random train prompts, stored as responses (on-policy
-    A/B)."""
+    """Two sampled answers (temperature 1, top-p 0.95, seeded) of the active version to `count` random train
+    prompts, decoded together by the app's batched generator and stored as responses (on-policy A/B)."""
     active = loop.store.active_version()
     model = load_policy(base_model, active.path if active else None)
     name = active.name if active else "base"
-    torch.manual_seed(seed)
-    pairs = []
-    for prompt in random.Random(seed).sample(loop.store.list_prompts(split="train"), count):
-        inputs = tokenizer.apply_chat_template(prompt.as_messages(), add_generation_prompt=True, return_tensors="pt",
-                                               return_dict=True)
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_p=0.95,
-                             num_return_sequences=2, pad_token_id=tokenizer.pad_token_id)
-        texts = [tokenizer.decode(o[inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
-        if texts[0] != texts[1]:
-            settings = {"max_new_tokens": max_new_tokens, "temperature": 1.0, "bench": "loop_quality"}
-            pairs.append(tuple(loop.store.add_response(prompt.id, t, name, settings) for t in texts))
-    return pairs
+    prompts = random.Random(seed).sample(loop.store.list_prompts(split="train"), count)
+    requests = [Request(prompt.as_messages(), max_new_tokens=max_new_tokens, temperature=1.0, top_p=0.95,
+                        seed=seed * 10_000 + 2 * i + j) for i, prompt in enumerate(prompts) for j in range(2)]
+    texts = [result.text.strip() for result in generate(model, tokenizer, requests)]
+    settings = {"max_new_tokens": max_new_tokens, "temperature": 1.0, "top_p": 0.95, "bench": "loop_quality"}
+    return [tuple(loop.store.add_response(prompt.id, t, name, settings) for t in texts[2 * i:2 * i + 2])
+            for i, prompt in enumerate(prompts) if texts[2 * i] != texts[2 * i + 1]]
 
 
 def run_round(loop: Loop, args: argparse.Namespace, tag: str) -> str:
@@ -174,12 +170,14 @@ def vote_gate(loop: Loop, version: str, oracle: str, rng: random.Random, noise: 
 
 
 @torch.no_grad()
-def oracle_win_rate(loop: Loop, base_model: str, tokenizer, oracle: str, max_new_tokens: int) -> list:
-    """Active vs base on every held-out prompt, judged by the noise-free oracle: [rate, low, high, W, L, T]."""
-    active = loop.store.active_version()
-    if active is None:
+def oracle_win_rate(loop: Loop, base_model: str, tokenizer, oracle: str, max_new_tokens: int,
+                    version: str | None = None) -> list:
+    """`version` (default: the active one) vs base on every held-out prompt, judged by the noise-free oracle:
+    [rate, low, high, W, L, T]; rate None when no version differs from the base."""
+    chosen = loop.store.get_version(version) if version else loop.store.active_version()
+    if chosen is None:
         return [None, None, None, 0, 0, 0]
-    policy, base = load_policy(base_model, active.path), load_causal_lm(base_model).eval()
+    policy, base = load_policy(base_model, chosen.path), load_causal_lm(base_model).eval()
     tally = {"a": 0, "b": 0, "tie": 0}
     messages = [p.as_messages() for p in loop.store.list_prompts(split="heldout")]
     for (new, _), (old, _) in zip(greedy_answers(policy, tokenizer, messages, max_new_tokens),
@@ -224,7 +222,8 @@ def scenario(args: argparse.Namespace, oracle: str, seed: int, kind: str, rounds
                         "--max_new_tokens", str(args.max_new_tokens)]
             subprocess.run(gate_cmd, cwd=ROOT, check=True, capture_output=True)
             gate = vote_gate(loop, name, oracle, rng, args.noise, 120)
-            rows.append(row(oracle, seed, kind, 0, gate, store, [None] * 6, {"gate": time.perf_counter() - started}))
+            rows.append(row(oracle, seed, kind, 0, gate, store, [None] * 6, [None] * 6,
+                            {"gate": time.perf_counter() - started}))
             return rows
         for number in range(1, rounds + 1):
             times = {}
@@ -243,8 +242,11 @@ def scenario(args: argparse.Namespace, oracle: str, seed: int, kind: str, rounds
             times["gate votes+decision"] = time.perf_counter() - started
             started = time.perf_counter()
             quality = oracle_win_rate(loop, base_model, tokenizer, oracle, args.max_new_tokens)
+            active = store.active_version()
+            candidate = quality if active and active.name == name else oracle_win_rate(
+                loop, base_model, tokenizer, oracle, args.max_new_tokens, name)
             times["oracle eval"] = time.perf_counter() - started
-            rows.append(row(oracle, seed, kind, number, gate, store, quality, times))
+            rows.append(row(oracle, seed, kind, number, gate, store, quality, candidate, times))
             print(markdown_table(HEADERS, rows[-1:]), flush=True)
     finally:
         stop_app(app)
@@ -260,19 +262,25 @@ def start_app_with_share(folder: Path, port: int, share: float) -> subprocess.Po
 
 
 HEADERS = ["oracle", "seed", "run", "round", "gate verdict", "W/L/T (gate)", "gate lower bound", "promoted",
-           "active", "oracle win-rate vs base", "95 % interval", "W/L/T (oracle)", "phase seconds"]
+           "active", "oracle win-rate active vs base [95 %] W/L/T", "oracle win-rate candidate vs base [95 %] W/L/T",
+           "phase seconds"]
+
+
+def quality_cell(quality: list) -> str:
+    rate, low, high, wins, losses, ties = quality
+    if rate is None:
+        return f"- ({wins}/{losses}/{ties})" if wins + losses + ties else "- (base)"
+    return f"{rate:.2f} [{low:.2f}, {high:.2f}] {wins}/{losses}/{ties}"
 
 
 def row(oracle: str, seed: int, kind: str, number: int, gate: dict, store: FeedbackStore, quality: list,
-        times: dict) -> list:
+        candidate: list, times: dict) -> list:
     verdict = gate.get("verdict", {})
     active = store.active_version()
-    rate, low, high, wins, losses, ties = quality
     return [oracle, seed, kind, number, gate["status"],
             f"{verdict.get('wins', 0)}/{verdict.get('losses', 0)}/{verdict.get('ties', 0)}",
             verdict.get("lower"), bool(verdict.get("promote")), active.name if active else "base",
-            rate, f"[{low:.2f}, {high:.2f}]" if low is not None else "-", f"{wins}/{losses}/{ties}",
-            ", ".join(f"{k} {v:.0f}" for k, v in times.items())]
+            quality_cell(quality), quality_cell(candidate), ", ".join(f"{k} {v:.0f}" for k, v in times.items())]
 
 
 def main() -> None:
@@ -308,8 +316,8 @@ def main() -> None:
     unchanged = [r for r in rows if r[2] == "unchanged"]
     notes = [
         f"oracle win-rate vs base after {args.rounds} round(s) (target >= 0.70): "
-        + ", ".join(f"{r[0]} seed {r[1]}: {r[9]:.2f} {r[10]}" if r[9] is not None else f"{r[0]} seed {r[1]}: "
-                    "base still active" for r in improving),
+        + "; ".join(f"{r[0]} seed {r[1]}: active {r[8]} {r[9]}, last trained candidate {r[10]}"
+                    for r in improving),
         f"flipped-preference rounds promoted: {sum(r[7] for r in flipped)} of {len(flipped)} (target 0)",
         f"unchanged model promoted: {sum(r[7] for r in unchanged)} of {len(unchanged)} (target 0)",
         "Reviewers: 2 per item, each flipping 15 % of votes; the gate needs the Wilson 95 % lower bound > 0.5 over "
