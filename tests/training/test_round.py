@@ -129,7 +129,6 @@ def test_round_refuses_when_data_is_missing(data_dir: Path):
     assert store.list_versions() == []
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_round_on_flipped_train_only_preferences_is_not_promoted(data_dir: Path):
     """A new user's first round: preferences imported without a held-out split (all train here), flipped."""
