@@ -26,7 +26,7 @@ from training import runner
 from training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
 from webapp.auth import Auth
 from webapp.server import build_app, public_origins
-from webapp.services import DataOps, Runner, Services
+from webapp.services import DataOps, Services
 from webapp.serving.service import ModelService
 from webapp.ui import build_ui
 from webapp.usage_limits import UsageLimits
@@ -137,9 +137,7 @@ def build_services(args: argparse.Namespace) -> Services:
         store=store, models=models, auth=Auth(store), data_dir=args.data_dir, base_model=base_model,
         annotators_per_item=args.annotators_per_item,
         usage=UsageLimits(args.user_in_flight, args.user_burst, args.user_refill_s),
-        runner=Runner(start_round=runner.start_round, cancel_run=runner.cancel_run,
-                      resume_round=runner.resume_round,
-                      poll_runs=runner.poll_runs, log_tail=runner.log_tail),
+        runner=runner,  # the module training.runner is the RoundRunner
         data=DataOps(import_file=importers.import_file, data_check=datasets.data_check,
                      win_rates=stats.win_rates, agreement=agreement.agreement),
     )

@@ -27,10 +27,11 @@ from peft import LoraConfig, get_peft_model
 
 from bench.common import base_model_path, data_dir, median, offline, percentile, report, verdict
 from feedback_db.store import FeedbackStore
+from training import runner as training_runner
 from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm
 from training.versions import LORA_TARGETS, new_tmp_dir, publish_version
 from webapp.auth import Auth
-from webapp.services import Runner, Services
+from webapp.services import Services
 from webapp.serving.service import ModelService
 
 QUESTION = [{"role": "user", "content": "Tell me something about otters."}]
@@ -104,9 +105,8 @@ def timestamps(models: ModelService) -> dict[str, dict[str, float]]:
 def new_services(folder: Path) -> Services:
     store = FeedbackStore(folder / "tuneloop.db")
     base = base_model_path()
-    runner = Runner(start_round=None, cancel_run=None, resume_round=None, poll_runs=lambda store, data_dir: [],
-                    log_tail=None)
-    return Services(store=store, models=ModelService(base, folder / "versions"), auth=Auth(store), runner=runner,
+    return Services(store=store, models=ModelService(base, folder / "versions"), auth=Auth(store),
+                    runner=training_runner,
                     data=None, data_dir=folder, base_model=base)
 
 

@@ -1,62 +1,67 @@
-"""The Services bundle handed to `build_ui(services)`: the store, the served models, auth, the training runner.
+"""The Services bundle handed to `build_ui(services)`: the store, the served models, auth, the training runner, the
+generation jobs.
 
-Built once by app.py (or with fakes by the tests). Holds the few operations that several tabs share and that
-touch both the store and the model service: which versions can be served, promoting (hot-swap + store + audit),
-generating on-policy candidates, and the background poller that follows the store's active version.
+Built once by app.py (or with fakes by the tests). Holds the operations that touch both the store and the model
+service: which versions can be served, promoting (hot-swap + store + audit), deciding human sign-off gates, and the
+background poller that follows the store's active version; plus a few the tabs share (chat thumbs, compare, export,
+the round form). Candidate generation lives in webapp/jobs.py, the gate's read side in webapp/gates.py.
 """
 
-import json
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from feedback_db.consensus import pair_votes
 from feedback_db.importers import STARTER_PROMPTS
+from feedback_db.models import Agreement, DataCheck, ImportReport, WinRate
+from feedback_db.store import FeedbackStore
 from feedback_db.vocab import VIEWER
-from training.gate import human_verdict
 from training.generation import Request
 from training.round import RoundConfig, stage_hyperparameters
-from webapp import limits
+from webapp import gates, limits
 from webapp.auth import Auth
 from webapp.chat_answers import ChatAnswers, KeptAnswer
+from webapp.jobs import GenerationJobs
 from webapp.serving.errors import BASE, VersionLoadError
+from webapp.serving.protocol import Models
 from webapp.usage_limits import UsageLimits, fit_context
 
 log = logging.getLogger("tuneloop.webapp")
-JOB_QUEUE = 4  # generation jobs waiting for the worker; more are refused
 
 
-@dataclass
-class Runner:
-    """training.runner's entry points, injected so tests can fake a training process."""
+class RoundRunner(Protocol):
+    """Starts and watches training processes: the module training.runner itself, or a fake in the web tests."""
 
-    start_round: Callable  # (store, data_dir, cfg: RoundConfig) -> run_id
-    cancel_run: Callable  # (store, run_id) -> bool (False: already finished)
-    resume_round: Callable  # (store, data_dir, run_id) -> run_id; ValueError unless failed/cancelled/interrupted
-    poll_runs: Callable  # (store, data_dir): marks runs whose process died without a final status as failed
-    log_tail: Callable  # (data_dir, run_id) -> str
+    def start_round(self, store: FeedbackStore, data_dir: str | Path, cfg: RoundConfig) -> int: ...
+
+    def cancel_run(self, store: FeedbackStore, run_id: int) -> bool: ...  # False: it had already finished
+
+    def resume_round(self, store: FeedbackStore, data_dir: str | Path, run_id: int) -> int: ...
+
+    def poll_runs(self, store: FeedbackStore, data_dir: str | Path) -> list[int]: ...  # dead processes -> failed
+
+    def log_tail(self, data_dir: str | Path, run_id: int) -> str: ...
 
 
 @dataclass
 class DataOps:
     """feedback_db's file and dataset helpers (no SQL in the tabs; fakes in the tests)."""
 
-    import_file: Callable  # (store, path, kind) -> ImportReport; all-or-nothing
-    data_check: Callable  # (store, method) -> DataCheck
-    win_rates: Callable  # (store) -> list[WinRate] from blind A/B votes
-    agreement: Callable  # (store, kind: thumbs | likert | pairwise) -> Agreement
+    import_file: Callable[..., ImportReport]  # (store, path, kind, split="train"); all-or-nothing
+    data_check: Callable[..., DataCheck]  # (store, method, snapshot=None)
+    win_rates: Callable[[FeedbackStore], list[WinRate]]  # from blind A/B votes
+    agreement: Callable[[FeedbackStore, str], Agreement]  # kind: thumbs | likert | pairwise
 
 
 @dataclass
 class Services:
-    store: object  # feedback_db.FeedbackStore
-    models: object  # webapp.serving.service.ModelService
+    store: FeedbackStore
+    models: Models  # webapp.serving.service.ModelService
     auth: Auth
-    runner: Runner
+    runner: RoundRunner
     data: DataOps
     data_dir: Path
     base_model: str
@@ -66,8 +71,10 @@ class Services:
     usage: UsageLimits = field(default_factory=UsageLimits)  # per-user in-flight and rate limits on model work
     _failed_version: str | None = None  # a version that failed to load; not retried every poll
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
-    _job_queue: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=JOB_QUEUE))
-    _job_worker: threading.Thread | None = None
+    jobs: GenerationJobs = field(init=False)  # candidate generation (webapp/jobs.py)
+
+    def __post_init__(self) -> None:
+        self.jobs = GenerationJobs(self.store, self.models, self.ensure_loaded)
 
     # ----- versions -------------------------------------------------------------------------------------
     def servable_versions(self) -> list[str]:
@@ -155,16 +162,6 @@ class Services:
         return stop
 
     # ----- evaluation gate ----------------------------------------------------------------------------------
-    def gate_status(self, name: str) -> dict | None:
-        """The version's gate as training.evaluate stored it; a waiting human sign-off gate with its verdict so far
-        and `missing_votes`."""
-        version = self.store.get_version(name)
-        gate = version.metrics.get("gate") if version else None
-        if not gate or gate.get("mode") != "human" or gate.get("status") != "waiting":
-            return gate
-        result, missing = human_verdict(gate, pair_votes(self.store.list_comparisons(), []))
-        return {**gate, "missing_votes": missing, "verdict": result.as_dict()}
-
     def check_gates(self) -> list[str]:
         """Decide every human sign-off gate whose votes are all in; a pass with no refusal is promoted (hot-swap),
         unless the version it was compared with is no longer the active one. Returns the versions decided."""
@@ -173,7 +170,7 @@ class Services:
                    and v.metrics["gate"]["status"] == "waiting"]
         decided = []
         for version in waiting:
-            gate = self.gate_status(version.name)
+            gate = gates.gate_status(self.store, version.name)
             if gate["missing_votes"]:
                 continue
             verdict = dict(gate.pop("verdict"))
@@ -190,32 +187,6 @@ class Services:
                 self.promote(version.name, "evaluation-gate")
             decided.append(version.name)
         return decided
-
-    def gate_report(self, name: str) -> dict:
-        """Everything the gate saw: its settings, the verdict, and per prompt both answers and the judgment(s)."""
-        version = self.store.get_version(name)
-        if version is None:
-            raise KeyError(f"There is no version named {name!r}.")
-        gate = self.gate_status(name)
-        if not gate:
-            return {"gate": "not evaluated", "items": []}
-        if gate.get("mode") != "human":
-            path = Path(version.path) / "gate_report.json"
-            return json.loads(path.read_text()) if path.is_file() else {"gate": gate, "items": []}
-        votes = pair_votes(self.store.list_comparisons(), [])
-        items = []
-        for prompt_id, pair in zip(gate["prompt_ids"], gate["pairs"], strict=True):
-            item = {"prompt": self.store.get_prompt(prompt_id).text}
-            if pair:
-                candidate, other = (self.store.get_response(i) for i in pair)
-                by_user = votes.get((min(pair), max(pair)), {})
-                item |= {"candidate": candidate.text, "compared": other.text,
-                         "votes": {u: "candidate" if j == candidate.id else "compared" if j == other.id else j
-                                   for u, j in by_user.items()}}
-            else:
-                item["judgment"] = "tie (identical answers)"
-            items.append(item)
-        return {"gate": gate, "items": items}
 
     def chat_input(self, conversation: list[dict]) -> tuple[list[dict], str | None]:
         """The conversation cut to the model's input budget: (messages, a notice of what was left out)."""
@@ -304,91 +275,3 @@ class Services:
     def load_starter_prompts(self):
         """Import the starter prompts shipped in the repository (already imported ones are skipped)."""
         return self.data.import_file(self.store, STARTER_PROMPTS, "prompts")
-
-    # ----- candidates -----------------------------------------------------------------------------------
-    def start_generation_job(self, prompt_ids: list[int], versions: list[str], samples: int, max_new_tokens: int,
-                             temperature: float, mode: str, username: str, ab_pair: bool = False) -> int:
-        """Queue a candidate-generation job for the worker thread; returns its id at once. Progress, tokens/s and
-        ETA go to the store (the Data tab polls them); `cancel_generation_job` stops it."""
-        for name in versions:
-            self.ensure_loaded(name)  # a bad version fails here, in the request, not later in the worker
-        job_id = self.store.create_generation_job(username, mode, versions, len(prompt_ids) * len(versions) * samples)
-        try:
-            self._job_queue.put_nowait((job_id, prompt_ids, versions, samples, max_new_tokens, temperature, ab_pair))
-        except queue.Full:
-            self.store.update_generation_job(job_id, "failed", error="too many jobs queued")
-            raise ValueError(f"{JOB_QUEUE} generation jobs are already queued: wait for one to finish.") from None
-        with self._swap_lock:
-            if self._job_worker is None:
-                self._job_worker = threading.Thread(target=self._run_jobs, name="tuneloop-generation", daemon=True)
-                self._job_worker.start()
-        return job_id
-
-    def cancel_generation_job(self, job_id: int) -> bool:
-        return self.store.cancel_generation_job(job_id)
-
-    def _run_jobs(self) -> None:
-        while True:
-            job_id, prompt_ids, versions, samples, max_new_tokens, temperature, ab_pair = self._job_queue.get()
-            self._run_job(job_id, prompt_ids, versions, samples, max_new_tokens, temperature, ab_pair)
-
-    def _run_job(self, job_id: int, prompt_ids: list[int], versions: list[str], samples: int, max_new_tokens: int,
-                 temperature: float, ab_pair: bool) -> None:
-        started, tokens, last = time.monotonic(), 0, {"done": 0}
-
-        def progress(done: int, total: int, new_tokens: int) -> None:
-            nonlocal tokens
-            tokens += new_tokens
-            elapsed = time.monotonic() - started
-            last["done"] = done
-            self.store.update_generation_job(job_id, "running", done, tokens, tokens / elapsed,
-                                             elapsed / done * (total - done))
-
-        def cancelled() -> bool:
-            return self.store.get_generation_job(job_id).status == "cancelling"
-
-        try:
-            if cancelled():
-                self.store.update_generation_job(job_id, "cancelled")
-                return
-            self.store.update_generation_job(job_id, "running")
-            self.generate_candidates(prompt_ids, versions, samples, max_new_tokens, temperature, progress, ab_pair,
-                                     cancelled)
-            rate = tokens / max(time.monotonic() - started, 1e-9)
-            self.store.update_generation_job(job_id, "cancelled" if cancelled() else "done", last["done"], tokens,
-                                             rate, 0.0)
-        except Exception as err:  # the job fails, the worker goes on with the next one
-            log.exception("generation job %s", job_id)
-            self.store.update_generation_job(job_id, "failed", last["done"], tokens, error=str(err)[:500])
-
-    def generate_candidates(self, prompt_ids: Iterable[int], versions: list[str], samples: int = 1,
-                            max_new_tokens: int = 128, temperature: float = 0.7,
-                            progress: Callable[[int, int, int], None] | None = None, ab_pair: bool = False,
-                            cancelled: Callable[[], bool] | None = None) -> int:
-        """Answer each prompt with each version (`samples` each), decoded in the model service's shared batch; store
-        each response as it finishes. Returns how many. `progress(done, total, new tokens of the latest answer)`;
-        `cancelled()` true stops it (the answers stored so far stay).
-        `ab_pair`: two samples of one version that the review queue serves as a blind A/B item (the first run has
-        only the base model, and two sampled answers are still a preference to learn from)."""
-        prompt_ids = list(prompt_ids)
-        for name in versions:
-            self.ensure_loaded(name)
-        jobs = [(self.store.get_prompt(prompt_id), name, sample)
-                for prompt_id in prompt_ids for name in versions for sample in range(samples)]
-        requests = [Request(prompt.as_messages(), max_new_tokens, temperature, seed=sample, adapter=name)
-                    for prompt, name, sample in jobs]
-        done = 0
-
-        def store_answer(i: int, result) -> None:
-            nonlocal done
-            prompt, name, sample = jobs[i]
-            settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": sample}
-            if ab_pair:
-                settings["ab_sample"] = sample
-            self.store.add_response(prompt.id, result.text, name, settings)
-            done += 1
-            if progress:
-                progress(done, len(jobs), result.new_tokens)
-
-        self.models.generate_many(requests, on_result=store_answer, cancelled=cancelled)
-        return done

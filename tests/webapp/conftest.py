@@ -17,7 +17,7 @@ from feedback_db.models import Agreement, ImportReport, WinRate
 from feedback_db.store import FeedbackStore
 from training.round import RoundConfig
 from webapp.auth import Auth
-from webapp.services import DataOps, Runner, Services
+from webapp.services import DataOps, Services
 from webapp.serving.errors import BASE, VersionLoadError
 from webapp.serving.service import Generation
 from webapp.ui import build_ui
@@ -108,6 +108,12 @@ class FakeRunner:
         store.update_run(run_id, status="cancelled")
         return True
 
+    def poll_runs(self, store, data_dir) -> list[int]:
+        return []
+
+    def log_tail(self, data_dir, run_id: int) -> str:
+        return "log"
+
 
 def fake_import(store, path: str, kind: str, split: str = "train") -> ImportReport:
     lines = Path(path).read_text().splitlines()
@@ -121,12 +127,9 @@ def fake_import(store, path: str, kind: str, split: str = "train") -> ImportRepo
 
 
 def make_services(store: FeedbackStore, data_dir: Path, models=None, import_file=fake_import) -> Services:
-    runner = FakeRunner()
     return Services(
         store=store, models=models or FakeModels(), auth=Auth(store), data_dir=data_dir, base_model="fake-base",
-        runner=Runner(start_round=runner.start_round, cancel_run=runner.cancel_run,
-                      resume_round=runner.resume_round,
-                      poll_runs=lambda store, data_dir: [], log_tail=lambda data_dir, run_id: "log"),
+        runner=FakeRunner(),
         data=DataOps(import_file=import_file, data_check=datasets.data_check,
                      win_rates=lambda store: [WinRate("v1-dpo", 3, 1, 0, 0.75)],
                      agreement=lambda store, kind: Agreement(kind, "none", None, 0, 0, {})),

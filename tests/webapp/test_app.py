@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,9 @@ def test_start_up_creates_first_admin_marks_runs_and_survives_a_broken_active_ve
     # a round started from a shell (`python -m training round --db tuneloop.db`) that is still training
     cli_round = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m", "training", "round",
                                   "--db", "tuneloop.db"], cwd=data_dir)
+    deadline = time.monotonic() + 10  # until it has exec'd, /proc shows the forking pytest's command line
+    while b"training" not in Path(f"/proc/{cli_round.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     live_id = store.create_run({}, ["sft"], "shell")
     store.update_run(live_id, status="running", pid=cli_round.pid)
     store.register_version(name="v1-sft", parent=None, method="sft", technique="lora",

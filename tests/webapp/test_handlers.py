@@ -224,14 +224,14 @@ def test_generate_pairwise_candidates_fills_the_review_queue(demo, services, sto
 def test_generation_job_cancelled_and_interrupted(services, store):
     prompt_ids = [store.add_prompt(f"prompt {i}") for i in range(3)]
     job_id = store.create_generation_job("alice", "single", ["base"], 3)
-    assert services.cancel_generation_job(job_id)
-    services._run_job(job_id, prompt_ids, ["base"], 1, 16, 0.0, False)
+    assert services.jobs.cancel(job_id)
+    services.jobs._run_job(job_id, prompt_ids, ["base"], 1, 16, 0.0, False)
     assert store.get_generation_job(job_id).status == "cancelled" and not store.list_responses()
     running = store.create_generation_job("alice", "single", ["base"], 3)
     store.update_generation_job(running, "running", done=1)
     assert store.mark_interrupted_generation_jobs() == 1  # app start: the previous process's job
     assert store.get_generation_job(running).status == "interrupted"
-    assert not services.cancel_generation_job(running)
+    assert not services.jobs.cancel(running)
 
 
 def test_export_writes_jsonl(demo, store, tmp_path):

@@ -92,7 +92,7 @@ def build_data_tab(services, tab: gr.Tab) -> None:
             raise gr.Error(f"Every {prompts} prompt already has answers from {', '.join(versions)}: import more.")
         samples = int(samples) if mode == "ranking" else 1
         try:
-            job_id = services.start_generation_job(prompt_ids, versions, samples, int(max_new_tokens),
+            job_id = services.jobs.start(prompt_ids, versions, samples, int(max_new_tokens),
                                                    float(temperature), mode, admin.username)
         except (VersionLoadError, ValueError) as err:
             raise gr.Error(str(err)) from err
@@ -110,7 +110,7 @@ def build_data_tab(services, tab: gr.Tab) -> None:
     def data_job_cancel(request: gr.Request) -> str:
         admin = auth.require(request, *ADMINS)
         job = store.latest_generation_job()
-        if job is None or not services.cancel_generation_job(job.id):
+        if job is None or not services.jobs.cancel(job.id):
             return "No generation job is running. " + job_status_text(job)
         store.audit(admin.username, "cancel_generation_job", {"job": job.id})
         return job_status_text(store.get_generation_job(job.id))

@@ -4,6 +4,7 @@ promote (hot-swap), roll back, archive, export, compare."""
 import gradio as gr
 import pandas as pd
 
+from webapp import gates
 from webapp.auth import ADMINS
 from webapp.serving.errors import BASE, VersionLoadError
 
@@ -43,7 +44,7 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
 
     def table() -> pd.DataFrame:
         rows = [[v.name, v.status + (" · serving" if v.name == services.models.active else ""), v.parent or BASE,
-                 v.method, v.technique, gate_text(services.gate_status(v.name)), metrics_text(v.metrics),
+                 v.method, v.technique, gate_text(gates.gate_status(store, v.name)), metrics_text(v.metrics),
                  v.created[:19]]
                 for v in sorted(store.list_versions(), key=lambda v: -v.id)]
         return pd.DataFrame(rows, columns=VERSION_COLUMNS)
@@ -122,7 +123,7 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
     def versions_gate_report(name: str | None, request: gr.Request) -> dict:
         auth.require(request, *ADMINS)
         try:
-            return services.gate_report(name or "")
+            return gates.gate_report(store, name or "")
         except KeyError as err:
             raise gr.Error(str(err)) from err
 

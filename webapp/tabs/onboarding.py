@@ -48,7 +48,7 @@ def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button, gr.Bu
         if not prompt_ids:
             raise gr.Error("No training prompts without answers: load the starter prompts first.")
         try:
-            made = services.generate_candidates(prompt_ids, [active], SAMPLES, MAX_NEW_TOKENS, TEMPERATURE,
+            made = services.jobs.generate_candidates(prompt_ids, [active], SAMPLES, MAX_NEW_TOKENS, TEMPERATURE,
                                                 progress=lambda done, total, _: progress((done, total)),
                                                 ab_pair=True)
         except VersionLoadError as err:

@@ -1,0 +1,115 @@
+"""Candidate generation: answers of chosen versions to stored prompts, decoded in the model service's shared batch.
+
+Admin › Data queues a job (`GenerationJobs.start`) for one worker thread and returns at once; progress, tokens/s and
+ETA go to the store's generation_jobs row, which the tab polls; `cancel` stops a job between two answers (the
+answers stored so far stay). The first-run panel calls `generate_candidates` directly.
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from feedback_db.store import FeedbackStore
+from training.generation import Request
+from webapp.serving.protocol import Models
+
+log = logging.getLogger("tuneloop.webapp")
+JOB_QUEUE = 4  # generation jobs waiting for the worker; more are refused
+
+
+class GenerationJobs:
+    def __init__(self, store: FeedbackStore, models: Models, ensure_loaded: Callable[[str], None]) -> None:
+        """`ensure_loaded(name)` loads a stored version into `models` or raises VersionLoadError."""
+        self.store, self.models, self._ensure_loaded = store, models, ensure_loaded
+        self._queue: queue.Queue = queue.Queue(maxsize=JOB_QUEUE)
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self, prompt_ids: list[int], versions: list[str], samples: int, max_new_tokens: int,
+                             temperature: float, mode: str, username: str, ab_pair: bool = False) -> int:
+        """Queue a candidate-generation job for the worker thread; returns its id at once. Progress, tokens/s and
+        ETA go to the store (the Data tab polls them); `cancel` stops it."""
+        for name in versions:
+            self._ensure_loaded(name)  # a bad version fails here, in the request, not later in the worker
+        job_id = self.store.create_generation_job(username, mode, versions, len(prompt_ids) * len(versions) * samples)
+        try:
+            self._queue.put_nowait((job_id, prompt_ids, versions, samples, max_new_tokens, temperature, ab_pair))
+        except queue.Full:
+            self.store.update_generation_job(job_id, "failed", error="too many jobs queued")
+            raise ValueError(f"{JOB_QUEUE} generation jobs are already queued: wait for one to finish.") from None
+        with self._lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run_jobs, name="tuneloop-generation", daemon=True)
+                self._worker.start()
+        return job_id
+
+    def cancel(self, job_id: int) -> bool:
+        return self.store.cancel_generation_job(job_id)
+
+    def _run_jobs(self) -> None:
+        while True:
+            job_id, prompt_ids, versions, samples, max_new_tokens, temperature, ab_pair = self._queue.get()
+            self._run_job(job_id, prompt_ids, versions, samples, max_new_tokens, temperature, ab_pair)
+
+    def _run_job(self, job_id: int, prompt_ids: list[int], versions: list[str], samples: int, max_new_tokens: int,
+                 temperature: float, ab_pair: bool) -> None:
+        started, tokens, last = time.monotonic(), 0, {"done": 0}
+
+        def progress(done: int, total: int, new_tokens: int) -> None:
+            nonlocal tokens
+            tokens += new_tokens
+            elapsed = time.monotonic() - started
+            last["done"] = done
+            self.store.update_generation_job(job_id, "running", done, tokens, tokens / elapsed,
+                                             elapsed / done * (total - done))
+
+        def cancelled() -> bool:
+            return self.store.get_generation_job(job_id).status == "cancelling"
+
+        try:
+            if cancelled():
+                self.store.update_generation_job(job_id, "cancelled")
+                return
+            self.store.update_generation_job(job_id, "running")
+            self.generate_candidates(prompt_ids, versions, samples, max_new_tokens, temperature, progress, ab_pair,
+                                     cancelled)
+            rate = tokens / max(time.monotonic() - started, 1e-9)
+            self.store.update_generation_job(job_id, "cancelled" if cancelled() else "done", last["done"], tokens,
+                                             rate, 0.0)
+        except Exception as err:  # the job fails, the worker goes on with the next one
+            log.exception("generation job %s", job_id)
+            self.store.update_generation_job(job_id, "failed", last["done"], tokens, error=str(err)[:500])
+
+    def generate_candidates(self, prompt_ids: Iterable[int], versions: list[str], samples: int = 1,
+                            max_new_tokens: int = 128, temperature: float = 0.7,
+                            progress: Callable[[int, int, int], None] | None = None, ab_pair: bool = False,
+                            cancelled: Callable[[], bool] | None = None) -> int:
+        """Answer each prompt with each version (`samples` each), decoded in the model service's shared batch; store
+        each response as it finishes. Returns how many. `progress(done, total, new tokens of the latest answer)`;
+        `cancelled()` true stops it (the answers stored so far stay).
+        `ab_pair`: two samples of one version that the review queue serves as a blind A/B item (the first run has
+        only the base model, and two sampled answers are still a preference to learn from)."""
+        prompt_ids = list(prompt_ids)
+        for name in versions:
+            self._ensure_loaded(name)
+        jobs = [(self.store.get_prompt(prompt_id), name, sample)
+                for prompt_id in prompt_ids for name in versions for sample in range(samples)]
+        requests = [Request(prompt.as_messages(), max_new_tokens, temperature, seed=sample, adapter=name)
+                    for prompt, name, sample in jobs]
+        done = 0
+
+        def store_answer(i: int, result) -> None:
+            nonlocal done
+            prompt, name, sample = jobs[i]
+            settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": sample}
+            if ab_pair:
+                settings["ab_sample"] = sample
+            self.store.add_response(prompt.id, result.text, name, settings)
+            done += 1
+            if progress:
+                progress(done, len(jobs), result.new_tokens)
+
+        self.models.generate_many(requests, on_result=store_answer, cancelled=cancelled)
+        return done
