@@ -15,9 +15,11 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from feedback_db.models import Run
 from feedback_db.vocab import FINAL_RUN_STATUSES
 from training.round import RESUMABLE, RoundConfig, write_round_file
 from training.versions import pid_alive, remove_stale_tmp_dirs
@@ -111,22 +113,13 @@ def stop_orphaned_runs(store) -> list[int]:
 
     A round outlives its app (it has its own session); left alone it would finish later and overwrite the
     `interrupted` status, or even auto-promote a version nobody is watching. Only processes whose command line
-    is that run's `python -m training round --run_id N` are killed, so a reused pid is never hit.
+    is that run's `python -m training round ... --run_id N` are killed, so a reused pid is never hit.
     """
     stopped = []
-    for run in store.list_runs():
-        if run.status in FINAL_RUN_STATUSES or run.pid is None or not pid_alive(run.pid):
-            continue
-        try:
-            cmdline = Path(f"/proc/{run.pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ours = [b"-m", b"training", b"round"]
-        run_flag = [b"--run_id", str(run.id).encode()]
-        if not (_contains(cmdline, ours) and _contains(cmdline, run_flag)):
-            continue
-        os.killpg(run.pid, signal.SIGKILL)
-        stopped.append(run.id)
+    for run, cmdline in _live_rounds(store):
+        if _contains(cmdline, [b"--run_id", str(run.id).encode()]):
+            os.killpg(run.pid, signal.SIGKILL)
+            stopped.append(run.id)
     return stopped
 
 
@@ -135,20 +128,30 @@ def live_cli_runs(store) -> list[int]:
     `python -m training round --db <this store>`, e.g. from a shell). They are not interrupted; poll_runs marks
     them failed if the process dies without a final status."""
     live = []
-    for run in store.list_runs():
-        if run.status in FINAL_RUN_STATUSES or run.pid is None or not pid_alive(run.pid):
+    for run, cmdline in _live_rounds(store):
+        if b"--db" not in cmdline[:-1]:
             continue
         try:
-            cmdline = Path(f"/proc/{run.pid}/cmdline").read_bytes().split(b"\0")
             cwd = Path(os.readlink(f"/proc/{run.pid}/cwd"))
         except OSError:
-            continue
-        if not _contains(cmdline, [b"-m", b"training", b"round"]) or b"--db" not in cmdline[:-1]:
             continue
         db = cmdline[cmdline.index(b"--db") + 1].decode(errors="replace")
         if (cwd / db).resolve() == Path(store.path).resolve():
             live.append(run.id)
     return live
+
+
+def _live_rounds(store) -> Iterator[tuple[Run, list[bytes]]]:
+    """Unfinished runs whose process is alive and runs `python -m training round`, with its command line."""
+    for run in store.list_runs():
+        if run.status in FINAL_RUN_STATUSES or run.pid is None or not pid_alive(run.pid):
+            continue
+        try:
+            cmdline = Path(f"/proc/{run.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if _contains(cmdline, [b"-m", b"training", b"round"]):
+            yield run, cmdline
 
 
 def _contains(items: list[bytes], run: list[bytes]) -> bool:
