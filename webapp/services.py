@@ -3,8 +3,8 @@ generation jobs.
 
 Built once by app.py (or with fakes by the tests). Holds the operations that touch both the store and the model
 service: which versions can be served, promoting (hot-swap + store + audit), deciding human sign-off gates, and the
-background poller that follows the store's active version; plus a few the tabs share (chat thumbs, compare, export,
-the round form). Candidate generation lives in webapp/jobs.py, the gate's read side in webapp/gates.py.
+background poller that follows the store's active version; plus a few the tabs share (compare, export, the round
+form, the first-run checklist). Candidate generation lives in webapp/jobs.py, the gate's read side in webapp/gates.py.
 """
 
 import logging
@@ -18,16 +18,15 @@ from typing import Protocol
 from feedback_db.importers import STARTER_PROMPTS
 from feedback_db.models import Agreement, DataCheck, ImportReport, WinRate
 from feedback_db.store import FeedbackStore
-from feedback_db.vocab import VIEWER
 from training.generation import Request
 from training.round import RoundConfig, stage_hyperparameters
-from webapp import gates, limits
+from webapp import gates
 from webapp.auth import Auth
-from webapp.chat_answers import ChatAnswers, KeptAnswer
+from webapp.chat_answers import ChatAnswers
 from webapp.jobs import GenerationJobs
 from webapp.serving.errors import BASE, VersionLoadError
 from webapp.serving.protocol import Models
-from webapp.usage_limits import UsageLimits, fit_context
+from webapp.usage_limits import UsageLimits
 
 log = logging.getLogger("tuneloop.webapp")
 
@@ -187,30 +186,6 @@ class Services:
                 self.promote(version.name, "evaluation-gate")
             decided.append(version.name)
         return decided
-
-    def chat_input(self, conversation: list[dict]) -> tuple[list[dict], str | None]:
-        """The conversation cut to the model's input budget: (messages, a notice of what was left out)."""
-        def count(messages: list[dict]) -> int:
-            return len(self.models.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-
-        return fit_context(conversation, count)
-
-    def record_chat_thumbs(self, kept: KeptAnswer, liked: bool, username: str, role: str) -> int:
-        """A thumbs on an answer the server kept: store its full conversation as the prompt, the answer as a
-        response (once per answer), then the rating. Viewers' ratings get source `viewer_chat` (no training
-        unless an admin includes them)."""
-        for message in kept.messages:
-            limits.check_text("Chat message", message["content"], limits.MAX_HISTORY_CHARS)
-        response_id = kept.response_id
-        with self.store.transaction():
-            if response_id is None:
-                prompt_id = self.store.add_prompt(kept.messages[-1]["content"], source="chat", messages=kept.messages)
-                settings = {**kept.settings, "source": "chat"}
-                response_id = self.store.add_response(prompt_id, kept.answer, kept.version, settings)
-            source = "viewer_chat" if role == VIEWER else "chat"
-            rating_id = self.store.add_rating(response_id, username, thumbs=1 if liked else 0, source=source)
-        kept.response_id = response_id
-        return rating_id
 
     def compare(self, a: str, b: str, prompts: list, max_new_tokens: int = 128,
                 progress: Callable[[int, int], None] | None = None) -> list[list[str]]:

@@ -11,6 +11,7 @@ import gradio as gr
 
 from webapp import limits
 from webapp.auth import EVERYONE
+from webapp.chat_answers import chat_input, record_thumbs
 from webapp.serving.errors import VersionLoadError
 from webapp.usage_limits import cap_history
 
@@ -49,8 +50,8 @@ def build_chat_tab(services) -> None:
             raise gr.Error("Type a message first.")
         name = resolve(version)
         conversation = cap_history([*(served or {}).get("messages", []), {"role": "user", "content": message}])
-        model_input, notice = services.chat_input([{"role": m["role"], "content": m["content"]}
-                                                   for m in conversation])
+        model_input, notice = chat_input(services.models.tokenizer,
+                                         [{"role": m["role"], "content": m["content"]} for m in conversation])
         if notice:
             gr.Warning(notice)
         settings = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature)}
@@ -85,7 +86,7 @@ def build_chat_tab(services) -> None:
         kept = services.answers.get(user.username, answer_id) if answer_id else None
         if kept is None:
             raise gr.Error("Only a finished answer this chat gave you can be rated.")
-        services.record_chat_thumbs(kept, bool(data.liked), user.username, user.role)
+        record_thumbs(services.store, kept, bool(data.liked), user.username, user.role)
         gr.Info("Thanks, feedback saved.")
 
     with gr.Row():
