@@ -2,7 +2,8 @@
 
 Admin › Data queues a job (`GenerationJobs.start`) for one worker thread and returns at once; progress, tokens/s and
 ETA go to the store's generation_jobs row, which the tab polls; `cancel` stops a job between two answers (the
-answers stored so far stay). The first-run panel calls `generate_candidates` directly.
+answers stored so far stay). The first-run panel calls `generate_candidates` directly; Admin › Versions' Compare
+calls `compare`.
 """
 
 import logging
@@ -26,6 +27,23 @@ class GenerationJobs:
         self._queue: queue.Queue = queue.Queue(maxsize=JOB_QUEUE)
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    def compare(self, a: str, b: str, prompts: list, max_new_tokens: int = 128,
+                progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
+        """Greedy answers of versions `a` and `b` to each prompt: [[prompt, answer a, answer b], ...]."""
+        self._ensure_loaded(a)
+        self._ensure_loaded(b)
+        requests = [Request(p.as_messages(), max_new_tokens, adapter=v) for p in prompts for v in (a, b)]
+        finished = 0
+
+        def answered(i: int, result) -> None:
+            nonlocal finished
+            finished += 1
+            if progress:
+                progress(finished // 2, len(prompts))
+
+        results = self.models.generate_many(requests, on_result=answered)
+        return [[p.text, results[2 * i].text, results[2 * i + 1].text] for i, p in enumerate(prompts)]
 
     def start(self, prompt_ids: list[int], versions: list[str], samples: int, max_new_tokens: int,
                              temperature: float, mode: str, username: str, ab_pair: bool = False) -> int:

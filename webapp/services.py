@@ -3,7 +3,7 @@ generation jobs.
 
 Built once by app.py (or with fakes by the tests). Holds the operations that touch both the store and the model
 service: which versions can be served, promoting (hot-swap + store + audit), deciding human sign-off gates, and the
-background poller that follows the store's active version; plus a few the tabs share (compare, export, the round
+background poller that follows the store's active version; plus a few the tabs share (export, the round
 form, the first-run checklist). Candidate generation lives in webapp/jobs.py, the gate's read side in webapp/gates.py.
 """
 
@@ -18,7 +18,6 @@ from typing import Protocol
 from feedback_db.importers import STARTER_PROMPTS
 from feedback_db.models import Agreement, DataCheck, ImportReport, WinRate
 from feedback_db.store import FeedbackStore
-from training.generation import Request
 from training.round import RoundConfig, stage_hyperparameters
 from webapp import gates
 from webapp.auth import Auth
@@ -186,23 +185,6 @@ class Services:
                 self.promote(version.name, "evaluation-gate")
             decided.append(version.name)
         return decided
-
-    def compare(self, a: str, b: str, prompts: list, max_new_tokens: int = 128,
-                progress: Callable[[int, int], None] | None = None) -> list[list[str]]:
-        """Greedy answers of versions `a` and `b` to each prompt: [[prompt, answer a, answer b], ...]."""
-        self.ensure_loaded(a)
-        self.ensure_loaded(b)
-        requests = [Request(p.as_messages(), max_new_tokens, adapter=v) for p in prompts for v in (a, b)]
-        finished = 0
-
-        def answered(i: int, result) -> None:
-            nonlocal finished
-            finished += 1
-            if progress:
-                progress(finished // 2, len(prompts))
-
-        results = self.models.generate_many(requests, on_result=answered)
-        return [[p.text, results[2 * i].text, results[2 * i + 1].text] for i, p in enumerate(prompts)]
 
     def export_version(self, name: str, merged: bool, username: str) -> tuple[Path, Path | None]:
         """Export a version under data/exports/ (training.export; the client never picks a server path).

@@ -103,8 +103,8 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
             raise gr.Error("No held-out prompts: import prompts with split=heldout first.")
         try:
             with services.usage.slot(admin.username, "compare"):
-                rows = services.compare(a, b, prompts,
-                                        progress=lambda done, total: progress((done, total), unit="answers"))
+                rows = services.jobs.compare(a, b, prompts,
+                                             progress=lambda done, total: progress((done, total), unit="answers"))
         except VersionLoadError as err:
             raise gr.Error(str(err)) from err
         return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
