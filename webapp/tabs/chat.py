@@ -48,14 +48,15 @@ def build_chat_tab(services) -> None:
         limits.check_text("Message", message, limits.MAX_CHAT_CHARS)
         if not message.strip():
             raise gr.Error("Type a message first.")
-        name = resolve(version)
-        conversation = cap_history([*(served or {}).get("messages", []), {"role": "user", "content": message}])
-        model_input, notice = chat_input(services.models.tokenizer,
-                                         [{"role": m["role"], "content": m["content"]} for m in conversation])
-        if notice:
-            gr.Warning(notice)
-        settings = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature)}
+        # the per-user limits first: a refused request (a flood) costs no tokenizing and no version lookup
         with services.usage.slot(user.username, lane):
+            name = resolve(version)
+            conversation = cap_history([*(served or {}).get("messages", []), {"role": "user", "content": message}])
+            model_input, notice = chat_input(services.models.tokenizer,
+                                             [{"role": m["role"], "content": m["content"]} for m in conversation])
+            if notice:
+                gr.Warning(notice)
+            settings = {"max_new_tokens": int(max_new_tokens), "temperature": float(temperature)}
             text = ""
             for text in services.models.stream(model_input, version=name, **settings):
                 messages = [*conversation, {"role": "assistant", "content": text}]
