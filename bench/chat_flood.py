@@ -83,10 +83,14 @@ def probe(url: str, seconds: float, every_s: float, ttfts: list[float], stop: th
         time.sleep(max(0.0, every_s - (time.monotonic() - started)))
 
 
-def flood(url: str, session: str, stop: threading.Event, outcomes: list[str]) -> None:
+def flood(url: str, session: str, stop: threading.Event, outcomes: list[str], clients: list) -> None:
     client = login(url, "flooder")
+    clients.append(client)
     while not stop.is_set():
-        outcome, _, _ = chat(client, session, LONG_MESSAGE, HUGE_HISTORY, 1024, 0.7)
+        try:
+            outcome, _, _ = chat(client, session, LONG_MESSAGE, HUGE_HISTORY, 1024, 0.7)
+        except (httpx.HTTPError, RuntimeError):  # closed by main() when the flood ends
+            return
         outcomes.append(outcome)
 
 
@@ -118,14 +122,17 @@ def main() -> None:
         stop = threading.Event()
         # one session (browser tab) per connection: Gradio's /call/ streams of one session_hash running in parallel
         # break each other (KeyError in sse_stream, streams left open); the limits are per user, not per tab
-        flooders = [threading.Thread(target=flood, args=(url, uuid.uuid4().hex[:11], stop, outcomes))
+        clients: list[httpx.Client] = []
+        flooders = [threading.Thread(target=flood, args=(url, uuid.uuid4().hex[:11], stop, outcomes, clients))
                     for _ in range(args.threads)]
         for thread in flooders:
             thread.start()
         probe(url, args.flood_s, args.probe_every_s, flooded, threading.Event())
         stop.set()
+        for client in clients:  # end the flooder's streams (the app cancels their generation) instead of waiting
+            client.close()
         for thread in flooders:
-            thread.join()
+            thread.join(60)
     finally:
         stop_app(app)
     counts = {name: outcomes.count(name) for name in sorted(set(outcomes))}
