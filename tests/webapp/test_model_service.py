@@ -292,3 +292,46 @@ def test_chats_join_a_running_job_batch_and_answer_as_alone(service: ModelServic
     assert chat == alone[1]
     assert [r.text for r in service.generate_many([Request(q, max_new_tokens=12) for q in questions])] == alone
     assert not any(service._in_use.values())  # every version it used is released
+
+
+def test_a_lone_greedy_answer_is_the_same_before_and_after_other_requests(
+        base_model_path: str, random_adapters: dict[str, Path]) -> None:
+    """Issue 14: a lone temperature-0 chat must not depend on what the engine decoded before it (rows that finished,
+    were cancelled mid-answer or joined a running batch, other versions, a spare slot added meanwhile)."""
+    from training.generation import Request
+
+    question = [{"role": "user", "content": "Name a colour."}]
+    tokenizer = load_tokenizer(base_model_path)
+    ids = tokenizer.apply_chat_template(question, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    plain = PeftModel.from_pretrained(load_causal_lm(base_model_path), str(random_adapters["a"])).eval()
+    with torch.inference_mode():
+        out = plain.generate(**ids, max_new_tokens=16, do_sample=False)
+    reference = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    service = ModelService(base_model_path)
+    service.activate("v1", random_adapters["a"])
+    alone = service.generate(question, max_new_tokens=16)
+    assert alone == reference  # plain transformers generate on the same weights
+
+    service.load_version("v2", random_adapters["b"])
+    others = [[{"role": "user", "content": q}] for q in
+              ("Write a long story about a dragon who learns to bake bread in a small mountain village.", "Hi",
+               "What is 2+2?", "List ten animals that live in the sea, with one fact about each.")]
+
+    def cancelled_midway(messages: list[dict]) -> None:
+        tokens = service.stream(messages, version="v2", max_new_tokens=40)
+        next(tokens), next(tokens), next(tokens)
+        tokens.close()  # the client went away: its row leaves the batch at the next step
+
+    requests = [Request(q, max_new_tokens=n, adapter=v)
+                for q, n in zip(others, (30, 5, 12, 20), strict=True) for v in ("v1", "v2", BASE)]
+    job = threading.Thread(target=service.generate_many, args=(requests,))
+    chats = [threading.Thread(target=cancelled_midway, args=(q,)) for q in others[::3]]
+    for worker in (job, *chats):
+        worker.start()
+    service.generate(question, max_new_tokens=16)  # joins the running batch (mixed versions: rounding may differ)
+    for worker in (job, *chats):
+        worker.join()
+    assert service.prepare_spare()
+    assert service.generate(question, max_new_tokens=16) == alone
+    assert not any(service._in_use.values())
