@@ -18,10 +18,11 @@ another order (other matrix shapes), so a near-tie between two tokens can flip a
 """
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from peft import PeftModel
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from training.hardware import device
@@ -77,10 +78,19 @@ Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache, list
 
 
 def model_forward(model: torch.nn.Module) -> Forward:
-    """The forward pass of a causal LM (or a PeftModel, which takes one adapter name per row)."""
+    """The forward pass of a causal LM (or a PeftModel, which takes one adapter name per row).
+
+    A PeftModel batch whose rows all run one adapter selects it (PEFT's set_adapter, frozen) and takes PEFT's plain
+    LoRA path: its mixed-batch path gathers and scatters every LoRA layer's rows by adapter, even for one adapter.
+    `generate` puts the caller's adapter selection back when it is done."""
 
     def forward(input_ids, attention_mask, position_ids, cache, adapters):
-        extra = {"adapter_names": adapters} if adapters is not None else {}
+        extra = {}
+        if adapters is not None and isinstance(model, PeftModel) and len(set(adapters)) == 1:
+            if model.active_adapters != adapters[:1]:
+                model.set_adapter(adapters[0], inference_mode=True)
+        elif adapters is not None:
+            extra = {"adapter_names": adapters}
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                     use_cache=True, logits_to_keep=1, **extra)
         return out.logits[:, -1].float(), out.cache
@@ -232,10 +242,12 @@ def generate(model: torch.nn.Module | Forward, tokenizer: PreTrainedTokenizerBas
     turns true, decoding stops and the unfinished requests' results are None."""
     forward = model if not isinstance(model, torch.nn.Module) else model_forward(model)
     batch = Batch(forward, stop_ids(tokenizer), tokenizer.pad_token_id or 0, guard)
-    waiting = [Row(r, prompt_ids(tokenizer, r.messages)) for r in requests]
-    order = {id(row): i for i, row in enumerate(waiting)}
-    waiting.reverse()  # pop() from the end takes them in request order
-    results: list[Result | None] = [None] * len(waiting)
+    rows = [Row(r, prompt_ids(tokenizer, r.messages)) for r in requests]
+    order = {id(row): i for i, row in enumerate(rows)}
+    waiting = rows[::-1]  # pop() from the end takes them in request order
+    if max_batch > 1:  # admitted by adapter, then prompt length: one-adapter batches (PEFT's plain path), less padding
+        waiting.sort(key=lambda r: (r.request.adapter or "", len(r.prompt_ids)), reverse=True)
+    results: list[Result | None] = [None] * len(rows)
 
     def finish(rows: list[Row]) -> None:
         for row in rows:
@@ -245,15 +257,33 @@ def generate(model: torch.nn.Module | Forward, tokenizer: PreTrainedTokenizerBas
             if on_result:
                 on_result(i, results[i])
 
-    while waiting or batch.rows:
-        if cancelled and cancelled():
-            break
-        free = max_batch - len(batch.rows)
-        # refill when a quarter of the batch is free (or it is empty): fewer, larger prefills
-        if waiting and (free >= max(1, max_batch // 4) or not batch.rows):
-            joining = [waiting.pop() for _ in range(min(free, len(waiting)))]
-            for _ in batch.admit(joining):
-                pass
-            finish([r for r in joining if r.done])
-        finish(batch.step())
+    with _keeps_adapter_selection(model):
+        while waiting or batch.rows:
+            if cancelled and cancelled():
+                break
+            free = max_batch - len(batch.rows)
+            # refill when a quarter of the batch is free (or it is empty): fewer, larger prefills
+            if waiting and (free >= max(1, max_batch // 4) or not batch.rows):
+                joining = [waiting.pop() for _ in range(min(free, len(waiting)))]
+                for _ in batch.admit(joining):
+                    pass
+                finish([r for r in joining if r.done])
+            finish(batch.step())
     return results
+
+
+@contextmanager
+def _keeps_adapter_selection(model: torch.nn.Module | Forward) -> Iterator[None]:
+    """Put a PeftModel's active adapter and its parameters' requires_grad back as they were (model_forward selects
+    the adapter of a one-adapter batch)."""
+    if not isinstance(model, PeftModel):
+        yield
+        return
+    active, trainable = model.active_adapter, {p: p.requires_grad for p in model.parameters()}
+    try:
+        yield
+    finally:
+        if model.active_adapter != active:
+            model.set_adapter(active)
+        for param, flag in trainable.items():
+            param.requires_grad_(flag)
