@@ -9,11 +9,15 @@ side in one run, alternating, for each number of prompts:
 - hf batched: `model.generate` on left-padded batches of `--max-batch` prompts, one version per batch (the best
   plain contender);
 - ours (one batch per version): training.generation with every row on the same adapter (the app's slots);
-- ours (mixed): training.generation, rows of both versions in one batch (PEFT adapter_names per row).
+- ours (mixed): training.generation, one call for both versions' requests (rows carry their adapter; it admits
+  them grouped by adapter, so the two versions share a batch, through PEFT's adapter_names, where one version's rows
+  end and the other's begin).
 tokens/s counts new tokens. "identical" is the share of answers equal to the sequential path's (greedy: they differ
-only where float rounding in a padded batch flips a near-tie). The last line, batched_vs_sequential=<ratio>, is
-ours (mixed) vs sequential at the largest size. Last row: 8 concurrent chats through the model service (continuous
-batching) vs 1 chat, aggregate decode tokens/s, and the 8 chats' p99 time to first token.
+only where float rounding in a padded batch flips a near-tie). The headline row compares the better of ours with
+the best plain contender (hf batched, in practice); the last two lines are ours_vs_best_plain=<ratio> and
+batched_vs_sequential=<ratio> (ours, mixed, vs sequential), both at the largest size. Last row: 8 concurrent chats
+through the model service (continuous batching) vs 1 chat, aggregate decode tokens/s, and the 8 chats' p99 time to
+first token.
 """
 
 import argparse
@@ -160,7 +164,7 @@ def main() -> None:
         args.max_new_tokens, args.repeats = 12, 1
     path = base_model_path()
     tokenizer, model = load_tokenizer(path), two_versions(path)
-    rows, ratio = [], float("nan")
+    rows, ratio, ours_vs_best_plain = [], float("nan"), float("nan")
     for size in (int(s) for s in args.sizes.split(",")):
         contenders = contenders_for(model, tokenizer, prompts(size), args.max_new_tokens, args.max_batch)
         results = alternate(contenders, args.repeats)
@@ -172,8 +176,12 @@ def main() -> None:
                          rates[name] / rates["hf batched generate"], f"{same:.0%}"])
         ratio = rates["ours, mixed versions"] / rates["sequential generate"]
         best = max(rates["ours, mixed versions"], rates["ours, one batch per version"])
+        best_plain = max(rates["sequential generate"], rates["hf batched generate"])
+        ours_vs_best_plain = best / best_plain
         rows.append([size, "target: ours vs sequential", "", best / rates["sequential generate"], "",
                      f">= {TARGET}x: {verdict(best / rates['sequential generate'], TARGET)}"])
+        rows.append([size, "headline: ours vs best plain contender", "", "", ours_vs_best_plain,
+                     f">= 1x: {verdict(ours_vs_best_plain, 1.0)}"])
     del model
     service = ModelService(path)
     alone = alternate({"1 chat": lambda: chats(service, 1, args.max_new_tokens * 2),
@@ -187,6 +195,7 @@ def main() -> None:
            f"{args.max_batch}, {args.repeats} repeat(s), threads {torch.get_num_threads()}",
            ["prompts", "contender", "new tokens/s", "vs sequential", "vs hf batched", "identical to sequential"],
            rows)
+    print(f"ours_vs_best_plain={ours_vs_best_plain:.2f}")
     print(f"batched_vs_sequential={ratio:.2f}")
 
 
