@@ -78,7 +78,9 @@ def build_ui(services) -> gr.Blocks:
             gr.Markdown("## Tuneloop")
             banner_md = gr.Markdown(elem_id="tl-banner")
             who = gr.Markdown()
-            guide = gr.Button("First-run guide", size="sm", scale=0, min_width=140, visible=False, elem_id="ob-open")
+            # a column keeps the button its own height in the equal-height row; shown to admins only
+            with gr.Column(scale=0, min_width=150, visible=False) as guide_box:
+                guide = gr.Button("First-run guide", size="sm", elem_id="ob-open")
             gr.HTML(LOGOUT_FORM)
         onboarding, steps, to_review, close = build_onboarding(services)
         with gr.Tabs() as tabs:
@@ -94,7 +96,7 @@ def build_ui(services) -> gr.Blocks:
                 build_stats_tab(services, stats_tab)
         demo.load(session, None, [who, banner_md, review_tab, admin_tab, rounds_timer],
                   api_name=auth.endpoint("session", *EVERYONE))
-        demo.load(onboarding_show, None, [onboarding, steps, guide],
+        demo.load(onboarding_show, None, [onboarding, steps, guide_box],
                   api_name=auth.endpoint("onboarding_show", *EVERYONE))
         guide.click(onboarding_open, None, [onboarding, steps], api_name=auth.endpoint("onboarding_open", *ADMINS))
         close.click(lambda: gr.update(visible=False), None, onboarding, api_visibility="private")

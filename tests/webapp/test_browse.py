@@ -22,7 +22,7 @@ def test_browse_filter_open_move_exclude_restore(demo, store):
     store.add_comparison(a, b, "a", "rita")
     store.add_comparison(a, b, "b", "alice")
     table, summary = search(demo, disagreement=True)
-    assert list(table.id) == [prompt_id] and summary.startswith("1 prompts match")
+    assert list(table.id) == [prompt_id] and summary.startswith("1 prompt matches")
     assert list(search(demo, search="another")[0].prompt) == ["Another question"]
     with pytest.raises(gr.Error, match="YYYY-MM-DD"):
         search(demo, since="yesterday")

@@ -15,8 +15,9 @@ from tests.webapp.test_handlers import add_pair
 def test_admin_form_reaches_the_reviewer_and_answers_are_stored_exported_and_excluding(demo, store):
     call(demo, "form_guidelines", "pairwise", "Prefer **short** answers <script>x()</script>", user="alice")
     call(demo, "form_add_criterion", "factually accurate", "Every claim is true", "scale", False, user="alice")
-    table, _, _ = call(demo, "form_add_criterion", "personal data", "Names, phones", "flag", True, user="alice")
-    assert list(table.name) == ["factually accurate", "personal data"]
+    table, _, name, description = call(demo, "form_add_criterion", "personal data", "Names, phones", "flag", True,
+                                       user="alice")
+    assert list(table.name) == ["factually accurate", "personal data"] and name == description == ""  # form cleared
     with pytest.raises(gr.Error, match="only a yes/no flag"):
         call(demo, "form_add_criterion", "x", "", "scale", True, user="alice")
     with pytest.raises(gr.Error, match="Permission denied"):

@@ -44,7 +44,8 @@ def build_browse_tab(services, tab: gr.Tab) -> None:
         table = pd.DataFrame([[r.id, r.split, r.source, r.text[:120], r.responses, r.judgments,
                                "yes" if r.excluded else "", r.created[:16]] for r in rows], columns=COLUMNS)
         pages = max(math.ceil(total / PAGE_SIZE), 1)
-        return table, f"{total} prompts match · page {max(int(page or 1), 1)} of {pages}"
+        matches = "1 prompt matches" if total == 1 else f"{total} prompts match"
+        return table, f"{matches} · page {max(int(page or 1), 1)} of {pages}"
 
     def detail(prompt_id: int) -> str:
         prompt = store.get_prompt(prompt_id)
@@ -123,13 +124,15 @@ def build_browse_tab(services, tab: gr.Tab) -> None:
         page = gr.Number(1, label="Page", precision=0, minimum=1, scale=1)
         go = gr.Button("Search", variant="primary", scale=1, elem_id="browse-go")
     summary = gr.Markdown()
-    table = gr.Dataframe(pd.DataFrame(columns=COLUMNS), interactive=False, wrap=True, elem_id="browse-table")
-    with gr.Row():
+    table = gr.Dataframe(pd.DataFrame(columns=COLUMNS), interactive=False, wrap=True, elem_id="browse-table",
+                         column_widths=["6%", "8%", "16%", "38%", "8%", "9%", "8%", "14%"])
+    with gr.Row(equal_height=True):
         prompt_id = gr.Number(label="Prompt id", precision=0, scale=1, elem_id="browse-id")
         open_btn = gr.Button("Open", scale=1)
         to_train = gr.Button("Move to train", scale=1)
         to_heldout = gr.Button("Move to held-out", scale=1)
-        reason = gr.Textbox(label="Why exclude (kept in the audit log)", scale=3)
+    with gr.Row(equal_height=True):
+        reason = gr.Textbox(label="Why exclude (kept in the audit log)", scale=4)
         exclude = gr.Button("Exclude from training", variant="stop", scale=1)
         restore = gr.Button("Restore", scale=1)
     shown = gr.Markdown(elem_id="browse-detail")

@@ -8,6 +8,7 @@ import pandas as pd
 
 from webapp import limits
 from webapp.auth import ADMINS
+from webapp.tabs.review import GUIDELINES
 
 MODES = [("Single answer", "single"), ("Blind A/B", "pairwise"), ("Ranking", "ranking")]
 KINDS = [("1–5 scale", "scale"), ("yes/no flag", "flag")]
@@ -42,7 +43,7 @@ def build_review_form_tab(services, tab: gr.Tab) -> None:
         return f"Guidelines for the {mode} queue saved; reviewers see them on their next item."
 
     def form_add_criterion(name: str, description: str, kind: str, excludes: bool,
-                           request: gr.Request) -> tuple[pd.DataFrame, dict, str]:
+                           request: gr.Request) -> tuple[pd.DataFrame, dict, str, str]:
         admin = auth.require(request, *ADMINS)
         limits.check_text("Criterion name", name, MAX_NAME_CHARS)
         limits.check_text("Criterion description", description, MAX_DESCRIPTION_CHARS)
@@ -52,7 +53,7 @@ def build_review_form_tab(services, tab: gr.Tab) -> None:
             raise gr.Error(f"Criterion not added: {err}") from err
         store.audit(admin.username, "add_criterion", {"name": criterion.name, "kind": kind, "excludes": excludes})
         names = [c.name for c in store.list_criteria()]
-        return criteria_table(), gr.update(choices=names, value=None), ""
+        return criteria_table(), gr.update(choices=names, value=None), "", ""
 
     def form_retire(name: str | None, request: gr.Request) -> tuple[pd.DataFrame, dict]:
         admin = auth.require(request, *ADMINS)
@@ -66,15 +67,15 @@ def build_review_form_tab(services, tab: gr.Tab) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             mode = gr.Radio(MODES, value="pairwise", label="Queue")
-            guidelines = gr.Textbox(label="Guidelines (Markdown; empty = the built-in ones)", lines=8,
-                                    elem_id="form-guidelines")
+            guidelines = gr.Textbox(label="Guidelines (Markdown; empty = the built-in ones, shown greyed)", lines=8,
+                                    placeholder=GUIDELINES.strip(), elem_id="form-guidelines")
             save = gr.Button("Save guidelines", variant="primary")
             saved = gr.Markdown()
         with gr.Column(scale=3):
             criteria = gr.Dataframe(pd.DataFrame(columns=CRITERIA_COLUMNS), label="Criteria on the form",
-                                    interactive=False, elem_id="form-criteria")
+                                    interactive=False, wrap=True, elem_id="form-criteria")
             name = gr.Textbox(label="Name (e.g. factually accurate)", elem_id="form-name")
-            description = gr.Textbox(label="Description shown to reviewers")
+            description = gr.Textbox(label="Description shown to reviewers", elem_id="form-description")
             with gr.Row():
                 kind = gr.Radio(KINDS, value="scale", label="Answer")
                 excludes = gr.Checkbox(label="A yes keeps the prompt out of training (flags only)")
@@ -86,6 +87,6 @@ def build_review_form_tab(services, tab: gr.Tab) -> None:
     gr.on([tab.select, mode.change], form_load, mode, [guidelines, criteria, retire_pick],
           api_name=auth.endpoint("form_load", *ADMINS))
     save.click(form_guidelines, [mode, guidelines], saved, api_name=auth.endpoint("form_guidelines", *ADMINS))
-    add.click(form_add_criterion, [name, description, kind, excludes], [criteria, retire_pick, name],
+    add.click(form_add_criterion, [name, description, kind, excludes], [criteria, retire_pick, name, description],
               api_name=auth.endpoint("form_add_criterion", *ADMINS))
     retire.click(form_retire, retire_pick, [criteria, retire_pick], api_name=auth.endpoint("form_retire", *ADMINS))

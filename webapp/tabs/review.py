@@ -187,7 +187,9 @@ def build_review_tab(services) -> None:
             guidelines_md = gr.Markdown(f"{GUIDELINES}\n\n{KEYS}", elem_id="rv-guidelines")
         mine_md = gr.Markdown(elem_id="rv-mine")
         item, form = gr.State(None), gr.State([])
-        prompt_md = gr.Markdown("Press **Next item** to start.")
+        prompt_md = gr.Markdown("Press **Next item** to start.", elem_id="rv-prompt")
+        with gr.Row():  # the admin's criteria, above the answers: they go with the vote, so answer them first
+            slots = [gr.Radio([], visible=False, elem_id=f"rv-criterion-{i}") for i in range(MAX_CRITERIA)]
         with gr.Group(visible=False) as single_box:
             single_md = gr.Markdown(elem_classes="tl-response")
             with gr.Row():
@@ -199,10 +201,10 @@ def build_review_tab(services) -> None:
             with gr.Row(equal_height=True):
                 with gr.Column():
                     gr.Markdown("**Answer A**")
-                    a_md = gr.Markdown(elem_classes="tl-response")
+                    a_md = gr.Markdown(elem_classes="tl-response", elem_id="rv-answer-a")
                 with gr.Column():
                     gr.Markdown("**Answer B**")
-                    b_md = gr.Markdown(elem_classes="tl-response")
+                    b_md = gr.Markdown(elem_classes="tl-response", elem_id="rv-answer-b")
             with gr.Row():
                 a_btn = gr.Button("A is better (a)", elem_id="rv-a", variant="primary")
                 b_btn = gr.Button("B is better (b)", elem_id="rv-b", variant="primary")
@@ -217,8 +219,6 @@ def build_review_tab(services) -> None:
             which = gr.Dropdown(label="Improve answer", choices=[])
             correction = gr.Textbox(label="Better answer (Markdown)", lines=6)
             correct_btn = gr.Button("Save correction")
-        with gr.Row():
-            slots = [gr.Radio([], visible=False, elem_id=f"rv-criterion-{i}") for i in range(MAX_CRITERIA)]
         with gr.Row():
             skip = gr.Button("Skip (s)", elem_id="rv-skip", size="sm")
             undo = gr.Button("Undo my last judgment", elem_id="rv-undo", size="sm")
