@@ -145,3 +145,9 @@ def test_plain_text_shows_the_text_itself_in_a_list_item(payload):
 def test_fuzzed_plain_text_is_only_text(text):
     shown = shown_in_list_item(text)
     assert shown.tags == ["ul", "li"] and shown.text.strip() == " ".join(f"excluded by alice: {text}".split())
+
+
+@pytest.mark.parametrize("fence", ["```<\nx\n```", "```py\nx\n```", '```" onclick="alert(1)\nx\n```'])
+def test_a_fence_info_string_becomes_no_class_attribute(fence):
+    # found by the fuzzer: ```< rendered <code class="language-<">
+    assert problems(fence) == []

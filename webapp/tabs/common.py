@@ -20,6 +20,17 @@ def _safe_link(url: str) -> bool:
 # `![x](url)` stays text); links only to http(s)/mailto (reference links and autolinks go through the same check).
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": False}).disable("image")
 _MD.validateLink = _safe_link
+_render_fence = _MD.renderer.rules["fence"]
+
+
+def _fence_without_language(self, tokens, idx, options, env) -> str:
+    # a fence's info string (```<anything>) would become <code class="language-<anything>">: user-chosen class
+    # names could borrow the page's own styles, so the code block is rendered without one
+    tokens[idx].info = ""
+    return _render_fence(tokens, idx, options, env)
+
+
+_MD.add_render_rule("fence", _fence_without_language)
 
 
 def safe_markdown(text: str) -> str:
