@@ -4,19 +4,23 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import gradio as gr
 import pytest
 import torch
 from huggingface_hub import ModelCard
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from tests.webapp.conftest import handler, make_services
 from training.__main__ import main as cli
 from training.export import check_free_space, export_version
 from training.recipes.sft import SFTRecipeConfig
 from training.recipes.sft import main as sft
 from training.sdk import Client
+from webapp.ui import build_ui
 
 QUESTION = "What is the capital of France?"
 SECRET = "Kestrel-4411 is a prompt only reviewers saw"
@@ -83,6 +87,18 @@ def test_export_adapter_and_merged_load_without_tuneloop(trained, data_dir: Path
                                        trained.get_version("v2-dpo").path)
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), served.state_dict().values(),
                                                  strict=True))
+
+    # the SDK and Admin › Versions › Export write the same adapter (the UI under data/exports/, plus a zip)
+    weights = (adapter_dir / "adapter_model.safetensors").read_bytes()
+    sdk_dir = Client(data_dir).get_model_adapter("v2-dpo").export(out / "sdk")
+    assert (sdk_dir / "adapter_model.safetensors").read_bytes() == weights
+    trained.create_user("alice", "a-long-password-2", "admin")
+    text, archive = handler(build_ui(make_services(trained, data_dir)), "versions_export")(
+        "v2-dpo", False, gr.Request(username="alice"))
+    assert "Exported **v2-dpo**" in text and Path(archive).parent == data_dir / "exports"
+    with zipfile.ZipFile(archive) as zipped:
+        assert zipped.read("adapter_model.safetensors") == weights and "README.md" in zipped.namelist()
+    assert trained.list_audit()[0].action == "export"
 
     # merged: plain transformers + pipeline in a process without Tuneloop; same greedy answer as the version
     merged_dir = export_version(trained, "v2-dpo", out / "m", merged=True)
