@@ -62,6 +62,33 @@ def test_killed_round_resumes_from_checkpoint_and_matches_uninterrupted(store, d
     assert not (data_dir / "runs" / str(run_id) / "checkpoints" / "sft").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_resume_keeps_the_finished_stage_and_reruns_only_the_killed_one(store, data_dir: Path):
+    """sft,dpo killed during dpo (no checkpoint yet): the resumed round keeps v1-sft (not trained again, its rows
+    untouched), trains dpo on it from step 0, and the run's metrics hold one set of rows per stage and step."""
+    request = RoundConfig(db=store.path, stages="sft,dpo", max_steps=2, evaluate=False, parent="base",
+                          stage_args={"dpo": {"eval_steps": 1}})
+    run_id = start_round(store, data_dir, request)
+    wait_for(lambda: (r := store.get_run(run_id)).stage == "dpo" and r.versions, timeout_s=600, every_s=0.1)
+    os.killpg(store.get_run(run_id).pid, signal.SIGKILL)
+    assert wait_for(lambda: poll_runs(store, data_dir), 60) == [run_id]
+    (sft_version,) = store.list_versions()
+    sft_rows = [(m.id, m.step) for m in store.run_metrics(run_id) if m.stage == "sft"]
+
+    resume_round(store, data_dir, run_id)
+    run = wait_for(lambda: (r := store.get_run(run_id)).status in ("succeeded", "failed") and r, 600)
+    assert run.status == "succeeded", run.error
+    log = (data_dir / "runs" / str(run_id) / "log.txt").read_text()
+    assert f"stage sft already done ({sft_version.name})" in log
+    assert [v.method for v in store.list_versions()] == ["sft", "dpo"] and run.versions[0] == sft_version.name
+    assert store.get_version(run.versions[1]).parent == sft_version.name
+    metrics = store.run_metrics(run_id)
+    assert [(m.id, m.step) for m in metrics if m.stage == "sft"] == sft_rows  # sft was not trained again
+    for key in ("loss", "eval_loss"):
+        assert [m.step for m in metrics if m.stage == "dpo" and key in m.metrics] == [1, 2], key
+
+
 def test_resume_refuses_a_finished_run(store, data_dir: Path):
     run_id = store.create_run(config={}, stages=["sft"], username="admin")
     store.update_run(run_id, status="succeeded")
