@@ -42,9 +42,11 @@ def test_sft_evaluates_heldout_stops_early_and_publishes_best(store, data_dir: P
     assert load_file(f"{version.path}/adapter_model.safetensors")
 
 
-def test_report_to_mlflow_logs_train_and_eval_metrics_to_a_local_file_store(store, data_dir: Path):
+def test_report_to_mlflow_logs_train_and_eval_metrics_to_a_local_file_store(store, data_dir: Path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TAGS"):
+        monkeypatch.delenv(name, raising=False)  # the recipe sets them in this process: gone again after the test
     torch.set_num_threads(1)
     prompt_id = store.add_prompt("Held-out question: what is 2 + 5?", split="heldout")
     store.add_demonstration(prompt_id, "2 + 5 is 7.")
