@@ -39,9 +39,10 @@ from bench.common import ROOT, base_model_path, markdown_table, offline, report
 from bench.write_load import free_port, start_app, stop_app
 from feedback_db.store import FeedbackStore
 from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm, load_tokenizer
-from training.evaluate import greedy_answers, load_policy
+from training.evaluate import greedy_answers
 from training.gate import wilson_interval
 from training.generation import Request, generate
+from training.versions import load_version_model
 
 PASSWORD = "bench-password-1"
 REVIEWERS = ("oracle1", "oracle2")
@@ -130,7 +131,7 @@ def generate_pairs(loop: Loop, base_model: str, tokenizer, max_new_tokens: int, 
     """Two sampled answers (temperature 1, top-p 0.95, seeded) of the active version to `count` random train
     prompts, decoded together by the app's batched generator and stored as responses (on-policy A/B)."""
     active = loop.store.active_version()
-    model = load_policy(base_model, active.path if active else None)
+    model = load_version_model(base_model, active.path if active else None).eval()
     name = active.name if active else "base"
     prompts = random.Random(seed).sample(loop.store.list_prompts(split="train"), count)
     requests = [Request(prompt.as_messages(), max_new_tokens=max_new_tokens, temperature=1.0, top_p=0.95,
@@ -177,7 +178,7 @@ def oracle_win_rate(loop: Loop, base_model: str, tokenizer, oracle: str, max_new
     chosen = loop.store.get_version(version) if version else loop.store.active_version()
     if chosen is None:
         return [None, None, None, 0, 0, 0]
-    policy, base = load_policy(base_model, chosen.path), load_causal_lm(base_model).eval()
+    policy, base = load_version_model(base_model, chosen.path).eval(), load_causal_lm(base_model).eval()
     tally = {"a": 0, "b": 0, "tie": 0}
     messages = [p.as_messages() for p in loop.store.list_prompts(split="heldout")]
     for (new, _), (old, _) in zip(greedy_answers(policy, tokenizer, messages, max_new_tokens),

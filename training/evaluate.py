@@ -26,13 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 
-from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm, load_tokenizer, resolve_base_model
+from training.base_model import DEFAULT_BASE_MODEL, load_tokenizer, resolve_base_model
 from training.gate import GatePolicy, decide
 from training.generation import Request, generate
 from training.hardware import device
-from training.versions import is_adapter_dir, load_reward_model
+from training.versions import load_reward_model, load_version_model
 
 JUDGES = ("auto", "human", "model", "none")
 
@@ -81,15 +80,6 @@ class EvaluateConfig:
     def policy(self) -> GatePolicy:
         return GatePolicy(self.min_decisive, self.min_heldout_prompts, self.judge_accuracy_floor,
                           self.trust_automatic_judge, self.auto_promote_online_rl, self.max_accuracy_drop)
-
-
-def load_policy(base_model: str, version_dir: str | Path | None) -> torch.nn.Module:
-    """A version as a plain causal LM for scoring/generation (a LoRA adapter is merged into its own base copy)."""
-    if version_dir is None:
-        return load_causal_lm(base_model).eval()
-    if is_adapter_dir(version_dir):
-        return PeftModel.from_pretrained(load_causal_lm(base_model), str(version_dir)).merge_and_unload().eval()
-    return load_causal_lm(str(version_dir)).eval()
 
 
 @torch.no_grad()
@@ -201,8 +191,8 @@ def main(cfg: EvaluateConfig) -> dict:
                   "policy": asdict(cfg.policy), "auto_promote": cfg.promote, "method": version.method}
 
     # 2. Both versions answer the sampled prompts
-    policy = load_policy(base_model, version.path)
-    other = load_policy(base_model, against.path if against else None)
+    policy = load_version_model(base_model, version.path).eval()
+    other = load_version_model(base_model, against.path if against else None).eval()
     messages = [p.as_messages() for p in prompts]
     answers = list(zip(greedy_answers(policy, tokenizer, messages, cfg.max_new_tokens),
                        greedy_answers(other, tokenizer, messages, cfg.max_new_tokens), strict=True))
@@ -211,7 +201,7 @@ def main(cfg: EvaluateConfig) -> dict:
     # 3. Like with like: both versions' implicit-reward accuracy on the same pairs against the base model
     accuracies = None
     if len(pairs) and against is not None:
-        reference = load_policy(base_model, None)
+        reference = load_version_model(base_model, None).eval()
         accuracies = (preference_accuracy(policy, reference, tokenizer, pairs)["accuracy"],
                       preference_accuracy(other, reference, tokenizer, pairs)["accuracy"])
         gate["preference_accuracy"] = {"pairs": len(pairs), "candidate": accuracies[0], "compared": accuracies[1],

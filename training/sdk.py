@@ -30,10 +30,8 @@ passes over 6 samples (loss 2.4 -> 1.1 -> 0.38); bench/tutorial_walltime.py time
 """
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -46,7 +44,15 @@ from feedback_db.vocab import MESSAGE_ROLES
 from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm, load_tokenizer, resolve_base_model
 from training.generation import Request, generate
 from training.hardware import device
-from training.versions import LORA_TARGETS, new_tmp_dir
+from training.versions import (
+    LORA_TARGETS,
+    load_version_model,
+    now,
+    provenance,
+    read_provenance,
+    replace_version,
+    write_provenance,
+)
 
 BATCH_SIZE = 2
 INIT_SEED = 0  # LoRA A matrices are random; a fixed seed makes a tutorial run reproducible
@@ -120,37 +126,36 @@ class BaseModel:
             lora = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS,
                               task_type="CAUSAL_LM")
             model = get_peft_model(load_causal_lm(self.path), lora)
-        provenance = {"name": name, "parent": None, "method": "sdk", "technique": "lora", "base_model": self.path,
-                      "config": config, "data_snapshot": {"source": "sdk", "samples": "samples.jsonl"},
-                      "metrics": _metrics([]), "created": _now()}
-        write_version(self.client.data_dir, path, model, None, provenance, samples=[])
+        record = provenance(name, parent=None, method="sdk", technique="lora", base_model=self.path, config=config,
+                            data_snapshot={"source": "sdk", "samples": "samples.jsonl"}, metrics=_metrics([]))
+        write_adapter(self.client.data_dir, path, model, None, record, samples=[])
         if existing is None:
             try:
                 store.register_version(name=name, parent=None, method="sdk", technique="lora", path=str(path),
                                        base_model=self.path, config=config,
-                                       data_snapshot=provenance["data_snapshot"], metrics=provenance["metrics"])
+                                       data_snapshot=record["data_snapshot"], metrics=record["metrics"])
             except ValueError:  # another process registered the name meanwhile
                 shutil.rmtree(path)
                 raise
         else:  # the store keeps a deleted adapter's row (it has no delete); the new adapter takes it over
             store.set_version_status(name, "candidate")
-            store.update_version_metrics(name, provenance["metrics"])
-        adapter = ModelAdapter(self.client, store.get_version(name))
-        adapter._model, adapter._tokenizer = model, load_tokenizer(self.path)
-        return adapter
+            store.update_version_metrics(name, record["metrics"])
+        return ModelAdapter(self.client, store.get_version(name), model, load_tokenizer(self.path))
 
 
 class ModelAdapter:
     """A LoRA version. The model loads on first use; SDK adapters (method "sdk") train, other versions only answer."""
 
-    def __init__(self, client: Client, version: ModelVersion) -> None:
+    def __init__(self, client: Client, version: ModelVersion, model: PeftModel | None = None,
+                 tokenizer: PreTrainedTokenizerBase | None = None) -> None:
+        """`model`/`tokenizer`: already in memory (a new adapter); else loaded on first use."""
         self.client = client
         self.id = self.name = version.name
         self.method = version.method
         self.base_model = version.base_model
         self.path = Path(version.path)
-        self._model: PeftModel | None = None
-        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._model = model
+        self._tokenizer = tokenizer
         self._optimizer: torch.optim.AdamW | None = None
 
     def __repr__(self) -> str:
@@ -195,11 +200,11 @@ class ModelAdapter:
             n_tokens += batch_tokens
         model.eval()
         result = FineTuneResponse(sum_loss=sum_loss, number_of_trainable_tokens=n_tokens)
-        provenance = self._provenance()
-        provenance["metrics"] = _metrics([*provenance["metrics"]["history"], _history_row(result, len(samples))])
-        provenance["updated"] = _now()
-        write_version(self.client.data_dir, self.path, model, optimizer, provenance, samples=conversations)
-        self.client.store.update_version_metrics(self.id, provenance["metrics"])
+        record = read_provenance(self.path)
+        record["metrics"] = _metrics([*record["metrics"]["history"], _history_row(result, len(samples))])
+        record["updated"] = now()
+        write_adapter(self.client.data_dir, self.path, model, optimizer, record, samples=conversations)
+        self.client.store.update_version_metrics(self.id, record["metrics"])
         return result
 
     def export(self, out_dir: str | Path, merged: bool = False) -> Path:
@@ -228,21 +233,17 @@ class ModelAdapter:
     def _load(self) -> tuple[PeftModel, PreTrainedTokenizerBase]:
         if self._model is None:
             self._tokenizer = load_tokenizer(self.base_model)
-            self._model = PeftModel.from_pretrained(load_causal_lm(self.base_model), str(self.path),
-                                                    is_trainable=self.method == "sdk")
+            self._model = load_version_model(self.base_model, self.path, trainable=self.method == "sdk", merge=False)
         return self._model, self._tokenizer
 
     def _load_optimizer(self) -> torch.optim.AdamW:
         if self._optimizer is None:
             trainable = [p for p in self._model.parameters() if p.requires_grad]
-            self._optimizer = torch.optim.AdamW(trainable, lr=self._provenance()["config"]["learning_rate"])
+            self._optimizer = torch.optim.AdamW(trainable, lr=read_provenance(self.path)["config"]["learning_rate"])
             state_file = self.path / "optimizer.pt"
             if state_file.is_file():
                 self._optimizer.load_state_dict(torch.load(state_file, map_location=device()))
         return self._optimizer
-
-    def _provenance(self) -> dict:
-        return json.loads((self.path / "tuneloop.json").read_text())
 
 
 # ----- samples ------------------------------------------------------------------------------------------------------
@@ -310,37 +311,22 @@ def collate(batch: list[tuple[list[int], list[bool]]], pad_id: int) -> tuple[tor
 
 
 # ----- versions on disk and in the registry ------------------------------------------------------------------------
-def write_version(data_dir: Path, path: Path, model: PeftModel, optimizer: torch.optim.Optimizer | None,
-                  provenance: dict, samples: list[list[dict]]) -> None:
-    """Write adapter, optimizer state, tuneloop.json and samples.jsonl (appended) to a temp dir; swap it into `path`.
-
-    A directory cannot be renamed over a non-empty one, so the old one is first moved onto an empty temp dir; a
-    crash between the two renames leaves the previous adapter in `versions/.tmp-<pid>-sdk-old-*`.
-    """
-    tmp = new_tmp_dir(data_dir, "sdk")
-    try:
+def write_adapter(data_dir: Path, path: Path, model: PeftModel, optimizer: torch.optim.Optimizer | None,
+                  record: dict, samples: list[list[dict]]) -> None:
+    """Adapter, optimizer state, tuneloop.json and samples.jsonl (appended), swapped into `path` atomically
+    (training.versions.replace_version)."""
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if (path / "samples.jsonl").is_file():
             shutil.copyfile(path / "samples.jsonl", tmp / "samples.jsonl")
-        call = provenance["metrics"]["fine_tune_calls"]
+        call = record["metrics"]["fine_tune_calls"]
         with open(tmp / "samples.jsonl", "a") as f:
             f.writelines(json.dumps({"call": call, "messages": m}) + "\n" for m in samples)
-        (tmp / "tuneloop.json").write_text(json.dumps(provenance, indent=2))
-        trash = new_tmp_dir(data_dir, "sdk-old") if path.exists() else None
-        if trash is not None:
-            os.replace(path, trash)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if trash is not None:
-        shutil.rmtree(trash)
+        write_provenance(tmp, record)
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    replace_version(data_dir, path, write, "sdk")
 
 
 def _is_chat_adapter(version: ModelVersion) -> bool:

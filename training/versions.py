@@ -1,4 +1,5 @@
-"""Model versions on disk: resolve a parent, load it for training, publish a finished output atomically.
+"""Model versions on disk, the one home of: resolving a parent, loading a version as a model (to train, to answer),
+publishing a finished output atomically, replacing an SDK adapter in place, and the provenance file they write.
 
 Every recipe writes into `data/versions/.tmp-<pid>-<method>-*` and calls `publish_version`, which writes
 `tuneloop.json` (provenance, see docs/ARCHITECTURE.md), renames the folder into `data/versions/<name>/` and
@@ -12,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +23,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from feedback_db.models import Snapshot
-from training.base_model import load_causal_lm_for_training
+from training.base_model import load_causal_lm, load_causal_lm_for_training
 from training.distributed import from_main
 from training.hardware import device, pick_dtype
 
@@ -32,6 +34,35 @@ _TMP_RE = re.compile(r"^\.tmp-(\d+)-")
 def read_provenance(version_dir: str | Path) -> dict:
     path = Path(version_dir) / "tuneloop.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def provenance(name: str, *, parent: str | None, method: str, technique: str, base_model: str, config: dict,
+               data_snapshot: Snapshot | dict | None, metrics: dict) -> dict:
+    """The tuneloop.json of a version (docs/ARCHITECTURE.md, "Model versions")."""
+    if isinstance(data_snapshot, Snapshot):
+        data_snapshot = data_snapshot.to_dict()
+    return {"name": name, "parent": parent, "method": method, "technique": technique, "base_model": base_model,
+            "config": config, "data_snapshot": data_snapshot, "metrics": metrics, "created": now()}
+
+
+def write_provenance(folder: Path, record: dict) -> None:
+    (folder / "tuneloop.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def load_version_model(base_model: str, version_dir: str | Path | None, trainable: bool = False,
+                       merge: bool = True) -> PreTrainedModel:
+    """A chat-model version as a causal LM: the base (None), the base + the version's LoRA adapter (merged into its
+    own copy of the base, or kept as a PeftModel with `merge=False`, trainable if asked), or its full weights."""
+    if version_dir is None:
+        return load_causal_lm(base_model)
+    if is_adapter_dir(version_dir):
+        model = PeftModel.from_pretrained(load_causal_lm(base_model), str(version_dir), is_trainable=trainable)
+        return model.merge_and_unload() if merge else model
+    return load_causal_lm(str(version_dir))
 
 
 def is_adapter_dir(version_dir: str | Path) -> bool:
@@ -166,13 +197,9 @@ def _publish(
             name = f"v{int(name[1:].split('-')[0]) + 1}-{method}"
     else:
         name = f"{method}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
-    provenance = {
-        "name": name, "parent": parent, "method": method, "technique": technique, "base_model": base_model,
-        "config": config_dict, "metrics": metrics,
-        "data_snapshot": data_snapshot.to_dict() if isinstance(data_snapshot, Snapshot) else data_snapshot,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    (tmp_dir / "tuneloop.json").write_text(json.dumps(provenance, indent=2, default=str))
+    write_provenance(tmp_dir, provenance(name, parent=parent, method=method, technique=technique,
+                                         base_model=base_model, config=config_dict, data_snapshot=data_snapshot,
+                                         metrics=metrics))
     final = tmp_dir.parent / name
     os.replace(tmp_dir, final)
     if store is None:
@@ -182,6 +209,27 @@ def _publish(
         config=config_dict, data_snapshot=data_snapshot, metrics=metrics,
     )
     return name
+
+
+def replace_version(data_dir: str | Path, path: Path, write: Callable[[Path], None], method: str) -> None:
+    """Rewrite the version folder `path` atomically (an SDK adapter after each fine_tune call): `write(tmp)` fills a
+    new temp dir, which then takes `path`'s place.
+
+    A directory cannot be renamed over a non-empty one, so the old one is first moved onto an empty temp dir; a
+    crash between the two renames leaves the previous version in `versions/.tmp-<pid>-<method>-old-*`.
+    """
+    tmp = new_tmp_dir(data_dir, method)
+    try:
+        write(tmp)
+        trash = new_tmp_dir(data_dir, f"{method}-old") if path.exists() else None
+        if trash is not None:
+            os.replace(path, trash)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if trash is not None:
+        shutil.rmtree(trash)
 
 
 def load_reward_model(base_model: str, version_dir: str | Path, tokenizer) -> PreTrainedModel:

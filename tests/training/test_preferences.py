@@ -7,12 +7,12 @@ from datasets import load_dataset
 
 from tests.training.conftest import ASSETS
 from training.base_model import load_tokenizer
-from training.evaluate import completion_logp, load_policy
+from training.evaluate import completion_logp
 from training.recipes.dpo import DPORecipeConfig
 from training.recipes.dpo import main as dpo
 from training.recipes.reward import RewardRecipeConfig, pairwise_accuracy
 from training.recipes.reward import main as reward
-from training.versions import load_reward_model
+from training.versions import load_reward_model, load_version_model
 
 PAIRS_FILE = str(ASSETS / "pairs_tiny.jsonl")
 
@@ -37,8 +37,8 @@ def test_reward_model_beats_chance_on_separable_pairs(data_dir: Path, base_model
 def test_dpo_raises_chosen_rejected_margin(data_dir: Path, base_model_path: str):
     tokenizer = load_tokenizer(base_model_path)
     pairs = load_dataset("json", data_files=PAIRS_FILE, split="train").select(range(6))
-    before = mean_margin(load_policy(base_model_path, None), tokenizer, pairs)
+    before = mean_margin(load_version_model(base_model_path, None).eval(), tokenizer, pairs)
     folder = dpo(DPORecipeConfig(dataset_file=PAIRS_FILE, data_dir=str(data_dir), parent="base", max_steps=3))
-    after = mean_margin(load_policy(base_model_path, folder), tokenizer, pairs)
+    after = mean_margin(load_version_model(base_model_path, folder).eval(), tokenizer, pairs)
     assert after > before + 1.0
     assert not (Path(folder) / "ref").exists()  # TRL's frozen reference adapter is not saved
