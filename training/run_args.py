@@ -42,6 +42,7 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 
 from feedback_db.models import Snapshot
+from feedback_db.vocab import TECHNIQUES
 from training.base_model import DEFAULT_BASE_MODEL
 from training.hardware import micro_batch
 
@@ -100,6 +101,24 @@ class RecipeArgs:
         if per_device is None and self.WHOLE_BATCH_PER_FORWARD:
             per_device = max(1, self.batch_size // processes)
         return micro_batch(self.batch_size, per_device, processes)
+
+
+@dataclass
+class PolicyArgs(RecipeArgs):
+    """What the policy recipes (sft, dpo, kto, online_rl) add: the version they start from, which weights train."""
+
+    parent: str = field(default="active", metadata={"help": "Start from: 'active', 'base', a version name or a "
+                                                            "version folder (DPO, KTO and online RL also keep it as "
+                                                            "the reference)."})
+    technique: str = field(default="lora", metadata={"help": "lora | full | freeze"})
+    freeze_top_n: int = field(default=4, metadata={"help": "freeze: number of top decoder blocks that train."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (new adapters only)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (new adapters only)."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.technique not in TECHNIQUES:
+            raise ValueError(f"--technique must be one of {list(TECHNIQUES)}, got {self.technique!r}.")
 
 
 def check_shared_fields(cfg: RecipeArgs) -> None:

@@ -29,15 +29,9 @@ DEFAULT_LR = {"lora": 1e-4, "full": 1e-6, "freeze": 1e-5}
 
 
 @dataclass
-class DPORecipeConfig(run_args.RecipeArgs):
+class DPORecipeConfig(run_args.PolicyArgs):
     dataset_file: str | None = field(default=None, metadata={"help": "JSONL of prompt/chosen/rejected rows, used "
                                                                      "instead of the store's preference pairs."})
-    parent: str = field(default="active", metadata={"help": "Start from (and the reference): 'active', 'base', a "
-                                                            "version name or a version folder."})
-    technique: str = field(default="lora", metadata={"help": "lora | full | freeze"})
-    freeze_top_n: int = field(default=4, metadata={"help": "freeze: number of top decoder blocks that train."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (new adapters only)."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (new adapters only)."})
     beta: float = field(default=0.1, metadata={"help": "KL strength towards the reference (parent)."})
     loss_type: str = field(default="sigmoid", metadata={"help": "DPO loss: sigmoid | ipo | hinge | robust | ..."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs over the pairs."})
@@ -47,8 +41,6 @@ class DPORecipeConfig(run_args.RecipeArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.technique not in DEFAULT_LR:
-            raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
         if self.db is None and self.dataset_file is None:
             raise ValueError("Pass --db (the store) or --dataset_file (a JSONL file).")
         if self.beta <= 0:

@@ -44,17 +44,11 @@ DEFAULT_LR = {"lora": 5e-5, "full": 1e-6, "freeze": 5e-6}
 
 
 @dataclass
-class OnlineRLRecipeConfig(run_args.RecipeArgs):
+class OnlineRLRecipeConfig(run_args.PolicyArgs):
     dataset_file: str | None = field(default=None, metadata={"help": "JSONL with a conversational `prompt` "
                                                                      "column, used instead of the store's prompts."})
     reward_model: str | None = field(default=None, metadata={"help": "Reward version name or folder (default: "
                                                                      "the newest reward version)."})
-    parent: str = field(default="active", metadata={"help": "Start from (and KL towards): 'active', 'base', a "
-                                                            "version name or a version folder."})
-    technique: str = field(default="lora", metadata={"help": "lora | full | freeze"})
-    freeze_top_n: int = field(default=4, metadata={"help": "freeze: number of top decoder blocks that train."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (new adapters only)."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (new adapters only)."})
     beta: float = field(default=0.04, metadata={"help": "KL penalty towards the parent (> 0)."})
     num_generations: int = field(default=4, metadata={"help": "Answers sampled per prompt (the GRPO group)."})
     max_completion_length: int = field(default=32, metadata={"help": "Tokens per sampled answer (CPU: keep it "
@@ -69,8 +63,6 @@ class OnlineRLRecipeConfig(run_args.RecipeArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.technique not in DEFAULT_LR:
-            raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
         if self.db is None and (self.dataset_file is None or self.reward_model is None):
             raise ValueError("Pass --db (the store), or --dataset_file and --reward_model (a folder).")
         if self.beta <= 0:

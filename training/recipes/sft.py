@@ -27,15 +27,9 @@ DEFAULT_LR = {"lora": 2e-4, "full": 1e-5, "freeze": 5e-5}
 
 
 @dataclass
-class SFTRecipeConfig(run_args.RecipeArgs):
+class SFTRecipeConfig(run_args.PolicyArgs):
     dataset_file: str | None = field(default=None, metadata={"help": "JSONL of prompt/completion or messages rows, "
                                                                      "used instead of the store's SFT dataset."})
-    parent: str = field(default="active", metadata={"help": "Start from: 'active', 'base', a version name or a "
-                                                            "version folder."})
-    technique: str = field(default="lora", metadata={"help": "lora | full | freeze"})
-    freeze_top_n: int = field(default=4, metadata={"help": "freeze: number of top decoder blocks that train."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank (new adapters only)."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (new adapters only)."})
     num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs over the SFT dataset."})
     learning_rate: float | None = field(default=None, metadata={"help": "Default: 2e-4 lora, 1e-5 full, 5e-5 "
                                                                         "freeze."})
@@ -43,8 +37,6 @@ class SFTRecipeConfig(run_args.RecipeArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.technique not in DEFAULT_LR:
-            raise ValueError(f"--technique must be one of {sorted(DEFAULT_LR)}, got {self.technique!r}.")
         if self.db is None and self.dataset_file is None:
             raise ValueError("Pass --db (the store) or --dataset_file (a JSONL file).")
         if self.learning_rate is None:
