@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from feedback_db.store import FeedbackStore
 from training.runner import stop_orphaned_runs
@@ -18,6 +19,9 @@ def test_stop_orphaned_runs_kills_only_that_runs_training_process(tmp_path) -> N
                               start_new_session=True)
     # a process that reused a run's pid but is something else entirely
     stranger = subprocess.Popen([sys.executable, "-c", sleep], start_new_session=True)
+    deadline = time.monotonic() + 10  # until it has exec'd, /proc shows the forking pytest's command line
+    while b"sleep" not in Path(f"/proc/{orphan.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         store.update_run(orphan_id, status="running", pid=orphan.pid)
         store.update_run(other_id, status="running", pid=stranger.pid)
