@@ -223,8 +223,8 @@ def scenario(args: argparse.Namespace, oracle: str, seed: int, kind: str, rounds
                         "--max_new_tokens", str(args.max_new_tokens)]
             subprocess.run(gate_cmd, cwd=ROOT, check=True, capture_output=True)
             gate = vote_gate(loop, name, oracle, rng, args.noise, 120)
-            rows.append(row(oracle, seed, kind, 0, gate, store, [None] * 6, [None] * 6,
-                            {"gate": time.perf_counter() - started}))
+            same = [None, None, None, 0, 0, 0]  # its answers are the base's: no oracle comparison to make
+            rows.append(row(oracle, seed, kind, 0, gate, store, same, same, {"gate": time.perf_counter() - started}))
             return rows
         for number in range(1, rounds + 1):
             times = {}
