@@ -30,9 +30,9 @@ def wait_for(predicate, timeout_s: float = 240.0, every_s: float = 0.5):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_cli_round_sft_reward_dpo_registers_lineage(store, data_dir: Path):
+def test_cli_round_sft_reward_dpo_registers_lineage(store, data_dir: Path, monkeypatch):
     command = [sys.executable, "-m", "training", "round", "--db", store.path, "--stages", "sft,reward,dpo",
-               "--max_steps", "1", "--report_to", "tensorboard"]
+               "--max_steps", "1", "--report_to", "tensorboard,mlflow"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1700)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     versions = {v.method: v for v in store.list_versions()}
@@ -50,8 +50,15 @@ def test_cli_round_sft_reward_dpo_registers_lineage(store, data_dir: Path):
     # held-out evaluation in the stages that have held-out rows (3 held-out pairs): reward and DPO
     evaluated = {m.stage for m in store.run_metrics(run.id) if "eval_loss" in m.metrics}
     assert {"reward", "dpo"} <= evaluated
-    # --report_to reached every stage's TensorBoard files (MLflow through a CLI round: not verified, see i17 note)
+    # --report_to reached every stage: TensorBoard files and one MLflow run per stage in data/mlruns
     assert all((data_dir / "runs" / str(run.id) / "tb" / stage).is_dir() for stage in ("sft", "reward", "dpo"))
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 reads a file store only when allowed
+    client = MlflowClient(tracking_uri=(data_dir / "mlruns").resolve().as_uri())
+    logged = client.search_runs([client.get_experiment_by_name("tuneloop").experiment_id],
+                                f"tags.`tuneloop.run_id` = '{run.id}'")
+    assert sorted(r.data.tags["tuneloop.stage"] for r in logged) == ["dpo", "reward", "sft"]
     gate = store.get_version(versions["dpo"].name).metrics["gate"]  # the evaluation gate ran
     # 3 held-out prompts, no reviewers and no independent judge chosen: measured, never promoted
     assert gate["judge"] is None and gate["status"] == "inconclusive" and store.active_version() is None
