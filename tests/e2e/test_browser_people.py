@@ -227,14 +227,14 @@ def seed_pairs(store: FeedbackStore, topic: str, count: int) -> None:
 
 
 def board_rows(page: Page) -> dict[str, dict[str, str]]:
-    """The Stats leaderboard as {version: {column: cell}}, read from the table's header and body cells."""
+    """The Stats leaderboard as {version: {column: cell}}. Gradio 6's Dataframe draws its header as a table and its
+    body as a virtual list of ARIA rows (div[role=row] > div[role=gridcell]); its <tbody> is a hidden sizing copy."""
     board = page.locator("#leaderboard")
-    header = [h.strip() for h in board.locator("thead th").all_inner_texts()]
-    rows = board.locator("tbody tr")
-    cells = [[c.strip() for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(rows.count())]
-    shift = {len(row) - len(header) for row in cells}  # in case the body has cells the header does not name
-    assert len(shift) == 1, (header, cells)
-    table = [dict(zip(header, row[shift.pop():] if shift else row, strict=True)) for row in cells]
+    header = [h.strip() for h in board.locator("th[role=columnheader]").all_inner_texts()]
+    rows = board.locator("div[role=row]")
+    cells = [[c.strip() for c in rows.nth(i).locator("[role=gridcell]").all_inner_texts()]
+             for i in range(rows.count())]
+    table = [dict(zip(header, row, strict=True)) for row in cells]
     return {row["version"]: row for row in table}
 
 
@@ -256,7 +256,9 @@ def vote_for(page: Page, marker: str) -> None:
     raise AssertionError(f"no item with {marker!r} was served")
 
 
-@pytest.mark.slow  # its table reader changed after the last Chromium run; back to the default suite once re-run
+# slow: passes alone (40 s); after the module's other tests its last check (the two newest prod-new comparisons
+# were won by prod-new) failed once, 2026-12-06, cause not found yet
+@pytest.mark.slow
 def test_leaderboard_ratings_move_as_votes_arrive(browser, live_app, pages, store, artifacts):
     seed_pairs(store, "Leaderboard", 3)
     before = len([c for c in store.list_comparisons() if c.username == "rita"])
@@ -272,7 +274,7 @@ def test_leaderboard_ratings_move_as_votes_arrive(browser, live_app, pages, stor
         stored = {r.version: r for r in leaderboard(store).ratings}
         vic.get_by_role("tab", name="Chat", exact=True).click()
         vic.get_by_role("tab", name="Stats", exact=True).click()  # the tab reloads its tables when selected
-        row = vic.locator("#leaderboard tbody tr", has_text="prod-new")
+        row = vic.locator("#leaderboard div[role=row]", has_text="prod-new")
         expect(row).to_contain_text(str(round(stored["prod-new"].rating)))
         rows = board_rows(vic)
         assert "prod-new" in rows, rows
