@@ -171,9 +171,11 @@ def build_rounds_tab(services) -> gr.Timer:
             gr.Markdown("The gate judges on held-out prompts: reviewers vote on its A/B items when there are "
                         "reviewers (Admin › Versions shows the votes it still waits for). A pass needs the 95 % lower "
                         "bound of "
-                        "the win-rate above 0.5 over 20+ decisive votes. It never auto-promotes on training data, a "
-                        "judge model (it can be fooled) or an online RL round (reward hacking): promote those by hand "
-                        "after reading the gate report.")
+                        "the win-rate above 0.5 over 20+ decisive votes (identical answers and split votes are ties). "
+                        "It never auto-promotes when it evaluated on training data or on too few held-out prompts, "
+                        "when an automatic judge decided (it can be fooled; also refused below its accuracy floor), "
+                        "after an online RL round (reward hacking), or when held-out preference accuracy dropped: "
+                        "promote those by hand after reading the gate report.")
             viewer_chat = gr.State(False)
             report_to = gr.State("tensorboard")
             with gr.Row():
