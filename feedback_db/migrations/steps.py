@@ -1,13 +1,13 @@
-"""Schema of the Tuneloop store as an ordered list of sqlite-utils `Migrations`.
+"""The schema's steps, in order: each `@MIGRATIONS()` function is one schema version.
 
-`m001_initial` is schema version 1; every later change is a new function appended below (never edit an applied
-one). `migrate(conn)` applies the pending ones under a write lock, so several processes opening the same fresh
-file do not race, and mirrors the count into `PRAGMA user_version`. Run by `FeedbackStore(path)` on open.
+`m001_initial` (the DDL in m001_initial.sql) is schema version 1; every later change is a new function appended
+below (never edit an applied one: sqlite-utils records applied steps by function name, and the order here is the
+order they run in). The runner is `feedback_db.migrations.migrate`.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from pathlib import Path
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -17,140 +17,8 @@ MIGRATIONS = Migrations("tuneloop")
 
 @MIGRATIONS()
 def m001_initial(db: Database) -> None:
-    _execute_all(
-        db,
-        """
-        CREATE TABLE users (
-            id INTEGER PRIMARY KEY,
-            username TEXT NOT NULL UNIQUE,
-            password_hash TEXT NOT NULL,
-            role TEXT NOT NULL CHECK (role IN ('admin', 'reviewer', 'viewer')),
-            disabled INTEGER NOT NULL DEFAULT 0,
-            created TEXT NOT NULL
-        );
-        CREATE TABLE prompts (
-            id INTEGER PRIMARY KEY,
-            text TEXT NOT NULL,
-            source TEXT NOT NULL,
-            tags TEXT NOT NULL DEFAULT '[]',
-            split TEXT NOT NULL CHECK (split IN ('train', 'heldout')),
-            created TEXT NOT NULL
-        );
-        CREATE TABLE responses (
-            id INTEGER PRIMARY KEY,
-            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-            text TEXT NOT NULL,
-            model_version TEXT NOT NULL,
-            settings TEXT NOT NULL DEFAULT '{}',
-            created TEXT NOT NULL
-        );
-        CREATE INDEX idx_responses_prompt ON responses(prompt_id);
-        CREATE TABLE demonstrations (
-            id INTEGER PRIMARY KEY,
-            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-            completion TEXT NOT NULL,
-            source TEXT NOT NULL,
-            created TEXT NOT NULL
-        );
-        CREATE TABLE ratings (
-            id INTEGER PRIMARY KEY,
-            response_id INTEGER NOT NULL REFERENCES responses(id),
-            username TEXT NOT NULL,
-            thumbs INTEGER CHECK (thumbs IN (0, 1)),
-            likert INTEGER CHECK (likert BETWEEN 1 AND 5),
-            comment TEXT NOT NULL DEFAULT '',
-            created TEXT NOT NULL
-        );
-        CREATE INDEX idx_ratings_response ON ratings(response_id);
-        CREATE TABLE comparisons (
-            id INTEGER PRIMARY KEY,
-            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-            response_a INTEGER NOT NULL REFERENCES responses(id),
-            response_b INTEGER NOT NULL REFERENCES responses(id),
-            version_a TEXT NOT NULL,
-            version_b TEXT NOT NULL,
-            winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'both_bad')),
-            username TEXT NOT NULL,
-            created TEXT NOT NULL
-        );
-        CREATE TABLE rankings (
-            id INTEGER PRIMARY KEY,
-            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-            response_ids TEXT NOT NULL,
-            username TEXT NOT NULL,
-            created TEXT NOT NULL
-        );
-        CREATE TABLE corrections (
-            id INTEGER PRIMARY KEY,
-            response_id INTEGER NOT NULL REFERENCES responses(id),
-            text TEXT NOT NULL,
-            username TEXT NOT NULL,
-            created TEXT NOT NULL
-        );
-        CREATE TABLE preference_pairs (
-            id INTEGER PRIMARY KEY,
-            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-            chosen TEXT NOT NULL,
-            rejected TEXT NOT NULL,
-            source TEXT NOT NULL,
-            created TEXT NOT NULL
-        );
-        CREATE TABLE unpaired_labels (
-            id INTEGER PRIMARY KEY,
-            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-            completion TEXT NOT NULL,
-            label INTEGER NOT NULL CHECK (label IN (0, 1)),
-            source TEXT NOT NULL,
-            created TEXT NOT NULL
-        );
-        CREATE TABLE model_versions (
-            id INTEGER PRIMARY KEY,
-            name TEXT NOT NULL UNIQUE,
-            parent TEXT,
-            method TEXT NOT NULL,
-            technique TEXT NOT NULL,
-            path TEXT NOT NULL,
-            base_model TEXT NOT NULL,
-            config TEXT NOT NULL DEFAULT '{}',
-            data_snapshot TEXT NOT NULL DEFAULT '{}',
-            metrics TEXT NOT NULL DEFAULT '{}',
-            status TEXT NOT NULL CHECK (status IN ('candidate', 'active', 'archived', 'rejected')),
-            created TEXT NOT NULL,
-            activated TEXT
-        );
-        CREATE TABLE runs (
-            id INTEGER PRIMARY KEY,
-            config TEXT NOT NULL,
-            stages TEXT NOT NULL,
-            username TEXT NOT NULL,
-            status TEXT NOT NULL,
-            pid INTEGER,
-            stage TEXT,
-            error TEXT,
-            log_tail TEXT NOT NULL DEFAULT '',
-            versions TEXT NOT NULL DEFAULT '[]',
-            created TEXT NOT NULL,
-            updated TEXT NOT NULL,
-            finished TEXT
-        );
-        CREATE TABLE run_metrics (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id),
-            step INTEGER NOT NULL,
-            stage TEXT NOT NULL,
-            metrics TEXT NOT NULL,
-            created TEXT NOT NULL
-        );
-        CREATE INDEX idx_run_metrics_run ON run_metrics(run_id, id);
-        CREATE TABLE audit (
-            id INTEGER PRIMARY KEY,
-            username TEXT NOT NULL,
-            action TEXT NOT NULL,
-            detail TEXT NOT NULL DEFAULT '{}',
-            created TEXT NOT NULL
-        );
-        """,
-    )
+    """Schema version 1: the tables of the first release (m001_initial.sql)."""
+    _execute_all(db, (Path(__file__).parent / "m001_initial.sql").read_text())
 
 
 @MIGRATIONS()
@@ -414,25 +282,3 @@ def _execute_all(db: Database, script: str) -> None:
     for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
-
-
-def schema_version(conn: sqlite3.Connection) -> int:
-    return conn.execute("PRAGMA user_version").fetchone()[0]
-
-
-def migrate(conn: sqlite3.Connection, stop_before: str | None = None) -> int:
-    """Apply pending migrations on an autocommit connection; returns the schema version (applied count).
-
-    `stop_before` leaves that migration and the later ones pending (used to build old-schema files in tests).
-    """
-    db = Database(conn, execute_plugins=False)
-    if MIGRATIONS.pending(db) and not (stop_before and MIGRATIONS.pending(db)[0].name == stop_before):
-        conn.execute("BEGIN IMMEDIATE")  # one writer migrates; the others wait here, then find nothing pending
-        try:
-            MIGRATIONS.apply(db, stop_before=stop_before)
-            conn.execute(f"PRAGMA user_version = {len(MIGRATIONS.applied(db))}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    return schema_version(conn)
