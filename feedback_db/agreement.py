@@ -5,11 +5,24 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from itertools import permutations
 
 from feedback_db.consensus import Votes, likert_votes, majority, pair_votes, thumbs_votes
-from feedback_db.models import Agreement, Snapshot
+from feedback_db.models import Snapshot
 from feedback_db.store import FeedbackStore
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Inter-annotator agreement on items judged by two or more reviewers."""
+
+    kind: str  # thumbs | likert | pairwise
+    method: str  # cohen_kappa | krippendorff_alpha | none
+    overall: float | None
+    items: int  # items with two or more judgments
+    disagreements: int  # of those, items without a strict majority
+    per_reviewer: dict[str, float]  # share of a reviewer's shared items where they agree with the majority of others
 
 
 def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable]) -> float | None:

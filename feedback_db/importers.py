@@ -20,13 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from feedback_db.file_rows import DEFAULT_LIMITS, ImportLimits, ImportValidationError, read_rows, type_name
-from feedback_db.models import ImportReport
 from feedback_db.store import FeedbackStore
 from feedback_db.vocab import IMPORT_KINDS, MESSAGE_ROLES, SPLITS
 
 # 120 prompts written for Tuneloop (facts, how-to, writing, reasoning, coding, advice, safety-sensitive requests),
 # every sixth of each kind held out; the first-run panel imports them into an empty store
 STARTER_PROMPTS = Path(__file__).parent / "assets" / "starter_prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    path: str
+    kind: str  # prompts | demonstrations | preferences | unpaired
+    format: str  # jsonl | csv | parquet
+    rows: int
+    added: dict[str, int]  # table -> rows inserted
+    duplicates: int  # rows already in the store, skipped
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Plain dataclasses returned by `FeedbackStore` and the dataset helpers.
+"""Plain dataclasses returned by `FeedbackStore`, and `Snapshot`.
 
 Rows come back from SQLite as these frozen values; JSON columns are already decoded into dicts/lists.
 Timestamps are UTC ISO-8601 strings (`2026-11-28T03:30:00.123456+00:00`). The values a field may take are
@@ -40,8 +40,10 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class User:
+    """An account. A disabled user can neither log in nor use an API token."""
+
     id: int
-    username: str
+    username: str  # unique: judgments, tokens and the audit log refer to a user by it
     role: str  # admin | reviewer | viewer
     disabled: bool
     created: str
@@ -176,6 +178,8 @@ class Criterion:
 
 @dataclass(frozen=True)
 class CriterionAnswer:
+    """One reviewer's answer to one criterion, tied to the judgment (rating, vote, ranking) it came with."""
+
     id: int
     criterion_id: int
     judgment: str  # ratings | comparisons | rankings
@@ -296,42 +300,11 @@ class DataCheck:
 
 
 @dataclass(frozen=True)
-class ImportReport:
-    path: str
-    kind: str  # prompts | demonstrations | preferences | unpaired
-    format: str  # jsonl | csv | parquet
-    rows: int
-    added: dict[str, int]  # table -> rows inserted
-    duplicates: int  # rows already in the store, skipped
-
-
-@dataclass(frozen=True)
 class FeedbackCount:
     day: str  # YYYY-MM-DD (UTC)
     mode: str  # rating | comparison | ranking | correction
     username: str
     count: int
-
-
-@dataclass(frozen=True)
-class WinRate:
-    version: str
-    wins: int
-    losses: int
-    ties: int  # ties and both_bad
-    win_rate: float | None  # wins / (wins + losses), None without decisive votes
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """Inter-annotator agreement on items judged by two or more reviewers."""
-
-    kind: str  # thumbs | likert | pairwise
-    method: str  # cohen_kappa | krippendorff_alpha | none
-    overall: float | None
-    items: int  # items with two or more judgments
-    disagreements: int  # of those, items without a strict majority
-    per_reviewer: dict[str, float]  # share of a reviewer's shared items where they agree with the majority of others
 
 
 @dataclass(frozen=True)

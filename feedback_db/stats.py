@@ -4,10 +4,20 @@ reviewers is `feedback_db.agreement`)."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 from feedback_db.consensus import pair_votes
-from feedback_db.models import FeedbackCount, WinRate
+from feedback_db.models import FeedbackCount
 from feedback_db.store import FeedbackStore
+
+
+@dataclass(frozen=True)
+class WinRate:
+    version: str
+    wins: int
+    losses: int
+    ties: int  # ties and both_bad
+    win_rate: float | None  # wins / (wins + losses), None without decisive votes
 
 
 def feedback_counts(store: FeedbackStore) -> list[FeedbackCount]:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from feedback_db.importers import STARTER_PROMPTS
-from feedback_db.models import Agreement, DataCheck, ImportReport, WinRate
+from feedback_db.agreement import Agreement
+from feedback_db.importers import STARTER_PROMPTS, ImportReport
+from feedback_db.models import DataCheck
+from feedback_db.stats import WinRate
 from feedback_db.store import FeedbackStore
 from training.round import RoundConfig, stage_hyperparameters
 from webapp import gates

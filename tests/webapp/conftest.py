@@ -13,7 +13,9 @@ import gradio as gr
 import pytest
 
 from feedback_db import datasets
-from feedback_db.models import Agreement, ImportReport, WinRate
+from feedback_db.agreement import Agreement
+from feedback_db.importers import ImportReport
+from feedback_db.stats import WinRate
 from feedback_db.store import FeedbackStore
 from training.round import RoundConfig
 from webapp.auth import Auth
