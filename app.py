@@ -139,7 +139,8 @@ def build_services(args: argparse.Namespace) -> Services:
         usage=UsageLimits(args.user_in_flight, args.user_burst, args.user_refill_s),
         runner=runner,  # the module training.runner is the RoundRunner
         data=DataOps(import_file=importers.import_file, data_check=datasets.data_check,
-                     win_rates=stats.win_rates, agreement=agreement.agreement),
+                     win_rates=stats.win_rates, agreement=agreement.agreement,
+                     reviewer_agreement=agreement.reviewer_agreement),
     )
     services.sync_active()  # a missing/corrupt active version: serve the base model, say why in banner and log
     return services

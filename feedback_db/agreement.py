@@ -81,6 +81,32 @@ def agreement_from_votes(kind: str, votes: Votes) -> Agreement:
     return Agreement(kind, method, overall, len(shared), disagreements, per_reviewer)
 
 
+def _share_with_majority(votes: Votes, username: str) -> float | None:
+    """`username`'s share of items where they gave the majority of the other reviewers' judgments (items with a
+    strict majority among the others only): `agreement_from_votes(...).per_reviewer[username]`, one reviewer."""
+    agree = counted = 0
+    for by_user in votes.values():
+        if username not in by_user or len(by_user) < 2:
+            continue
+        others = majority(v for u, v in by_user.items() if u != username)
+        if others is not None:
+            counted += 1
+            agree += by_user[username] == others
+    return agree / counted if counted else None
+
+
+def reviewer_agreement(store: FeedbackStore, username: str) -> dict[str, float | None]:
+    """One reviewer's agreement with the majority per kind (pairwise, thumbs, likert), equal to
+    `agreement(store, kind).per_reviewer.get(username)` but read from the items they judged only (every vote on
+    those items, so each item's latest-per-reviewer judgments are the same), not from every judgment in the store:
+    the review tab shows it after each judgment."""
+    ratings = store.ratings_on_items_of(username)
+    comparisons, rankings = store.pairwise_on_prompts_of(username)
+    return {"pairwise": _share_with_majority(pair_votes(comparisons, rankings), username),
+            "thumbs": _share_with_majority(thumbs_votes(ratings), username),
+            "likert": _share_with_majority(likert_votes(ratings), username)}
+
+
 def agreement(store: FeedbackStore, kind: str, snapshot: Snapshot | None = None) -> Agreement:
     """Agreement on `kind` = thumbs | likert | pairwise (comparisons and rankings, winners per pair)."""
     if kind == "thumbs":

@@ -54,6 +54,8 @@ class DataOps:
     data_check: Callable[..., DataCheck]  # (store, method, snapshot=None)
     win_rates: Callable[[FeedbackStore], list[WinRate]]  # from blind A/B votes
     agreement: Callable[[FeedbackStore, str], Agreement]  # kind: thumbs | likert | pairwise
+    # one reviewer's agreement with the majority per kind, from the items they judged (the review tab, every vote)
+    reviewer_agreement: Callable[[FeedbackStore, str], dict[str, float | None]]
 
 
 @dataclass

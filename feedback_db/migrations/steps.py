@@ -277,6 +277,20 @@ def m009_viewer_arena_votes(db: Database) -> None:
                "(SELECT username FROM users WHERE role = 'viewer')")
 
 
+@MIGRATIONS()
+def m010_reviewer_indexes(db: Database) -> None:
+    """Indexes for one reviewer's counts and agreement (read after every judgment in the review tab) and the
+    pairwise queue's per-reviewer counts: comparisons and rankings by reviewer, comparisons by prompt."""
+    _execute_all(
+        db,
+        """
+        CREATE INDEX idx_comparisons_user ON comparisons(username, response_a, response_b);
+        CREATE INDEX idx_rankings_user ON rankings(username, prompt_id);
+        CREATE INDEX idx_comparisons_prompt ON comparisons(prompt_id)
+        """,
+    )
+
+
 def _execute_all(db: Database, script: str) -> None:
     # not executescript(): it COMMITs first, which would end migrate()'s locking transaction
     for statement in script.split(";"):

@@ -89,7 +89,7 @@ class StoreBase:
         with self._db.write() as conn:
             return conn.execute(sql, params).rowcount
 
-    def _query(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: tuple | list | dict = ()) -> list[sqlite3.Row]:
         return self._db.query(sql, params)
 
     def _rows(self, table: str, snapshot: Snapshot | None) -> list[sqlite3.Row]:

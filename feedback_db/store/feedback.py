@@ -77,6 +77,36 @@ class FeedbackMixin(StoreBase):
     def list_corrections(self, snapshot: Snapshot | None = None) -> list[Correction]:
         return [Correction(**dict(r)) for r in self._rows("corrections", snapshot)]
 
+    # one reviewer's view (the review tab refreshes it after every judgment: reads scoped to the reviewer) ---
+
+    def reviewer_counts(self, username: str) -> dict[str, int]:
+        """Judgments `username` made, per mode (rating | comparison | ranking | correction), each an index count."""
+        sql = " UNION ALL ".join(
+            f"SELECT '{table[:-1]}', COUNT(*) FROM {table} WHERE username = :user"
+            for table in ("ratings", "comparisons", "rankings", "corrections")
+        )
+        return {mode: count for mode, count in self._query(sql, {"user": username})}
+
+    def ratings_on_items_of(self, username: str) -> list[Rating]:
+        """Every rating (anyone's) of a response `username` rated, in id order: all the votes on their items."""
+        rows = self._query(
+            "SELECT * FROM ratings WHERE response_id IN (SELECT response_id FROM ratings WHERE username = ?) "
+            "ORDER BY id", (username,)
+        )
+        return [Rating(**dict(r)) for r in rows]
+
+    def pairwise_on_prompts_of(self, username: str) -> tuple[list[Comparison], list[Ranking]]:
+        """Every comparison and ranking (anyone's) on a prompt `username` compared or ranked, each in id order: all
+        the pairwise votes on the pairs they judged."""
+        mine = ("SELECT prompt_id FROM comparisons WHERE username = :user "
+                "UNION SELECT prompt_id FROM rankings WHERE username = :user")
+        comparisons = self._query(
+            f"SELECT * FROM comparisons WHERE prompt_id IN ({mine}) ORDER BY id", {"user": username}
+        )
+        rankings = self._query(f"SELECT * FROM rankings WHERE prompt_id IN ({mine}) ORDER BY id", {"user": username})
+        return ([Comparison(**dict(r)) for r in comparisons],
+                [Ranking(**{**dict(r), "response_ids": json.loads(r["response_ids"])}) for r in rankings])
+
     # review queue ---
 
     def next_item(self, username: str, mode: str, annotators_per_item: int = 1) -> ReviewItem | None:

@@ -1,9 +1,11 @@
 """Agreement statistics against hand-computed values, and the stats tab's read-outs."""
 
+import random
+
 import pytest
 
 from feedback_db import FeedbackStore
-from feedback_db.agreement import agreement, cohen_kappa, krippendorff_alpha
+from feedback_db.agreement import agreement, cohen_kappa, krippendorff_alpha, reviewer_agreement
 from feedback_db.stats import feedback_counts, head_to_head, win_rates
 
 
@@ -51,6 +53,40 @@ def test_store_agreement_win_rates_and_counts(store: FeedbackStore) -> None:
         ("rating", "bob"): 1,
         ("rating", "cy"): 1,
     }
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reviewer_agreement_and_counts_equal_the_whole_store_computation(store: FeedbackStore, seed: int) -> None:
+    """The review tab's per-reviewer figures (read from the reviewer's own items only) against the full computation
+    over every judgment: random votes by 5 reviewers, repeated and changed votes, swapped sides, rankings."""
+    rng = random.Random(seed)
+    users = ["ann", "bob", "cy", "dee", "eve"]
+    items = []
+    for n in range(12):
+        prompt = store.add_prompt(f"Q{n}")
+        items.append([store.add_response(prompt, f"answer {k}", rng.choice(["base", "v1", "v2"])) for k in range(3)])
+    for _ in range(150):
+        user, responses = rng.choice(users), rng.choice(items)
+        what = rng.random()
+        if what < 0.45:
+            a, b = rng.sample(responses, 2)
+            store.add_comparison(a, b, rng.choice(["a", "b", "tie", "both_bad"]), user)
+        elif what < 0.55:
+            store.add_ranking(rng.sample(responses, 3), user)
+        elif what < 0.95:
+            store.add_rating(rng.choice(responses), user, thumbs=rng.choice([None, 0, 1]),
+                             likert=rng.choice([None, 1, 3, 5]), comment="c")
+        else:
+            store.add_correction(rng.choice(responses), "better", user)
+    full = {kind: agreement(store, kind).per_reviewer for kind in ("pairwise", "thumbs", "likert")}
+    assert any(full.values())  # the random votes do produce agreement figures to compare
+    for user in [*users, "nobody"]:
+        assert reviewer_agreement(store, user) == {kind: per.get(user) for kind, per in full.items()}
+        counts = dict.fromkeys(("rating", "comparison", "ranking", "correction"), 0)
+        for row in feedback_counts(store):
+            if row.username == user:
+                counts[row.mode] += row.count
+        assert store.reviewer_counts(user) == counts
 
 
 def test_win_rates_count_one_vote_per_reviewer_per_pair(store: FeedbackStore) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from feedback_db import datasets
+from feedback_db import agreement, datasets
 from feedback_db.agreement import Agreement
 from feedback_db.importers import ImportReport
 from feedback_db.stats import WinRate
@@ -134,7 +134,8 @@ def make_services(store: FeedbackStore, data_dir: Path, models=None, import_file
         runner=FakeRunner(),
         data=DataOps(import_file=import_file, data_check=datasets.data_check,
                      win_rates=lambda store: [WinRate("v1-dpo", 3, 1, 0, 0.75)],
-                     agreement=lambda store, kind: Agreement(kind, "none", None, 0, 0, {})),
+                     agreement=lambda store, kind: Agreement(kind, "none", None, 0, 0, {}),
+                     reviewer_agreement=agreement.reviewer_agreement),
     )
 
 

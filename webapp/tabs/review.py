@@ -128,13 +128,11 @@ def build_review_tab(services) -> None:
         return "", mine(user.username)
 
     def mine(username: str) -> str:
-        counts = {mode: 0 for mode in ("rating", "comparison", "ranking", "correction")}
-        for row in store.feedback_counts():
-            if row.username == username:
-                counts[row.mode] += row.count
-        shares = [(kind, services.data.agreement(store, kind).per_reviewer.get(username))
-                  for kind in ("pairwise", "thumbs", "likert")]
-        agree = ", ".join(f"{kind} {share:.0%}" for kind, share in shares if share is not None)
+        """The reviewer's own counts and agreement with the majority; read from their judgments and the items they
+        judged only (it runs after every judgment, so its cost must not grow with the whole store)."""
+        counts = store.reviewer_counts(username)
+        shares = services.data.reviewer_agreement(store, username)
+        agree = ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items() if share is not None)
         return (f"**Your judgments:** {counts['rating']} ratings · {counts['comparison']} A/B votes · "
                 f"{counts['ranking']} rankings · {counts['correction']} corrections"
                 + (f" · agreement with the majority: {agree}" if agree else ""))
