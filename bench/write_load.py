@@ -11,7 +11,7 @@ each, and enough single-answer review items, then measures two ways of writing a
 - Gradio event (what the browser's Submit uses): each client logs in (POST /login), opens its queue once
   (`review_next`, mode single), then calls `review_rate` (thumbs up, Likert 4) in a loop through Gradio's queued API
   (POST /gradio_api/call/review_rate, then read its event stream until `complete`); that handler also returns the
-  reviewer's next item and queue progress, like the UI's Submit.
+  reviewer's next item, queue progress and own counts and agreement, like the UI's Submit (issue 14: p99 < 300 ms).
 Latency runs from the POST to the 201 / the `complete` event. Rows lost = ratings acknowledged to a client that are
 not in the store afterwards (must be 0). The clients run in this process and the app in its own; both share the
 machine's cores (loopback only), so the CPU each side spent per rating is reported too.
@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import ROOT, base_model_path, data_dir, median, offline, percentile, report, verdict
+from feedback_db.agreement import reviewer_agreement
 from feedback_db.store import FeedbackStore
 from training.base_model import DEFAULT_BASE_MODEL
 
@@ -100,7 +101,8 @@ def seed(folder: Path, clients: int, items: int) -> Seeded:
 
 def store_floors(folder: Path, seeded: Seeded, ratings: int) -> tuple[float, float]:
     """Milliseconds of store work per rating, in-process and one thread, without HTTP: (REST: the token's user and
-    the rating; Gradio review_rate: the caller's user, the rating, the next item, the queue progress)."""
+    the rating; Gradio review_rate: the caller's user, the rating, the next item, the queue progress, the reviewer's
+    own counts and agreement with the majority)."""
     store = FeedbackStore(folder / "tuneloop.db")
     store.create_user("floor-api", PASSWORD, "reviewer")  # its own users: the load's acknowledgements stay exact
     token = store.create_api_token("floor-api", "floor")
@@ -117,6 +119,8 @@ def store_floors(folder: Path, seeded: Seeded, ratings: int) -> tuple[float, flo
         store.add_rating(item.response_ids[0], "floor-gradio", thumbs=1, likert=4)
         item = store.next_item("floor-gradio", "single")
         store.queue_progress("floor-gradio", "single")
+        store.reviewer_counts("floor-gradio")
+        reviewer_agreement(store, "floor-gradio")
     gradio = (time.perf_counter() - started) / ratings
     store.close()
     return 1000 * rest, 1000 * gradio
@@ -346,11 +350,13 @@ def main() -> None:
         lat, done = way_stats.latencies, max(1, len(way_stats.latencies))
         rate = len(lat) / way_stats.elapsed
         p50, p99 = 1000 * median(lat), 1000 * percentile(lat, 99)
-        target = way == REST  # the REST route carries the target; the Gradio event is shown for comparison
+        # the REST route carries the throughput target (issue 3); the Gradio event, what a reviewer's click waits
+        # for, carries issue 14's p99 < 300 ms
+        target = way == REST
+        p99_target = 200 if way == REST else 300
         rows += [[way, "ratings/s", rate, ">= 300" if target else "", verdict(rate, 300) if target else ""],
                  [way, "p50 latency ms", p50, "", ""],
-                 [way, "p99 latency ms", p99, "< 200" if target else "",
-                  verdict(p99, 200, higher_is_better=False) if target else ""],
+                 [way, "p99 latency ms", p99, f"< {p99_target}", verdict(p99, p99_target, higher_is_better=False)],
                  [way, "ratings acknowledged", len(lat), "", ""],
                  [way, "requests failed", way_stats.failed, "0", verdict(way_stats.failed, 0, higher_is_better=False)],
                  [way, "rows lost (acknowledged, not stored)", lost[way][0], "0",
@@ -365,7 +371,8 @@ def main() -> None:
               "and the load generator's CPU per rating show where the cores went: app CPU x ratings/s near the "
               "cores available to it means the app is the bottleneck.",
               "REST: one uvicorn worker, sync FastAPI handler in the threadpool (token lookup + one INSERT). Gradio: "
-              "queue (default_concurrency_limit as app.py sets it), event stream, next item + queue progress."]
+              "queue (default_concurrency_limit as app.py sets it), event stream, next item + queue progress + the "
+              "reviewer's counts and agreement (webapp/tabs/review.py `mine`)."]
     if not any(s.errors for s in stats.values()):
         notes.append("No errors.")
     report("Feedback write load through the HTTP APIs (bench/write_load.py)",
