@@ -11,7 +11,7 @@ from webapp.auth import ADMINS, EVERYONE, REVIEWERS
 from webapp.tabs.admin import build_admin_tab
 from webapp.tabs.arena import build_arena_tab
 from webapp.tabs.chat import build_chat_tab
-from webapp.tabs.onboarding import build_onboarding, checklist
+from webapp.tabs.onboarding import build_onboarding, panel_state
 from webapp.tabs.review import build_review_tab
 from webapp.tabs.stats import build_stats_tab
 
@@ -62,11 +62,19 @@ def build_ui(services) -> gr.Blocks:
         user = auth.require(request, *EVERYONE)
         steps = services.onboarding_steps()
         admin = user.role == ADMIN
-        return gr.update(visible=admin and not steps["prompts"]), checklist(steps), gr.update(visible=admin)
+        return gr.update(visible=admin and not steps["prompts"]), *panel_state(steps), gr.update(visible=admin)
 
     def onboarding_open(request: gr.Request) -> tuple:
         auth.require(request, *ADMINS)
-        return gr.update(visible=True), checklist(services.onboarding_steps())
+        return gr.update(visible=True), *panel_state(services.onboarding_steps())
+
+    def onboarding_after_judgment(request: gr.Request) -> tuple:
+        """After a review judgment (the reviewer's counts changed): an admin's panel ticks *Review* and highlights
+        the next step without a click on the panel; nothing for other roles."""
+        user = auth.require(request, *EVERYONE)
+        if user.role != ADMIN:
+            return (gr.skip(),) * len(steps)
+        return panel_state(services.onboarding_steps())
 
     def banner(request: gr.Request) -> str:
         auth.require(request, *EVERYONE)
@@ -82,23 +90,26 @@ def build_ui(services) -> gr.Blocks:
             with gr.Column(scale=0, min_width=150, visible=False) as guide_box:
                 guide = gr.Button("First-run guide", size="sm", elem_id="ob-open")
             gr.HTML(LOGOUT_FORM)
-        onboarding, steps, to_review, close = build_onboarding(services)
+        onboarding, steps, to_review, close = build_onboarding(services)  # steps: checklist and step buttons
         with gr.Tabs() as tabs:
             with gr.Tab("Chat"):
                 build_chat_tab(services)
             with gr.Tab("Arena"):
                 build_arena_tab(services)
             with gr.Tab("Review", visible=False, id="review") as review_tab:
-                build_review_tab(services)
+                reviewer_counts = build_review_tab(services)
             with gr.Tab("Admin", visible=False) as admin_tab:
                 rounds_timer = build_admin_tab(services)
             with gr.Tab("Stats") as stats_tab:
                 build_stats_tab(services, stats_tab)
         demo.load(session, None, [who, banner_md, review_tab, admin_tab, rounds_timer],
                   api_name=auth.endpoint("session", *EVERYONE))
-        demo.load(onboarding_show, None, [onboarding, steps, guide_box],
+        demo.load(onboarding_show, None, [onboarding, *steps, guide_box],
                   api_name=auth.endpoint("onboarding_show", *EVERYONE))
-        guide.click(onboarding_open, None, [onboarding, steps], api_name=auth.endpoint("onboarding_open", *ADMINS))
+        guide.click(onboarding_open, None, [onboarding, *steps], api_name=auth.endpoint("onboarding_open", *ADMINS))
+        # outside the queue: it answers from 4 counts, and must not queue behind the reviewers' judgments
+        reviewer_counts.change(onboarding_after_judgment, None, steps, queue=False, show_progress="hidden",
+                               api_visibility="private")
         close.click(lambda: gr.update(visible=False), None, onboarding, api_visibility="private")
         to_review.click(lambda: gr.Tabs(selected="review"), None, tabs, api_visibility="private")
         gr.Timer(2.0).tick(banner, None, banner_md, api_name=auth.endpoint("banner", *EVERYONE),

@@ -151,6 +151,20 @@ def test_pairwise_vote_records_both_versions_and_serves_the_next_item(demo, stor
         call(demo, "review_rate", shown[0], "up", "4", "", user="rita")
 
 
+def test_next_item_keeps_the_order_of_the_item_on_the_page(demo, store):
+    """Next item before judging serves the same item again: its answers stay where they were (a fresh shuffle swapped
+    A and B under the reviewer, and a vote clicked meanwhile applied to the new order); another item is shuffled."""
+    add_pair(store, "first?")
+    review_next = handler(demo, "review_next")
+    item = call(demo, "review_next", "pairwise", user="rita")[0]
+    orders = set()
+    for _ in range(20):
+        again = review_next("pairwise", gr.Request(username="rita"), item)
+        assert again[0]["response_ids"] == item["response_ids"]
+        orders.add(tuple(call(demo, "review_next", "pairwise", user="rita")[0]["response_ids"]))
+    assert len(orders) == 2  # without the page's item, the order is drawn afresh
+
+
 def test_reviewer_sees_the_whole_conversation_with_the_system_prompt_labelled(demo, store):
     messages = [{"role": "system", "content": "You are a <b>pirate</b>."}, {"role": "user", "content": "Hi"},
                 {"role": "assistant", "content": "Arr, hello."}, {"role": "user", "content": "Where is the gold?"}]

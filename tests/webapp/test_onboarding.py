@@ -32,38 +32,53 @@ class SampledModels(FakeModels):
         return results
 
 
+def highlighted(buttons: list[dict]) -> str | None:
+    """Which step button is the primary (highlighted) one: load, generate, review, round."""
+    primary = [key for key, b in zip(("load", "generate", "review", "round"), buttons, strict=True)
+               if b["variant"] == "primary"]
+    assert len(primary) <= 1 and all(b["variant"] in ("primary", "secondary") for b in buttons)
+    return primary[0] if primary else None
+
+
 def test_onboarding_panel_walks_an_empty_store_through_one_loop(store, tmp_path):
     services = make_services(store, tmp_path, SampledModels(), import_file)  # the real importer
     demo = build_ui(services)
-    panel, steps, guide = call(demo, "onboarding_show", user="vic")
+    panel, steps, *buttons, guide = call(demo, "onboarding_show", user="vic")
     assert panel["visible"] is False and guide["visible"] is False
-    panel, steps, guide = call(demo, "onboarding_show", user="alice")
+    panel, steps, *buttons, guide = call(demo, "onboarding_show", user="alice")
     assert panel["visible"] is True and guide["visible"] is True and "○ **1. Load starter prompts**" in steps
+    assert highlighted(buttons) == "load"
     with pytest.raises(gr.Error, match="load the starter prompts first"):
         call(demo, "onboarding_generate", user="alice")
 
-    result, steps = call(demo, "onboarding_load", user="alice")
-    assert "Loaded 120 prompts" in result and "✓ **1." in steps
-    panel, steps, guide = call(demo, "onboarding_show", user="alice")  # a page load once the store has prompts
+    result, steps, *buttons = call(demo, "onboarding_load", user="alice")
+    assert "Loaded 120 prompts" in result and "✓ **1." in steps and highlighted(buttons) == "generate"
+    panel, steps, *buttons, guide = call(demo, "onboarding_show", user="alice")  # a page load once there are prompts
     assert panel["visible"] is False and guide["visible"] is True and "✓ **1." in steps
-    panel, steps = call(demo, "onboarding_open", user="alice")  # the header's "First-run guide" reopens it
-    assert panel["visible"] is True and "○ **2." in steps
+    panel, steps, *buttons = call(demo, "onboarding_open", user="alice")  # the header's "First-run guide" reopens it
+    assert panel["visible"] is True and "○ **2." in steps and highlighted(buttons) == "generate"
     with pytest.raises(gr.Error, match="Permission denied"):
         call(demo, "onboarding_open", user="rita")
     assert len(store.list_prompts(split="heldout")) == 17
-    result, steps = call(demo, "onboarding_generate", user="alice")
+    result, steps, *buttons = call(demo, "onboarding_generate", user="alice")
     assert "12 answers from `base`: 6 blind A/B items" in result and "✓ **2." in steps
+    assert highlighted(buttons) == "review"
     with pytest.raises(gr.Error, match="Not enough votes"):
         call(demo, "onboarding_train", user="alice")
 
+    after_judgment = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "onboarding_after_judgment")
     for winner in ("a", "b", "a", "b"):
-        item = store.next_item("rita", "pairwise")
-        assert {r.model_version for r in item.responses} == {"base"}  # two samples of the only version
-        store.add_comparison(*item.response_ids, winner, "rita")
-    result, steps = call(demo, "onboarding_train", user="alice")
+        item = call(demo, "review_next", "pairwise", user="alice")[0]
+        assert {store.get_response(i).model_version for i in item["response_ids"]} == {"base"}  # samples of 1
+        call(demo, f"review_vote_{winner}", item, user="alice")
+        # the vote changed the reviewer's counts: the UI then refreshes the panel (no click on it)
+        steps, *buttons = after_judgment(gr.Request(username="alice"))
+        assert "✓ **3." in steps and highlighted(buttons) == "round"
+    assert after_judgment(gr.Request(username="rita")) == (gr.skip(),) * 5  # a reviewer has no panel
+    result, steps, *buttons = call(demo, "onboarding_train", user="alice")
     (run,) = store.list_runs()
     assert run.stages == ["dpo"] and run.config["auto_promote"] is False and f"Round {run.id} started" in result
-    panel, steps, _ = call(demo, "onboarding_show", user="alice")
-    assert panel["visible"] is False and steps.count("✓") == 4
+    panel, steps, *buttons, _ = call(demo, "onboarding_show", user="alice")
+    assert panel["visible"] is False and steps.count("✓") == 4 and highlighted(buttons) is None
     with pytest.raises(gr.Error, match="Permission denied"):
         call(demo, "onboarding_load", user="rita")

@@ -25,9 +25,15 @@ def checklist(done: dict[str, bool]) -> str:
     return "\n\n".join(f"{'✓' if done[key] else '○'} {text}" for key, text in STEPS.items())
 
 
-def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button, gr.Button]:
-    """The panel (hidden; the UI shows it to admins of an empty store), its checklist, its Review button (the UI
-    wires it to switch tabs) and its Hide button."""
+def panel_state(done: dict[str, bool]) -> tuple:
+    """The checklist and the four step buttons' looks: the first step not done yet is the highlighted one."""
+    upcoming = next((key for key in STEPS if not done[key]), None)
+    return checklist(done), *(gr.update(variant="primary" if key == upcoming else "secondary") for key in STEPS)
+
+
+def build_onboarding(services) -> tuple[gr.Column, list[gr.components.Component], gr.Button, gr.Button]:
+    """The panel (hidden; the UI shows it to admins of an empty store), what `panel_state` updates (checklist and
+    step buttons), its Review button (the UI wires it to switch tabs) and its Hide button."""
     auth, store = services.auth, services.store
 
     def onboarding_load(request: gr.Request) -> tuple[str, str]:
@@ -38,7 +44,7 @@ def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button, gr.Bu
             raise gr.Error(f"Starter prompts not imported: {err}") from err
         store.audit(admin.username, "import", {"kind": "prompts", "starter": True, "added": report.added})
         return (f"Loaded {report.added.get('prompts', 0)} prompts ({report.duplicates} were already there).",
-                checklist(services.onboarding_steps()))
+                *panel_state(services.onboarding_steps()))
 
     def onboarding_generate(request: gr.Request, progress=gr.Progress()  # noqa: B008 (Gradio injects it)
                             ) -> tuple[str, str]:
@@ -56,7 +62,7 @@ def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button, gr.Bu
         store.audit(admin.username, "generate_candidates", {"versions": [active], "prompts": len(prompt_ids),
                                                             "responses": made, "mode": "pairwise", "onboarding": True})
         return (f"{made} answers from `{active}`: {len(prompt_ids)} blind A/B items wait in the Review tab.",
-                checklist(services.onboarding_steps()))
+                *panel_state(services.onboarding_steps()))
 
     def onboarding_train(request: gr.Request) -> tuple[str, str]:
         admin = auth.require(request, *ADMINS)
@@ -70,7 +76,7 @@ def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button, gr.Bu
         run_id = services.runner.start_round(store, services.data_dir, round_request)
         store.audit(admin.username, "start_round", {"run_id": run_id, "stages": ["dpo"], "onboarding": True})
         return (f"Round {run_id} started: follow it in Admin › Rounds; its version then joins the Arena's battles.",
-                checklist(services.onboarding_steps()))
+                *panel_state(services.onboarding_steps()))
 
     with gr.Column(visible=False, elem_id="tl-onboarding") as panel:
         with gr.Row(equal_height=True):
@@ -83,8 +89,9 @@ def build_onboarding(services) -> tuple[gr.Column, gr.Markdown, gr.Button, gr.Bu
             review = gr.Button("3. Review", elem_id="ob-review")
             train = gr.Button("4. Train a round", elem_id="ob-train")
         result = gr.Markdown(elem_id="ob-result")
-    load.click(onboarding_load, None, [result, steps], api_name=auth.endpoint("onboarding_load", *ADMINS))
-    generate.click(onboarding_generate, None, [result, steps],
+    shown = [steps, load, generate, review, train]
+    load.click(onboarding_load, None, [result, *shown], api_name=auth.endpoint("onboarding_load", *ADMINS))
+    generate.click(onboarding_generate, None, [result, *shown],
                    api_name=auth.endpoint("onboarding_generate", *ADMINS))
-    train.click(onboarding_train, None, [result, steps], api_name=auth.endpoint("onboarding_train", *ADMINS))
-    return panel, steps, review, close
+    train.click(onboarding_train, None, [result, *shown], api_name=auth.endpoint("onboarding_train", *ADMINS))
+    return panel, shown, review, close

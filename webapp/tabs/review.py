@@ -42,15 +42,16 @@ def conversation_markdown(prompt: Prompt) -> str:
     return "\n\n".join([*parts, f"### Prompt\n\n{safe_markdown(messages[-1]['content'])}"])
 
 
-def build_review_tab(services) -> None:
+def build_review_tab(services) -> gr.Markdown:
+    """The tab; returns the reviewer's counts (`#rv-mine`), which change after every judgment."""
     auth, store = services.auth, services.store
 
-    def show(username: str, mode: str) -> tuple:
+    def show(username: str, mode: str, on_page: dict | None = None) -> tuple:
         """Fetch the reviewer's next item in `mode` and lay it out, with the reviewer's own counts and agreement
-        (refreshed after each judgment); every review handler ends with this."""
-        return *layout(username, mode), mine(username)
+        (refreshed after each judgment); every review handler ends with this. `on_page`: the item the page shows."""
+        return *layout(username, mode, on_page), mine(username)
 
-    def layout(username: str, mode: str) -> tuple:
+    def layout(username: str, mode: str, on_page: dict | None) -> tuple:
         item = store.next_item(username, mode, services.annotators_per_item)
         done, remaining = store.queue_progress(username, mode, services.annotators_per_item)
         progress = f"**{done}** done · **{remaining}** remaining in *{mode}*"
@@ -58,14 +59,20 @@ def build_review_tab(services) -> None:
             hidden = (gr.update(visible=False),) * 3
             return (None, progress, "🎉 Nothing left in this queue. Try another mode or ask an admin for more "
                     "candidates.", *hidden, "", "", "", "", gr.update(choices=[], value=None))
-        texts = [safe_markdown(r.text) for r in item.responses]
+        responses = item.responses
+        if on_page and on_page["mode"] == mode and sorted(on_page["response_ids"]) == sorted(item.response_ids):
+            # the item on the page served again (Next item before judging it): keep its A/B order, so the page
+            # does not swap the answers under the reviewer, and a vote clicked meanwhile means what it showed
+            responses = sorted(responses, key=lambda r: on_page["response_ids"].index(r.id))
+        ids = [r.id for r in responses]
+        texts = [safe_markdown(r.text) for r in responses]
         labels = ["A", "B"] if mode == "pairwise" else [str(i + 1) for i in range(len(texts))]
-        state = {"mode": mode, "prompt_id": item.prompt.id, "response_ids": item.response_ids}
+        state = {"mode": mode, "prompt_id": item.prompt.id, "response_ids": ids}
         ranked = "\n\n---\n\n".join(f"#### {label}\n\n{text}" for label, text in zip(labels, texts, strict=True))
         return (state, progress, conversation_markdown(item.prompt),
                 gr.update(visible=mode == "single"), gr.update(visible=mode == "pairwise"),
                 gr.update(visible=mode == "ranking"), texts[0], texts[0], texts[-1], ranked,
-                gr.update(choices=list(zip(labels, item.response_ids, strict=True)), value=item.response_ids[0]))
+                gr.update(choices=list(zip(labels, ids, strict=True)), value=ids[0]))
 
     def judged(item: dict, table: str, username: str, write: Callable[[], int]) -> None:
         """Store a judgment and the criteria answers that came with it (item["criteria"]) in one transaction."""
@@ -80,9 +87,10 @@ def build_review_tab(services) -> None:
             raise gr.Error(f"No {mode} item loaded: press Next item.")
         return item
 
-    def review_next(mode: str, request: gr.Request) -> tuple:
+    def review_next(mode: str, request: gr.Request, on_page: dict | None = None) -> tuple:
+        """The next item; the item on the page (`on_page`, a State, not in the API) keeps its order if served again."""
         user = auth.require(request, *REVIEWERS)
-        return show(user.username, mode)
+        return show(user.username, mode, on_page)
 
     def review_rate(item: dict | None, thumbs: str | None, likert: str | None, comment: str,
                     request: gr.Request) -> tuple:
@@ -224,7 +232,7 @@ def build_review_tab(services) -> None:
     shown = [item, progress, prompt_md, single_box, pair_box, rank_box, single_md, a_md, b_md, rank_md, which, mine_md]
     clear = [thumbs, likert, comment, order]
     reset = (lambda: (None, None, "", ""), None, clear)
-    gr.on([next_btn.click, mode.change], review_next, mode, shown,
+    gr.on([next_btn.click, mode.change], review_next, [mode, item], shown,
           api_name=auth.endpoint("review_next", *REVIEWERS)).then(*reset, api_visibility="private")
     gr.on([next_btn.click, mode.change], review_form, mode, [guidelines_md, mine_md, form, *slots],
           api_name=auth.endpoint("review_form", *REVIEWERS))
@@ -243,3 +251,4 @@ def build_review_tab(services) -> None:
                       api_name=auth.endpoint("review_correct", *REVIEWERS))
     skip.click(review_skip, [item, mode], shown, api_name=auth.endpoint("review_skip", *REVIEWERS)).then(
         *reset, api_visibility="private")
+    return mine_md
