@@ -4,15 +4,18 @@ and the checks every part of the store shares (values from feedback_db.vocab, id
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from feedback_db.connection import Connections, retry_locked
 from feedback_db.migrations import migrate, schema_version
 from feedback_db.models import Snapshot
 from feedback_db.splits import DEFAULT_HELDOUT_SHARE, check_share
+
+T = TypeVar("T")
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range; a larger id is no row (not an OverflowError)
 
@@ -92,6 +95,15 @@ class StoreBase:
     def _query(self, sql: str, params: tuple | list | dict = ()) -> list[sqlite3.Row]:
         return self._db.query(sql, params)
 
-    def _rows(self, table: str, snapshot: Snapshot | None) -> list[sqlite3.Row]:
+    def _one(self, convert: Callable[[sqlite3.Row], T], sql: str, params: tuple | list = ()) -> T | None:
+        """The query's first row through `convert`; None when it returns no row."""
+        rows = self._query(sql, params)
+        return convert(rows[0]) if rows else None
+
+    def _rows(self, table: str, snapshot: Snapshot | None, **equal: object) -> list[sqlite3.Row]:
+        """`table`'s rows up to `snapshot` in id order; `equal`: column=value filters (a None value: no filter)."""
         where, params = upto(table, snapshot)
+        for column, value in equal.items():
+            if value is not None:
+                where, params = f"{where} AND {column} = ?", [*params, value]
         return self._query(f"SELECT * FROM {table} WHERE {where} ORDER BY id", params)

@@ -22,7 +22,7 @@ from feedback_db.models import (
     UnpairedLabel,
 )
 from feedback_db.splits import split_for
-from feedback_db.store.base import StoreBase, check, check_choice, now, upto, valid_id
+from feedback_db.store.base import StoreBase, check, check_choice, now, valid_id
 from feedback_db.vocab import SPLITS
 
 
@@ -48,16 +48,11 @@ class PromptsMixin(StoreBase):
         return self._insert("prompts", row)
 
     def get_prompt(self, prompt_id: int) -> Prompt | None:
-        if not valid_id(prompt_id):
-            return None
-        rows = self._query("SELECT * FROM prompts WHERE id = ?", (prompt_id,))
-        return _prompt(rows[0]) if rows else None
+        valid = valid_id(prompt_id)
+        return self._one(_prompt, "SELECT * FROM prompts WHERE id = ?", (prompt_id,)) if valid else None
 
     def list_prompts(self, split: str | None = None, snapshot: Snapshot | None = None) -> list[Prompt]:
-        where, params = upto("prompts", snapshot)
-        if split is not None:
-            where, params = f"{where} AND split = ?", [*params, split]
-        return [_prompt(r) for r in self._query(f"SELECT * FROM prompts WHERE {where} ORDER BY id", params)]
+        return [_prompt(r) for r in self._rows("prompts", snapshot, split=split)]
 
     def prompts_lacking_answers(self, versions: Sequence[str], split: str = "train") -> list[int]:
         """Ids of the `split` prompts (in id order) that lack an answer from at least one of `versions`."""
@@ -80,16 +75,11 @@ class PromptsMixin(StoreBase):
         return self._insert("responses", {**row, "settings": json.dumps(settings or {}), "created": now()})
 
     def get_response(self, response_id: int) -> Response | None:
-        if not valid_id(response_id):
-            return None
-        rows = self._query("SELECT * FROM responses WHERE id = ?", (response_id,))
-        return _response(rows[0]) if rows else None
+        valid = valid_id(response_id)
+        return self._one(_response, "SELECT * FROM responses WHERE id = ?", (response_id,)) if valid else None
 
     def list_responses(self, prompt_id: int | None = None, snapshot: Snapshot | None = None) -> list[Response]:
-        where, params = upto("responses", snapshot)
-        if prompt_id is not None:
-            where, params = f"{where} AND prompt_id = ?", [*params, prompt_id]
-        return [_response(r) for r in self._query(f"SELECT * FROM responses WHERE {where} ORDER BY id", params)]
+        return [_response(r) for r in self._rows("responses", snapshot, prompt_id=prompt_id)]
 
     def _require_response(self, response_id: int) -> Response:
         response = self.get_response(response_id)

@@ -101,12 +101,10 @@ class RunsMixin(StoreBase):
                             "IN ('queued', 'running')", (now(), job_id)) > 0
 
     def get_generation_job(self, job_id: int) -> GenerationJob | None:
-        rows = self._query("SELECT * FROM generation_jobs WHERE id = ?", (job_id,))
-        return _generation_job(rows[0]) if rows else None
+        return self._one(_generation_job, "SELECT * FROM generation_jobs WHERE id = ?", (job_id,))
 
     def latest_generation_job(self) -> GenerationJob | None:
-        rows = self._query("SELECT * FROM generation_jobs ORDER BY id DESC LIMIT 1")
-        return _generation_job(rows[0]) if rows else None
+        return self._one(_generation_job, "SELECT * FROM generation_jobs ORDER BY id DESC LIMIT 1")
 
     def mark_interrupted_generation_jobs(self) -> int:
         """At app start: jobs a previous app process left unfinished become `interrupted`."""

@@ -46,8 +46,7 @@ class UsersMixin(StoreBase):
         return user
 
     def get_user(self, username: str) -> User | None:
-        rows = self._query("SELECT * FROM users WHERE username = ?", (username,))
-        return _user(rows[0]) if rows else None
+        return self._one(_user, "SELECT * FROM users WHERE username = ?", (username,))
 
     def list_users(self) -> list[User]:
         return [_user(r) for r in self._query("SELECT * FROM users ORDER BY username")]
@@ -91,12 +90,12 @@ class UsersMixin(StoreBase):
 
     def user_for_token(self, token: str) -> User | None:
         """The user a valid token belongs to; None for unknown or revoked tokens and disabled users."""
-        rows = self._query(
+        return self._one(
+            _user,
             "SELECT u.* FROM api_tokens t JOIN users u ON u.username = t.username "
             "WHERE t.token_hash = ? AND t.revoked IS NULL AND u.disabled = 0",
             (_token_hash(token),),
         )
-        return _user(rows[0]) if rows else None
 
     def list_api_tokens(self, username: str | None = None) -> list[ApiToken]:
         where, params = ("username = ?", (username,)) if username is not None else ("1", ())

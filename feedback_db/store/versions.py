@@ -57,8 +57,7 @@ class VersionsMixin(StoreBase):
         return f"v{max(numbers, default=0) + 1}-{method}"
 
     def get_version(self, name: str) -> ModelVersion | None:
-        rows = self._query("SELECT * FROM model_versions WHERE name = ?", (name,))
-        return _version(rows[0]) if rows else None
+        return self._one(_version, "SELECT * FROM model_versions WHERE name = ?", (name,))
 
     def list_versions(self) -> list[ModelVersion]:
         return [_version(r) for r in self._query("SELECT * FROM model_versions ORDER BY id")]
@@ -86,8 +85,7 @@ class VersionsMixin(StoreBase):
             self.audit(username, "activate_version", detail)
 
     def active_version(self) -> ModelVersion | None:
-        rows = self._query("SELECT * FROM model_versions WHERE status = 'active'")
-        return _version(rows[0]) if rows else None
+        return self._one(_version, "SELECT * FROM model_versions WHERE status = 'active'")
 
     def previously_active(self) -> str | None:
         """The version that served before the last activation ("base" for the base model); None before any."""
