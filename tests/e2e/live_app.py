@@ -140,6 +140,24 @@ class LiveApp:
                     return event, json.loads(line.split(":", 1)[1])
         return event or "closed", None
 
+    def queue(self, client: httpx.Client, fn_index: int, data: list, event_data: dict | None = None) -> str:
+        """Run an event the way the browser does: /queue/join with fn_index (and the event's data), then read the
+        session's SSE stream: "complete", "error: <message>", "http <status>" (refused at the door) or "closed"."""
+        session_hash = self.sessions[id(client)]
+        joined = client.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
+                                                             "session_hash": session_hash, "event_data": event_data,
+                                                             "trigger_id": None})
+        if joined.status_code != 200:
+            return f"http {joined.status_code}"
+        with client.stream("GET", f"/gradio_api/queue/data?session_hash={session_hash}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    message = json.loads(line[5:])
+                    if message.get("msg") == "process_completed":
+                        output = message.get("output") or {}
+                        return "complete" if message.get("success") else f"error: {output.get('error')}"
+        return "closed"
+
     def upload(self, client: httpx.Client, path: Path) -> dict:
         """Upload a file as the browser does; returns the FileData an endpoint takes."""
         with Path(path).open("rb") as f:

@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -99,184 +100,74 @@ def _parquet(rows: list[dict]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+class Bad(NamedTuple):
+    """A file that must import nothing: its kind, name and bytes, the error it must raise, and the limits."""
+
+    id: str
+    kind: str
+    name: str
+    content: bytes
+    message: str
+    limits: ImportLimits | None = None
+
+
 BAD = [
-    # (id, kind, file name, content, limits, expected message)
-    (
-        "bad-json-line-57",
-        "preferences",
-        "p.jsonl",
-        _jsonl([GOOD_PAIR] * 56) + b'{"prompt": "Q" "chosen": "x"}\n',
-        None,
-        r"^line 57: invalid JSON \(Expecting ',' delimiter\)$",
-    ),
-    ("empty-file", "prompts", "p.jsonl", b"", None, "the file is empty"),
-    ("blank-lines-only", "prompts", "p.jsonl", b"\n  \n\n", None, "the file has no rows"),
-    ("header-only-csv", "prompts", "p.csv", b"prompt\n", None, "the file has no rows"),
-    (
-        "binary",
-        "prompts",
-        "p.jsonl",
-        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
-        None,
-        r"binary file \(NUL byte at offset 8\)",
-    ),
-    ("latin-1", "prompts", "p.csv", "prompt\ncaf\u00e9\n".encode("latin-1"), None, "not UTF-8 text.*0xe9"),
-    (
-        "missing-chosen-row-3",
-        "preferences",
-        "p.csv",
-        b"prompt,chosen,rejected\nQ,a,b\nR,c,d\nS,,f\n",
-        None,
-        "^row 3: field 'chosen' is missing",
-    ),
-    (
-        "wrong-columns",
-        "demonstrations",
-        "d.csv",
-        b"question,answer\nQ,A\n",
-        None,
-        r"^row 1: field 'prompt' is missing \(fields present: 'question', 'answer'\)",
-    ),
-    (
-        "gradient-no-response-marker",
-        "demonstrations",
-        "d.jsonl",
+    Bad("bad-json-line-57", "preferences", "p.jsonl", _jsonl([GOOD_PAIR] * 56) + b'{"prompt": "Q" "chosen": "x"}\n',
+        r"^line 57: invalid JSON \(Expecting ',' delimiter\)$"),
+    Bad("empty-file", "prompts", "p.jsonl", b"", "the file is empty"),
+    Bad("blank-lines-only", "prompts", "p.jsonl", b"\n  \n\n", "the file has no rows"),
+    Bad("header-only-csv", "prompts", "p.csv", b"prompt\n", "the file has no rows"),
+    Bad("binary", "prompts", "p.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        r"binary file \(NUL byte at offset 8\)"),
+    Bad("latin-1", "prompts", "p.csv", "prompt\ncaf\u00e9\n".encode("latin-1"), "not UTF-8 text.*0xe9"),
+    Bad("missing-chosen-row-3", "preferences", "p.csv", b"prompt,chosen,rejected\nQ,a,b\nR,c,d\nS,,f\n",
+        "^row 3: field 'chosen' is missing"),
+    Bad("wrong-columns", "demonstrations", "d.csv", b"question,answer\nQ,A\n",
+        r"^row 1: field 'prompt' is missing \(fields present: 'question', 'answer'\)"),
+    Bad("gradient-no-response-marker", "demonstrations", "d.jsonl",
         _jsonl([{"inputs": "<s>### Instruction:\nQ\n\n### Answer:\nA</s>"}]),
-        None,
-        "^line 1: field 'inputs' has no '### Response:' marker",
-    ),
-    (
-        "gradient-no-instruction",
-        "demonstrations",
-        "d.jsonl",
-        _jsonl([{"inputs": "Q\n### Response:\nA"}]),
-        None,
-        "must start with '<s>### Instruction:'",
-    ),
-    (
-        "gradient-empty-answer",
-        "demonstrations",
-        "d.jsonl",
-        _jsonl([{"inputs": "<s>### Instruction:\nQ\n\n### Response:\n</s>"}]),
-        None,
-        "empty instruction or response",
-    ),
-    (
-        "huge-field",
-        "demonstrations",
-        "d.jsonl",
-        _jsonl([{"prompt": "Q", "completion": "x" * 2000}]),
-        ImportLimits(max_field_chars=1000),
+        "^line 1: field 'inputs' has no '### Response:' marker"),
+    Bad("gradient-no-instruction", "demonstrations", "d.jsonl", _jsonl([{"inputs": "Q\n### Response:\nA"}]),
+        "must start with '<s>### Instruction:'"),
+    Bad("gradient-empty-answer", "demonstrations", "d.jsonl",
+        _jsonl([{"inputs": "<s>### Instruction:\nQ\n\n### Response:\n</s>"}]), "empty instruction or response"),
+    Bad("huge-field", "demonstrations", "d.jsonl", _jsonl([{"prompt": "Q", "completion": "x" * 2000}]),
         "^line 1: field 'completion' is 2,000 characters long; the limit is 1,000$",
-    ),
-    (
-        "too-many-rows",
-        "prompts",
-        "p.jsonl",
-        _jsonl([{"prompt": f"q{i}"} for i in range(6)]),
-        ImportLimits(max_rows=5),
-        "6 rows; the limit is 5 per file",
-    ),
-    (
-        "file-too-large",
-        "prompts",
-        "p.jsonl",
-        _jsonl([{"prompt": "q" * 100}]),
-        ImportLimits(max_bytes=50),
-        "the limit is 50 bytes",
-    ),
-    (
-        "array-not-object",
-        "prompts",
-        "p.jsonl",
-        b'{"prompt": "a"}\n["b"]\n',
-        None,
-        "^line 2: expected a JSON object, got a list$",
-    ),
-    (
-        "chosen-wrong-type",
-        "preferences",
-        "p.jsonl",
-        _jsonl([GOOD_PAIR, {**GOOD_PAIR, "chosen": 42}]),
-        None,
-        "^line 2: field 'chosen' must be a string or a list of messages, got a number$",
-    ),
-    (
-        "label-not-boolean",
-        "unpaired",
-        "u.csv",
-        b"prompt,completion,label\nQ,A,maybe\n",
-        None,
-        "^row 1: field 'label' must be true/false",
-    ),
-    (
-        "messages-without-answer",
-        "demonstrations",
-        "d.jsonl",
+        limits=ImportLimits(max_field_chars=1000)),
+    Bad("too-many-rows", "prompts", "p.jsonl", _jsonl([{"prompt": f"q{i}"} for i in range(6)]),
+        "6 rows; the limit is 5 per file", limits=ImportLimits(max_rows=5)),
+    Bad("file-too-large", "prompts", "p.jsonl", _jsonl([{"prompt": "q" * 100}]),
+        "the limit is 50 bytes", limits=ImportLimits(max_bytes=50)),
+    Bad("array-not-object", "prompts", "p.jsonl", b'{"prompt": "a"}\n["b"]\n',
+        "^line 2: expected a JSON object, got a list$"),
+    Bad("chosen-wrong-type", "preferences", "p.jsonl", _jsonl([GOOD_PAIR, {**GOOD_PAIR, "chosen": 42}]),
+        "^line 2: field 'chosen' must be a string or a list of messages, got a number$"),
+    Bad("label-not-boolean", "unpaired", "u.csv", b"prompt,completion,label\nQ,A,maybe\n",
+        "^row 1: field 'label' must be true/false"),
+    Bad("messages-without-answer", "demonstrations", "d.jsonl",
         _jsonl([{"messages": [{"role": "user", "content": "Q"}]}]),
-        None,
-        "field 'messages' must end with the assistant's answer",
-    ),
-    (
-        "message-bad-role",
-        "demonstrations",
-        "d.jsonl",
+        "field 'messages' must end with the assistant's answer"),
+    Bad("message-bad-role", "demonstrations", "d.jsonl",
         _jsonl([{"messages": [{"role": "human", "content": "Q"}, {"role": "assistant", "content": "A"}]}]),
-        None,
-        "field 'messages' message 0 needs a 'role'",
-    ),
-    (
-        "chosen-equals-rejected",
-        "preferences",
-        "p.jsonl",
-        _jsonl([{**GOOD_PAIR, "rejected": "good"}]),
-        None,
-        "fields 'chosen' and 'rejected' are the same text",
-    ),
-    ("unsupported-extension", "prompts", "p.txt", b"hello\n", None, "unsupported file type '.txt'"),
-    ("corrupt-parquet", "preferences", "p.parquet", b"PAR1garbagegarbagePAR1", None, "not a readable Parquet file"),
-    ("not-parquet", "preferences", "p.parquet", b"prompt,chosen\n", None, "missing the PAR1 header"),
-    (
-        "parquet-missing-column",
-        "preferences",
-        "p.parquet",
-        _parquet([{"prompt": "Q", "chosen": "a"}]),
-        None,
-        "^row 1: field 'rejected' is missing",
-    ),
-    ("csv-extra-values", "prompts", "p.csv", b"prompt\nQ,extra\n", None, "^row 1: more values than the header"),
-    (
-        "bad-split",
-        "prompts",
-        "p.jsonl",
-        _jsonl([{"prompt": "Q", "split": "test"}]),
-        None,
-        "field 'split' must be 'train' or 'heldout'",
-    ),
-    ("blank-prompt", "prompts", "p.jsonl", _jsonl([{"text": "   "}]), None, "^line 1: field 'text' is empty$"),
-    (
-        "implicit-prompt-mismatch",
-        "preferences",
-        "p.jsonl",
-        _jsonl(
-            [
-                {
-                    "chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}],
-                    "rejected": [{"role": "user", "content": "R"}, {"role": "assistant", "content": "b"}],
-                }
-            ]
-        ),
-        None,
-        "do not share a prompt conversation",
-    ),
-    (
-        "bad-row-after-good-rows",
-        "unpaired",
-        "u.jsonl",
+        "field 'messages' message 0 needs a 'role'"),
+    Bad("chosen-equals-rejected", "preferences", "p.jsonl", _jsonl([{**GOOD_PAIR, "rejected": "good"}]),
+        "fields 'chosen' and 'rejected' are the same text"),
+    Bad("unsupported-extension", "prompts", "p.txt", b"hello\n", "unsupported file type '.txt'"),
+    Bad("corrupt-parquet", "preferences", "p.parquet", b"PAR1garbagegarbagePAR1", "not a readable Parquet file"),
+    Bad("not-parquet", "preferences", "p.parquet", b"prompt,chosen\n", "missing the PAR1 header"),
+    Bad("parquet-missing-column", "preferences", "p.parquet", _parquet([{"prompt": "Q", "chosen": "a"}]),
+        "^row 1: field 'rejected' is missing"),
+    Bad("csv-extra-values", "prompts", "p.csv", b"prompt\nQ,extra\n", "^row 1: more values than the header"),
+    Bad("bad-split", "prompts", "p.jsonl", _jsonl([{"prompt": "Q", "split": "test"}]),
+        "field 'split' must be 'train' or 'heldout'"),
+    Bad("blank-prompt", "prompts", "p.jsonl", _jsonl([{"text": "   "}]), "^line 1: field 'text' is empty$"),
+    Bad("implicit-prompt-mismatch", "preferences", "p.jsonl",
+        _jsonl([{"chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}],
+                 "rejected": [{"role": "user", "content": "R"}, {"role": "assistant", "content": "b"}]}]),
+        "do not share a prompt conversation"),
+    Bad("bad-row-after-good-rows", "unpaired", "u.jsonl",
         _jsonl([{"prompt": "Q", "completion": f"A{i}", "label": True} for i in range(9)] + [{"prompt": "Q"}]),
-        None,
-        "^line 10: field 'completion' is missing",
-    ),
+        "^line 10: field 'completion' is missing"),
 ]
 
 
@@ -290,17 +181,14 @@ def busy_store(store: FeedbackStore) -> FeedbackStore:
     return store
 
 
-@pytest.mark.parametrize(
-    ("kind", "name", "content", "limits", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
-)
-def test_bad_file_imports_nothing_and_names_line_and_field(
-    busy_store: FeedbackStore, tmp_path: Path, kind: str, name: str, content: bytes, limits, message: str
-) -> None:
-    path = tmp_path / name
-    path.write_bytes(content)
+@pytest.mark.parametrize("bad", BAD, ids=[b.id for b in BAD])
+def test_bad_file_imports_nothing_and_names_line_and_field(busy_store: FeedbackStore, tmp_path: Path,
+                                                          bad: Bad) -> None:
+    path = tmp_path / bad.name
+    path.write_bytes(bad.content)
     before = _dump(busy_store)
-    with pytest.raises(ImportValidationError, match=message):
-        import_file(busy_store, path, kind, limits=limits or ImportLimits())
+    with pytest.raises(ImportValidationError, match=bad.message):
+        import_file(busy_store, path, bad.kind, limits=bad.limits or ImportLimits())
     assert _dump(busy_store) == before
 
 

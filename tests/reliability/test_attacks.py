@@ -64,20 +64,8 @@ def fn_index(client: httpx.Client, api_name: str) -> int:
 
 
 def queue(app: LiveApp, client: httpx.Client, api_name: str, data: list, event_data: dict | None = None) -> str:
-    """Join the queue as the browser does (fn_index, event_data) and return "complete" or "error: <message>"."""
-    session_hash = app.sessions[id(client)]
-    joined = client.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index(client, api_name),
-                                                         "session_hash": session_hash, "event_data": event_data,
-                                                         "trigger_id": None})
-    if joined.status_code != 200:
-        return f"http {joined.status_code}"
-    with client.stream("GET", f"/gradio_api/queue/data?session_hash={session_hash}") as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                message = json.loads(line[5:])
-                if message.get("msg") == "process_completed":
-                    return "complete" if message.get("success") else f"error: {message['output'].get('error')}"
-    return "closed"
+    """Run `api_name` through the browser's queue (fn_index, event_data): "complete" or "error: <message>"."""
+    return app.queue(client, fn_index(client, api_name), data, event_data)
 
 
 # ----- 1. forged chat feedback -----------------------------------------------------------------------------------

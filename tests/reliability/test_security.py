@@ -114,23 +114,6 @@ def test_role_restricted_endpoints_refuse_lower_roles(live_app, setup):
     assert table_counts(live_app.data_dir / "tuneloop.db") == before, "a refused call wrote to the store"
 
 
-def queue_call(app: LiveApp, client, fn_index: int, data: list) -> str:
-    """Call an event the way the browser does: /queue/join with fn_index, then read the session's SSE stream."""
-    session_hash = app.sessions[id(client)]
-    joined = client.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
-                                                         "session_hash": session_hash, "trigger_id": None})
-    if joined.status_code != 200:
-        return f"http {joined.status_code}"
-    with client.stream("GET", f"/gradio_api/queue/data?session_hash={session_hash}") as stream:
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                message = json.loads(line[5:])
-                if message.get("msg") == "process_completed":
-                    output = message.get("output") or {}
-                    return "error: " + str(output.get("error")) if not message.get("success") else "complete"
-    return "closed"
-
-
 def test_browser_queue_path_refuses_lower_roles(live_app, setup):
     sessions, upload = setup
     config = sessions["admin"].get("/config").json()
@@ -145,7 +128,7 @@ def test_browser_queue_path_refuses_lower_roles(live_app, setup):
         data = iter(example_inputs(live_app, sessions["admin"], info[f"/{dep['api_name']}"], upload))
         data = [None if kinds[i] == "state" else next(data) for i in dep["inputs"]]  # the browser sends null for State
         for who in ("anonymous", "viewer", "reviewer"):
-            outcome = queue_call(live_app, sessions[who], dep.get("id", fn_index), data)
+            outcome = live_app.queue(sessions[who], dep.get("id", fn_index), data)
             if not (outcome == "http 401" if who == "anonymous" else "Permission denied" in outcome):
                 wrong.append((dep["api_name"], who, outcome))
     assert wrong == []

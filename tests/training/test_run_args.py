@@ -72,20 +72,27 @@ def plotted(metrics: list, title: str) -> set[str]:
     return set(metric_frames(metrics)[list(PLOTS).index(title)].metric)
 
 
+def train_evaluating_every_step(store, data_dir: Path, stage: str, main, config_cls) -> tuple:
+    """Train `stage` from base for 2 steps, evaluating the held-out rows after each: both evaluations reach the run's
+    metrics under that stage. Returns the run id, its metrics, the evaluation rows and the version."""
+    torch.set_num_threads(1)
+    run_id = store.create_run(config={}, stages=[stage], username="admin")
+    name = main(config_cls(db=store.path, data_dir=str(data_dir), parent="base", max_steps=2, eval_steps=1,
+                           run_id=run_id))
+    metrics = store.run_metrics(run_id)
+    evals = [m for m in metrics if "eval_loss" in m.metrics]
+    assert [m.step for m in evals] == [1, 2] and all(m.stage == stage for m in evals)
+    version = store.get_version(name)
+    assert version.metrics["evaluations"] == 2
+    return run_id, metrics, evals, version
+
+
 def test_dpo_evaluates_the_heldout_pairs_during_training(store, data_dir: Path):
     """The store fixture holds 3 preference pairs on held-out prompts: the DPO stage evaluates on them every step,
     the eval rows reach the run's metrics and TensorBoard, and the Rounds tab plots them beside the train curves."""
-    torch.set_num_threads(1)
-    run_id = store.create_run(config={}, stages=["dpo"], username="admin")
-    name = dpo(DPORecipeConfig(db=store.path, data_dir=str(data_dir), parent="base", max_steps=2, eval_steps=1,
-                               run_id=run_id))
-    metrics = store.run_metrics(run_id)
-    evals = [m for m in metrics if "eval_loss" in m.metrics]
-    assert [m.step for m in evals] == [1, 2] and all(m.stage == "dpo" for m in evals)
+    run_id, metrics, evals, version = train_evaluating_every_step(store, data_dir, "dpo", dpo, DPORecipeConfig)
     assert all({"eval_rewards/accuracies", "eval_rewards/margins"} <= m.metrics.keys() for m in evals)
     assert all(0 <= m.metrics["eval_rewards/accuracies"] <= 1 for m in evals)
-    version = store.get_version(name)
-    assert version.metrics["evaluations"] == 2
     assert version.metrics["heldout_reward_margin"] == pytest.approx(evals[-1].metrics["eval_rewards/margins"])
     assert version.metrics["heldout_reward_accuracy"] == evals[-1].metrics["eval_rewards/accuracies"]
     assert {"dpo/loss", "dpo/eval_loss"} <= plotted(metrics, "Loss")
@@ -98,19 +105,11 @@ def test_dpo_evaluates_the_heldout_pairs_during_training(store, data_dir: Path):
 
 def test_kto_evaluates_heldout_rows_during_training(store, data_dir: Path):
     """KTO's held-out rows: thumbs on held-out prompts plus the held-out pairs as one up and one down answer."""
-    torch.set_num_threads(1)
     prompt_id = store.add_prompt("Held-out: name a primary colour.", source="test-kto", split="heldout")
     store.add_unpaired_label(prompt_id, "Red is a primary colour.", True)
     store.add_unpaired_label(prompt_id, "Purple, which is not one.", False)
-    run_id = store.create_run(config={}, stages=["kto"], username="admin")
-    name = kto(KTORecipeConfig(db=store.path, data_dir=str(data_dir), parent="base", max_steps=2, eval_steps=1,
-                               run_id=run_id))
-    metrics = store.run_metrics(run_id)
-    evals = [m for m in metrics if "eval_loss" in m.metrics]
-    assert [m.step for m in evals] == [1, 2] and all(m.stage == "kto" for m in evals)
+    _, metrics, evals, version = train_evaluating_every_step(store, data_dir, "kto", kto, KTORecipeConfig)
     assert all({"eval_kl", "eval_rewards/margins"} <= m.metrics.keys() for m in evals)
-    version = store.get_version(name)
-    assert version.metrics["evaluations"] == 2
     assert version.metrics["heldout_kl"] == pytest.approx(evals[-1].metrics["eval_kl"])
     assert {"kto/loss", "kto/eval_loss"} <= plotted(metrics, "Loss")
     assert {"kto/kl", "kto/eval_kl"} <= plotted(metrics, "KL")
