@@ -26,28 +26,9 @@ from peft import PeftModel
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from training.hardware import device
+from training.request import Request
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
-
-
-@dataclass(frozen=True)
-class Request:
-    """One answer to generate. `adapter`: the PEFT adapter the row runs through (None: the model as it is)."""
-
-    messages: list[dict]
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 0.95
-    seed: int | None = None
-    adapter: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.messages:
-            raise ValueError("messages is empty: give at least one {'role': 'user', 'content': ...} message.")
-        if not 1 <= self.max_new_tokens <= 4096:
-            raise ValueError(f"max_new_tokens must be between 1 and 4096, got {self.max_new_tokens}.")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise ValueError(f"temperature must be between 0 and 5, got {self.temperature}.")
 
 
 @dataclass(frozen=True)

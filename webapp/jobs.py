@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from feedback_db.store import FeedbackStore
-from training.generation import Request
+from webapp.serving.errors import Request
 from webapp.serving.protocol import Models
 
 log = logging.getLogger("tuneloop.webapp")

@@ -1,4 +1,9 @@
-"""What the tabs need from serving without importing torch: the base model's reserved name and the load error."""
+"""What the tabs need from serving without importing torch: the base model's reserved name, the load error, and the
+generation request (`training.request.Request`, re-exported) they hand to `models.generate_many`."""
+
+from training.request import Request
+
+__all__ = ["BASE", "Request", "VersionLoadError"]
 
 BASE = "base"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from training.generation import Request
+    from training.request import Request
     from webapp.serving.service import Generation
 
 

@@ -7,10 +7,9 @@ from collections.abc import Iterator
 import gradio as gr
 
 from feedback_db.vocab import VIEWER
-from training.generation import Request
 from webapp import arena, limits
 from webapp.auth import EVERYONE
-from webapp.serving.errors import VersionLoadError
+from webapp.serving.errors import Request, VersionLoadError
 from webapp.tabs.common import safe_markdown
 
 MAX_NEW_TOKENS = 128
