@@ -1,10 +1,10 @@
-"""The Services bundle handed to `build_ui(services)`: the store, the served models, auth, the training runner, the
-generation jobs.
+"""The Services bundle handed to `build_ui(services)`: the store, the served models, auth, the generation jobs, the
+training rounds.
 
 Built once by app.py (or with fakes by the tests). Holds the operations that touch both the store and the model
 service: which versions can be served, promoting (hot-swap + store + audit), deciding human sign-off gates, and the
-background poller that follows the store's active version; plus a few the tabs share (export, the round
-form, the first-run checklist). Candidate generation lives in webapp/jobs.py, the gate's read side in webapp/gates.py.
+background poller that follows the store's active version. Candidate generation lives in webapp/jobs.py, rounds in
+webapp/rounds.py, version export in webapp/exports.py, the gate's read side in webapp/gates.py.
 """
 
 import logging
@@ -13,37 +13,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from feedback_db.agreement import Agreement
-from feedback_db.importers import STARTER_PROMPTS, ImportReport
+from feedback_db.importers import ImportReport
 from feedback_db.models import DataCheck
 from feedback_db.stats import WinRate
 from feedback_db.store import FeedbackStore
-from training.round import RoundConfig, stage_hyperparameters
 from webapp import gates
 from webapp.auth import Auth
 from webapp.chat_answers import ChatAnswers
 from webapp.jobs import GenerationJobs
+from webapp.rounds import RoundRunner, Rounds
 from webapp.serving.errors import BASE, VersionLoadError
 from webapp.serving.protocol import Models
 from webapp.usage_limits import UsageLimits
 
 log = logging.getLogger("tuneloop.webapp")
-
-
-class RoundRunner(Protocol):
-    """Starts and watches training processes: the module training.runner itself, or a fake in the web tests."""
-
-    def start_round(self, store: FeedbackStore, data_dir: str | Path, cfg: RoundConfig) -> int: ...
-
-    def cancel_run(self, store: FeedbackStore, run_id: int) -> bool: ...  # False: it had already finished
-
-    def resume_round(self, store: FeedbackStore, data_dir: str | Path, run_id: int) -> int: ...
-
-    def poll_runs(self, store: FeedbackStore, data_dir: str | Path) -> list[int]: ...  # dead processes -> failed
-
-    def log_tail(self, data_dir: str | Path, run_id: int) -> str: ...
 
 
 @dataclass
@@ -74,9 +59,11 @@ class Services:
     _failed_version: str | None = None  # a version that failed to load; not retried every poll
     _swap_lock: threading.Lock = field(default_factory=threading.Lock)
     jobs: GenerationJobs = field(init=False)  # candidate generation (webapp/jobs.py)
+    rounds: Rounds = field(init=False)  # training rounds (webapp/rounds.py)
 
     def __post_init__(self) -> None:
         self.jobs = GenerationJobs(self.store, self.models, self.ensure_loaded)
+        self.rounds = Rounds(self.store, self.runner, self.data_dir, self.base_model)
 
     # ----- versions -------------------------------------------------------------------------------------
     def servable_versions(self) -> list[str]:
@@ -152,7 +139,7 @@ class Services:
                             swapped_at = time.monotonic()
                     if time.monotonic() >= next_slow:
                         next_slow = time.monotonic() + interval_s
-                        self.runner.poll_runs(self.store, self.data_dir)
+                        self.rounds.reap()
                         self.check_gates()
                         if time.monotonic() - swapped_at >= interval_s:
                             self.models.prepare_spare()
@@ -189,50 +176,3 @@ class Services:
                 self.promote(version.name, "evaluation-gate")
             decided.append(version.name)
         return decided
-
-    def export_version(self, name: str, merged: bool, username: str) -> tuple[Path, Path | None]:
-        """Export a version under data/exports/ (training.export; the client never picks a server path).
-
-        Returns the folder and, for an adapter (a few MB), a zip of it to download."""
-        from datetime import UTC, datetime
-
-        from training.export import export_version
-
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        out = self.data_dir / "exports" / f"{name}-{'merged' if merged else 'export'}-{stamp}"
-        folder = export_version(self.store, name, out, merged=merged)
-        self.store.audit(username, "export", {"version": name, "merged": merged, "path": str(folder)})
-        if (folder / "adapter_config.json").is_file():
-            import shutil
-
-            return folder, Path(shutil.make_archive(str(folder), "zip", root_dir=folder))
-        return folder, None
-
-    # ----- rounds -----------------------------------------------------------------------------------------
-    def round_request(self, stages: list[str], technique: str, freeze_top_n: int, parent: str, max_steps: int,
-                      learning_rate: float | None, lora_r: int, beta: float, evaluate: bool, auto_promote: bool,
-                      username: str, include_viewer_chat: bool = False, report_to: str = "tensorboard") -> RoundConfig:
-        """The admin form → the round's config; hyper-parameters go to the stages that take them."""
-        stage_args = stage_hyperparameters(stages, technique, learning_rate, lora_r, freeze_top_n, beta)
-        return RoundConfig(db=self.store.path, data_dir=str(Path(self.data_dir).resolve()), stages=",".join(stages),
-                           technique=technique, base_model=self.base_model, parent=parent, username=username,
-                           max_steps=max_steps, stage_args=stage_args, evaluate=evaluate, auto_promote=auto_promote,
-                           include_viewer_chat=include_viewer_chat, report_to=report_to)
-
-    def run_log(self, run_id: int) -> str:
-        return self.runner.log_tail(self.data_dir, run_id)
-
-    # ----- data -------------------------------------------------------------------------------------------
-    def prompts_needing(self, versions: list[str], split: str = "train") -> list[int]:
-        """Prompts of `split` that lack an answer from at least one of `versions`."""
-        return self.store.prompts_lacking_answers(versions, split)
-
-    # ----- first run -------------------------------------------------------------------------------------
-    def onboarding_steps(self) -> dict[str, bool]:
-        """Which steps of the first loop this store has done: prompts, candidates, review, round."""
-        return {"prompts": self.store.count("prompts") > 0, "candidates": self.store.count("responses") > 0,
-                "review": self.store.count("comparisons") > 0, "round": bool(self.store.list_runs(limit=1))}
-
-    def load_starter_prompts(self):
-        """Import the starter prompts shipped in the repository (already imported ones are skipped)."""
-        return self.data.import_file(self.store, STARTER_PROMPTS, "prompts")

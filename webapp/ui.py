@@ -11,7 +11,7 @@ from webapp.auth import ADMINS, EVERYONE, REVIEWERS
 from webapp.tabs.admin import build_admin_tab
 from webapp.tabs.arena import build_arena_tab
 from webapp.tabs.chat import build_chat_tab
-from webapp.tabs.onboarding import build_onboarding, panel_state
+from webapp.tabs.onboarding import build_onboarding, first_run_steps, panel_state
 from webapp.tabs.review import build_review_tab
 from webapp.tabs.stats import build_stats_tab
 
@@ -60,13 +60,13 @@ def build_ui(services) -> gr.Blocks:
         """On page load: the first-run panel opens by itself for admins of an empty store only (no prompts yet);
         admins keep a button that reopens it."""
         user = auth.require(request, *EVERYONE)
-        steps = services.onboarding_steps()
+        steps = first_run_steps(services.store)
         admin = user.role == ADMIN
         return gr.update(visible=admin and not steps["prompts"]), *panel_state(steps), gr.update(visible=admin)
 
     def onboarding_open(request: gr.Request) -> tuple:
         auth.require(request, *ADMINS)
-        return gr.update(visible=True), *panel_state(services.onboarding_steps())
+        return gr.update(visible=True), *panel_state(first_run_steps(services.store))
 
     def onboarding_after_judgment(request: gr.Request) -> tuple:
         """After a review judgment (the reviewer's counts changed): an admin's panel ticks *Review* and highlights
@@ -74,7 +74,7 @@ def build_ui(services) -> gr.Blocks:
         user = auth.require(request, *EVERYONE)
         if user.role != ADMIN:
             return (gr.skip(),) * len(steps)
-        return panel_state(services.onboarding_steps())
+        return panel_state(first_run_steps(services.store))
 
     def banner(request: gr.Request) -> str:
         auth.require(request, *EVERYONE)

@@ -21,7 +21,7 @@ def wait_for_run(services, run_id: int, timeout_s: float = 900) -> None:
         assert time.monotonic() < deadline, f"run {run_id} still {run.status}"
         services.runner.poll_runs(services.store, services.data_dir)
         time.sleep(2)
-    assert run.status == "succeeded", f"{run.error}\n{services.run_log(run_id)[-3000:]}"
+    assert run.status == "succeeded", f"{run.error}\n{services.rounds.log(run_id)[-3000:]}"
 
 
 @pytest.mark.slow

@@ -87,7 +87,7 @@ def build_data_tab(services, tab: gr.Tab) -> None:
                     "pairwise": [services.models.active, candidate]}[mode]
         if mode == "pairwise" and candidate == services.models.active:
             raise gr.Error(f"Pick a candidate other than the active version ({candidate}) for A/B.")
-        prompt_ids = services.prompts_needing(versions, split=prompts)
+        prompt_ids = store.prompts_lacking_answers(versions, split=prompts)
         if not prompt_ids:
             raise gr.Error(f"Every {prompts} prompt already has answers from {', '.join(versions)}: import more.")
         samples = int(samples) if mode == "ranking" else 1

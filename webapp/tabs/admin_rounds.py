@@ -100,10 +100,10 @@ def build_rounds_tab(services) -> gr.Timer:
             raise gr.Error("Data check failed; fix the data or the stages first.")
         if any(r.status in ACTIVE_RUN for r in store.list_runs()):
             raise gr.Error("A round is already running: wait for it or cancel it.")
-        request_ = services.round_request(stages, technique, int(freeze_top_n), parent, int(max_steps), learning_rate,
-                                          int(lora_r), float(beta), evaluate, auto_promote, admin.username,
-                                          include_viewer_chat=bool(viewer_chat), report_to=report_to)
-        run_id = services.runner.start_round(store, services.data_dir, request_)
+        cfg = services.rounds.config(stages, technique, int(freeze_top_n), parent, int(max_steps), learning_rate,
+                                     int(lora_r), float(beta), evaluate, auto_promote, admin.username,
+                                     include_viewer_chat=bool(viewer_chat), report_to=report_to)
+        run_id = services.rounds.start(cfg)
         store.audit(admin.username, "start_round", {"run_id": run_id, "stages": stages, "technique": technique,
                                                     "include_viewer_chat": bool(viewer_chat),
                                                     "report_to": report_to})
@@ -113,7 +113,7 @@ def build_rounds_tab(services) -> gr.Timer:
         admin = auth.require(request, *ADMINS)
         if not run_id:
             raise gr.Error("Pick a run id.")
-        if not services.runner.cancel_run(store, int(run_id)):
+        if not services.rounds.cancel(int(run_id)):
             raise gr.Error(f"Run {int(run_id)} has already finished.")
         store.audit(admin.username, "cancel_round", {"run_id": int(run_id)})
         gr.Info(f"Cancelling run {int(run_id)}…")
@@ -126,7 +126,7 @@ def build_rounds_tab(services) -> gr.Timer:
         if any(r.status in ACTIVE_RUN for r in store.list_runs()):
             raise gr.Error("A round is already running: wait for it or cancel it.")
         try:
-            services.runner.resume_round(store, services.data_dir, int(run_id))
+            services.rounds.resume(int(run_id))
         except (KeyError, ValueError) as err:
             raise gr.Error(str(err).strip("'\"")) from err
         store.audit(admin.username, "resume_round", {"run_id": int(run_id)})
@@ -145,7 +145,7 @@ def build_rounds_tab(services) -> gr.Timer:
         status = f"**Run {run.id}**: {run.status}" + (f" · stage **{run.stage}**" if run.stage else "")
         metrics = store.run_metrics(run.id)
         status += f"\n\n{stage_timeline(run, metrics)}" + (f"\n\n❌ {run.error}" if run.error else "")
-        return (runs_table(), status, services.run_log(run.id) or run.log_tail,
+        return (runs_table(), status, services.rounds.log(run.id) or run.log_tail,
                 *metric_frames(metrics))
 
     with gr.Row():

@@ -6,6 +6,7 @@ import pandas as pd
 
 from webapp import gates
 from webapp.auth import ADMINS
+from webapp.exports import export_version
 from webapp.serving.errors import BASE, VersionLoadError
 
 VERSION_COLUMNS = ["name", "status", "parent", "method", "technique", "gate", "metrics", "created"]
@@ -114,7 +115,7 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
         if not name:
             raise gr.Error("Pick a version to export.")
         try:
-            folder, archive = services.export_version(name, merged, admin.username)
+            folder, archive = export_version(store, services.data_dir, name, merged, admin.username)
         except ValueError as err:
             raise gr.Error(f"Not exported: {err}") from err
         text = f"Exported **{name}** to `{folder}` on the server (README.md is its model card)."

@@ -4,6 +4,8 @@ long it takes on a 2-core CPU machine."""
 
 import gradio as gr
 
+from feedback_db.importers import STARTER_PROMPTS
+from feedback_db.store import FeedbackStore
 from webapp.auth import ADMINS
 from webapp.serving.errors import VersionLoadError
 
@@ -19,6 +21,12 @@ STEPS = {
     "round": f"**4. Train a round** — DPO with a LoRA adapter, {ROUND_STEPS} steps, in its own process; follow it in "
              "Admin › Rounds. About 2 minutes; the new version is a candidate that meets `base` in the Arena tab.",
 }
+
+
+def first_run_steps(store: FeedbackStore) -> dict[str, bool]:
+    """Which steps of the first loop this store has done: prompts, candidates, review, round."""
+    return {"prompts": store.count("prompts") > 0, "candidates": store.count("responses") > 0,
+            "review": store.count("comparisons") > 0, "round": bool(store.list_runs(limit=1))}
 
 
 def checklist(done: dict[str, bool]) -> str:
@@ -39,18 +47,18 @@ def build_onboarding(services) -> tuple[gr.Column, list[gr.components.Component]
     def onboarding_load(request: gr.Request) -> tuple[str, str]:
         admin = auth.require(request, *ADMINS)
         try:
-            report = services.load_starter_prompts()
+            report = services.data.import_file(store, STARTER_PROMPTS, "prompts")  # already there: skipped
         except (ValueError, KeyError) as err:
             raise gr.Error(f"Starter prompts not imported: {err}") from err
         store.audit(admin.username, "import", {"kind": "prompts", "starter": True, "added": report.added})
         return (f"Loaded {report.added.get('prompts', 0)} prompts ({report.duplicates} were already there).",
-                *panel_state(services.onboarding_steps()))
+                *panel_state(first_run_steps(store)))
 
     def onboarding_generate(request: gr.Request, progress=gr.Progress()  # noqa: B008 (Gradio injects it)
                             ) -> tuple[str, str]:
         admin = auth.require(request, *ADMINS)
         active = services.models.active
-        prompt_ids = services.prompts_needing([active], split="train")[:PROMPTS]
+        prompt_ids = store.prompts_lacking_answers([active], split="train")[:PROMPTS]
         if not prompt_ids:
             raise gr.Error("No training prompts without answers: load the starter prompts first.")
         try:
@@ -62,7 +70,7 @@ def build_onboarding(services) -> tuple[gr.Column, list[gr.components.Component]
         store.audit(admin.username, "generate_candidates", {"versions": [active], "prompts": len(prompt_ids),
                                                             "responses": made, "mode": "pairwise", "onboarding": True})
         return (f"{made} answers from `{active}`: {len(prompt_ids)} blind A/B items wait in the Review tab.",
-                *panel_state(services.onboarding_steps()))
+                *panel_state(first_run_steps(store)))
 
     def onboarding_train(request: gr.Request) -> tuple[str, str]:
         admin = auth.require(request, *ADMINS)
@@ -71,12 +79,12 @@ def build_onboarding(services) -> tuple[gr.Column, list[gr.components.Component]
             raise gr.Error("Not enough votes for a round yet: " + "; ".join(check.problems))
         if any(r.status in ("queued", "running") for r in store.list_runs()):
             raise gr.Error("A round is already running: follow it in Admin › Rounds.")
-        round_request = services.round_request(["dpo"], "lora", 0, "active", ROUND_STEPS, None, 8, 0.1,
-                                               evaluate=False, auto_promote=False, username=admin.username)
-        run_id = services.runner.start_round(store, services.data_dir, round_request)
+        cfg = services.rounds.config(["dpo"], "lora", 0, "active", ROUND_STEPS, None, 8, 0.1, evaluate=False,
+                                     auto_promote=False, username=admin.username)
+        run_id = services.rounds.start(cfg)
         store.audit(admin.username, "start_round", {"run_id": run_id, "stages": ["dpo"], "onboarding": True})
         return (f"Round {run_id} started: follow it in Admin › Rounds; its version then joins the Arena's battles.",
-                *panel_state(services.onboarding_steps()))
+                *panel_state(first_run_steps(store)))
 
     with gr.Column(visible=False, elem_id="tl-onboarding") as panel:
         with gr.Row(equal_height=True):
