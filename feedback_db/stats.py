@@ -58,19 +58,3 @@ def win_rates(store: FeedbackStore) -> list[WinRate]:
         WinRate(v, wins[v], losses[v], ties[v], wins[v] / (wins[v] + losses[v]) if wins[v] + losses[v] else None)
         for v in versions
     ]
-
-
-def head_to_head(store: FeedbackStore, version_a: str, version_b: str) -> WinRate:
-    """How `version_a` fared against `version_b` only (e.g. a candidate against the active version)."""
-    wins = losses = ties = 0
-    for first, second, winner in _votes(store):
-        if {first, second} != {version_a, version_b}:
-            continue
-        if winner is None:
-            ties += 1
-        elif winner == version_a:
-            wins += 1
-        else:
-            losses += 1
-    return WinRate(version_a, wins, losses, ties, wins / (wins + losses) if wins + losses else None)
-

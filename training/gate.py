@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 
 Z95 = 1.959963984540054
 OUTCOMES = ("win", "loss", "tie")
-JUDGE_KINDS = ("human", "reward_version", "hf_model")
 
 
 @dataclass(frozen=True)

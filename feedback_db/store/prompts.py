@@ -65,11 +65,6 @@ class PromptsMixin(StoreBase):
         )
         return [r["id"] for r in rows]
 
-    def set_prompt_split(self, prompt_id: int, split: str) -> None:
-        check_choice("split", split, SPLITS)
-        if self._update("UPDATE prompts SET split = ? WHERE id = ?", (split, prompt_id)) == 0:
-            raise KeyError(f"no prompt {prompt_id}")
-
     def add_response(self, prompt_id: int, text: str, model_version: str, settings: dict | None = None) -> int:
         row = {"prompt_id": prompt_id, "text": text, "model_version": model_version}
         return self._insert("responses", {**row, "settings": json.dumps(settings or {}), "created": now()})

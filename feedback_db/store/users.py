@@ -59,13 +59,6 @@ class UsersMixin(StoreBase):
         changed = self._update("UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username))
         self._require_changed(changed, username)
 
-    def set_password(self, username: str, password: str) -> None:
-        check(bool(password), "password must not be empty")
-        changed = self._update(
-            "UPDATE users SET password_hash = ? WHERE username = ?", (hash_password(password), username)
-        )
-        self._require_changed(changed, username)
-
     def _require_user(self, username: str) -> User:
         user = self.get_user(username)
         if user is None:

@@ -16,8 +16,8 @@ def search(demo, **changes):
 
 
 def test_browse_filter_open_move_exclude_restore(demo, store):
-    prompt_id, (a, b) = add_pair(store, "Is <b>this</b> bold?")
-    store.set_prompt_split(prompt_id, "train")
+    prompt_id = store.add_prompt("Is <b>this</b> bold?", split="train")
+    a, b = (store.add_response(prompt_id, f"answer from {v}", v) for v in ("base", "v1-sft"))
     add_pair(store, "Another question")
     store.add_comparison(a, b, "a", "rita")
     store.add_comparison(a, b, "b", "alice")
