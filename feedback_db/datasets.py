@@ -242,6 +242,27 @@ def build_kto_dataset(store: FeedbackStore, snapshot: Snapshot | None = None, sp
     return _dataset(kto_rows(store, snapshot, split)[0], KTO_FEATURES)
 
 
+class Builds:
+    """One snapshot's datasets, each (kind, split) built at most once: a round's data check counts the very rows its
+    stages train on, and reward and dpo share one build of the preference pairs (kind: `sft`, `preferences`, `kto`).
+    """
+
+    def __init__(self, store: FeedbackStore, snapshot: Snapshot | None = None) -> None:
+        self.store, self.snapshot = store, snapshot
+        self._built: dict[tuple[str, str], tuple[list[dict], Counter]] = {}
+
+    def rows(self, kind: str, split: str = "train") -> tuple[list[dict], Counter]:
+        """(rows, counts) as `sft_rows` / `preference_rows` / `kto_rows` return them, built on first use."""
+        if (kind, split) not in self._built:
+            build = {"sft": sft_rows, "preferences": preference_rows, "kto": kto_rows}[kind]
+            self._built[kind, split] = build(self.store, self.snapshot, split)
+        return self._built[kind, split]
+
+    def dataset(self, kind: str, split: str = "train") -> Dataset:
+        features = {"sft": SFT_FEATURES, "preferences": PREFERENCE_FEATURES, "kto": KTO_FEATURES}[kind]
+        return _dataset(self.rows(kind, split)[0], features)
+
+
 def split_by_prompt(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """(train, test) with about `fraction` of the distinct prompts in test and every row of a prompt on one side:
     a 5-answer ranking yields pairs that share answers, and those must not sit on both sides."""
@@ -253,17 +274,21 @@ def split_by_prompt(dataset: Dataset, fraction: float, seed: int) -> tuple[Datas
             dataset.select([i for i, k in enumerate(keys) if k in test]))
 
 
-def data_check(store: FeedbackStore, method: str, snapshot: Snapshot | None = None) -> DataCheck:
-    """Whether `method` has enough usable training data, with admin-readable reasons when it has not."""
+def data_check(
+    store: FeedbackStore, method: str, snapshot: Snapshot | None = None, builds: Builds | None = None
+) -> DataCheck:
+    """Whether `method` has enough usable training data, with admin-readable reasons when it has not. `builds`: the
+    round's builds of `snapshot` (the check then counts the rows its stages train on, without building them again)."""
+    builds = builds or Builds(store, snapshot)
     if method == "sft":
-        rows, counts = sft_rows(store, snapshot)
+        rows, counts = builds.rows("sft")
         problems = _too_few("SFT", len(rows), "examples (demonstrations, corrections or well-rated answers)", counts)
     elif method in ("reward", "dpo"):
-        rows, counts = preference_rows(store, snapshot)
+        rows, counts = builds.rows("preferences")
         label = "DPO" if method == "dpo" else "Reward model training"
         problems = _too_few(label, len(rows), "preference pairs", counts)
     elif method == "kto":
-        rows, counts = kto_rows(store, snapshot)
+        rows, counts = builds.rows("kto")
         problems = _too_few("KTO", len(rows), "labelled answers", counts)
         if not counts["up"] or not counts["down"]:
             problems.append(
@@ -272,7 +297,7 @@ def data_check(store: FeedbackStore, method: str, snapshot: Snapshot | None = No
     elif method == "online_rl":
         counts = Counter(prompts=len(store.list_prompts(split="train", snapshot=snapshot)))
         counts["reward_versions"] = sum(v.method == "reward" for v in store.list_versions())
-        counts["preference_pairs"] = len(preference_rows(store, snapshot)[0])
+        counts["preference_pairs"] = len(builds.rows("preferences")[0])
         problems = _too_few("Online RL", counts["prompts"], "training prompts", Counter())
         if not counts["reward_versions"] and counts["preference_pairs"] < MIN_EXAMPLES:
             problems.append(
@@ -281,6 +306,7 @@ def data_check(store: FeedbackStore, method: str, snapshot: Snapshot | None = No
             )
     else:
         raise ValueError(f"method must be one of sft, reward, dpo, kto, online_rl; got {method!r}")
+    counts = Counter(counts)  # a copy: the build's own counts stay as built
     counts["heldout_prompts"] = len(store.list_prompts(split="heldout", snapshot=snapshot))
     warnings = [f"left out: {counts[k]} {why}" for k, why in _DROPPED.items() if counts[k]]
     if not counts["heldout_prompts"]:

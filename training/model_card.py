@@ -17,7 +17,8 @@ GATE_KEYS = ("gate", "win_rate_vs_active", "promoted")  # written by training.ev
 # versions evaluated before the gate report (training.gate) kept these flat keys; their cards still show them
 LEGACY_GATE_KEYS = ("gate_passed", "gate_reason", "win_rate_threshold", "judge", "reward_model_accuracy",
                     "heldout_preference_accuracy", "heldout_preference_margin", "preference_accuracy_dropped")
-LOCAL_KEYS = ("db", "data_dir", "dataset_file", "snapshot", "run_id", "base_model", "parent", "reward_model")
+LOCAL_KEYS = ("db", "data_dir", "dataset_file", "dataset_dir", "snapshot", "run_id", "base_model", "parent",
+              "reward_model")
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,12 @@ from pathlib import Path
 
 import yaml
 
+from feedback_db.datasets import Builds, data_check
 from feedback_db.models import Snapshot
 from feedback_db.vocab import POLICY_STAGES, STAGES, TECHNIQUES
 from training.base_model import DEFAULT_BASE_MODEL
 from training.distributed import from_main, open_store, say, start
+from training.stage_data import stage_dataset_dir, write_stage_datasets
 
 # stage -> (recipe module, its config dataclass); each module has `main(cfg) -> version name`
 RECIPES = {
@@ -134,7 +136,8 @@ def stage_config(cfg: RoundConfig, stage: str, snapshot: Snapshot, run_id: int, 
     module_name, config_name = RECIPES[stage]
     module = importlib.import_module(module_name)
     values = {"db": cfg.db, "data_dir": cfg.data_dir, "base_model": cfg.base_model, "run_id": run_id,
-              "snapshot": snapshot, "max_steps": cfg.max_steps, "report_to": cfg.report_to}
+              "snapshot": snapshot, "dataset_dir": str(stage_dataset_dir(run_folder(cfg, run_id), stage)),
+              "max_steps": cfg.max_steps, "report_to": cfg.report_to}
     if cfg.num_train_epochs is not None:
         values["num_train_epochs"] = cfg.num_train_epochs
     if stage in POLICY_STAGES:
@@ -152,16 +155,16 @@ def latest_reward_version(store) -> str | None:
     return rewards[-1].name if rewards else None
 
 
-def checked_snapshot(store, cfg: RoundConfig) -> Snapshot:
-    """One snapshot for every stage; SystemExit naming what is missing when a stage lacks data (or a reward model)."""
-    from feedback_db.datasets import data_check
-
+def checked_snapshot(store, cfg: RoundConfig) -> tuple[Snapshot, Builds]:
+    """One snapshot for every stage and the one build of its datasets; SystemExit naming what is missing when a stage
+    lacks data (or a reward model). The check counts the rows the stages will train on."""
     snapshot = store.snapshot(include_viewer_chat=cfg.include_viewer_chat)
-    problems = [problem for stage in cfg.stage_list for problem in data_check(store, stage, snapshot).problems]
+    builds = Builds(store, snapshot)
+    problems = [problem for stage in cfg.stage_list for problem in data_check(store, stage, snapshot, builds).problems]
     problems += reward_model_problems(cfg, store)
     if problems:
         raise SystemExit("Not enough data for this round:\n" + "\n".join(problems))
-    return snapshot
+    return snapshot, builds
 
 
 RESUMABLE = ("failed", "cancelled", "interrupted")
@@ -172,18 +175,20 @@ def resumed(store, cfg: RoundConfig) -> tuple[RoundConfig, Snapshot, list[str]]:
     run = store.get_run(cfg.resume)
     if run.status not in (*RESUMABLE, "queued"):  # queued: training.runner.resume_round started this process
         raise ValueError(f"--resume {cfg.resume}: the run is {run.status}; only {', '.join(RESUMABLE)} runs resume.")
-    folder = Path(cfg.data_dir) / "runs" / str(cfg.resume)
+    folder = run_folder(cfg, cfg.resume)
     if not (folder / ROUND_FILE).is_file() or not (folder / SNAPSHOT_FILE).is_file():
         raise ValueError(f"--resume {cfg.resume}: {folder} holds no {ROUND_FILE}/{SNAPSHOT_FILE} (it failed before "
                          "training began, or predates resumable rounds); start a new round.")
     saved = yaml.safe_load((folder / ROUND_FILE).read_text())
     saved.update(db=cfg.db, data_dir=cfg.data_dir, run_id=cfg.resume, resume=cfg.resume)
-    return RoundConfig(**saved), Snapshot.from_json((folder / SNAPSHOT_FILE).read_text()), list(run.versions)
+    snapshot = Snapshot.from_json((folder / SNAPSHOT_FILE).read_text())
+    write_stage_datasets(Builds(store, snapshot), RoundConfig(**saved).stage_list, folder)  # those not written yet
+    return RoundConfig(**saved), snapshot, list(run.versions)
 
 
 def write_round_file(cfg: RoundConfig, run_id: int) -> Path:
     """data/runs/<id>/round.yaml: the config a round process reads with --config (and `--resume` reads again)."""
-    folder = Path(cfg.data_dir) / "runs" / str(run_id)
+    folder = run_folder(cfg, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ROUND_FILE
     path.write_text(yaml.safe_dump({**asdict(cfg), "run_id": run_id, "resume": None}, sort_keys=False))
@@ -191,11 +196,17 @@ def write_round_file(cfg: RoundConfig, run_id: int) -> Path:
 
 
 def saved_snapshot(store, cfg: RoundConfig, run_id: int) -> Snapshot:
-    """A new round's snapshot, written with its config to data/runs/<id>/ so `--resume` reads the same data."""
-    snapshot = checked_snapshot(store, cfg)
+    """A new round's snapshot, written with its config to data/runs/<id>/ so `--resume` reads the same data, and its
+    stages' datasets (built once, by the check) to data/runs/<id>/data/<stage>/, where the stages read them."""
+    snapshot, builds = checked_snapshot(store, cfg)
     write_round_file(cfg, run_id)
-    (Path(cfg.data_dir) / "runs" / str(run_id) / SNAPSHOT_FILE).write_text(snapshot.to_json())
+    write_stage_datasets(builds, cfg.stage_list, run_folder(cfg, run_id))
+    (run_folder(cfg, run_id) / SNAPSHOT_FILE).write_text(snapshot.to_json())
     return snapshot
+
+
+def run_folder(cfg: RoundConfig, run_id: int) -> Path:
+    return Path(cfg.data_dir) / "runs" / str(run_id)
 
 
 def main(cfg: RoundConfig) -> list[str]:

@@ -83,6 +83,9 @@ class RecipeArgs:
     report_to: str = field(default="tensorboard", metadata={"help": "none | tensorboard | mlflow, comma-separated "
                                                                     "(data/runs/<run_id>/tb, data/mlruns)."})
     run_id: int | None = field(default=None, metadata={"help": "Run row that receives progress (set by a round)."})
+    dataset_dir: str | None = field(default=None, metadata={"help": "The stage's dataset as its round built it "
+                                                                    "(data/runs/<id>/data/<stage>, set by a round; "
+                                                                    "default: built from the store's snapshot)."})
     # `Snapshot | str | None`: a round passes the Snapshot, the command line its JSON
     snapshot: Snapshot | str | None = field(default=None, metadata={"help": "Data snapshot as JSON (a round passes "
                                                                             "it; default: store.snapshot() now)."})

@@ -148,3 +148,30 @@ def test_round_on_flipped_train_only_preferences_is_not_promoted(data_dir: Path)
     assert any("evaluated on training data" in r for r in gate["verdict"]["refusals"])
     report = json.loads((Path(store.get_version(name).path) / "gate_report.json").read_text())
     assert len(report["items"]) == 4 and report["gate"]["seed"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_round_builds_the_preference_pairs_once(store, data_dir: Path, monkeypatch):
+    """One build per split from the round's check to the reward and DPO trainers: the check counts it, the round
+    writes it to data/runs/<id>/data/<stage>/ and both stages train on those files."""
+    from datasets import load_from_disk
+
+    import feedback_db.datasets
+    from training.round import main as run_round
+
+    builds, real = [], feedback_db.datasets.preference_rows
+
+    def counted(store, snapshot=None, split="train"):
+        builds.append(split)
+        return real(store, snapshot, split)
+
+    monkeypatch.setattr(feedback_db.datasets, "preference_rows", counted)
+    reward, dpo = run_round(RoundConfig(db=store.path, stages="reward,dpo", max_steps=1, evaluate=False))
+
+    assert sorted(builds) == ["heldout", "train"]
+    run = store.list_runs()[0]
+    for stage, name in (("reward", reward), ("dpo", dpo)):
+        pairs = load_from_disk(str(data_dir / "runs" / str(run.id) / "data" / stage))
+        assert store.get_version(name).metrics["train_pairs"] == len(pairs["train"]) == len(real(store)[0])
+        assert store.get_version(name).config["dataset_dir"] == str(data_dir / "runs" / str(run.id) / "data" / stage)

@@ -12,7 +12,7 @@ reference pass over the data up front, so each training step is a single forward
 
 from dataclasses import dataclass, field
 
-from datasets import DatasetDict, load_dataset
+from datasets import DatasetDict
 from peft import PeftModel
 from transformers import set_seed
 from trl import DPOConfig, DPOTrainer
@@ -23,6 +23,7 @@ from training.base_model import load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
 from training.hardware import trainer_precision_kwargs
+from training.stage_data import load_stage_dataset
 from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent, stage_data_dir
 
 DEFAULT_LR = {"lora": 1e-4, "full": 1e-6, "freeze": 1e-5}
@@ -52,18 +53,10 @@ class DPORecipeConfig(run_args.PolicyArgs):
 def preference_pairs(cfg: DPORecipeConfig, store, snapshot: Snapshot | None) -> DatasetDict:
     """Training pairs, plus the store's held-out pairs (evaluated every --eval_steps: loss, reward accuracy and
     margins) when there are some."""
-    heldout = None
-    if cfg.dataset_file is not None:
-        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
-    else:
-        from feedback_db.datasets import build_preference_dataset
-
-        dataset = build_preference_dataset(store, snapshot=snapshot)
-        heldout = build_preference_dataset(store, snapshot=snapshot, split="heldout")
-    if len(dataset) == 0:
+    pairs = load_stage_dataset(cfg, store, snapshot, "dpo")
+    if len(pairs["train"]) == 0:
         raise ValueError("No preference pairs: compare or rank answers in the review tab first.")
-    # `datasets` cannot load back an empty split
-    return DatasetDict(train=dataset, **({"heldout": heldout} if heldout is not None and len(heldout) else {}))
+    return pairs
 
 
 def main(cfg: DPORecipeConfig) -> str:

@@ -12,7 +12,7 @@ precomputed from the model before its first step with full/freeze; never a secon
 
 from dataclasses import dataclass, field
 
-from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
+from datasets import DatasetDict
 from peft import PeftModel
 from transformers import set_seed
 from trl import KTOConfig, KTOTrainer
@@ -23,6 +23,7 @@ from training.base_model import load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
 from training.hardware import trainer_precision_kwargs
+from training.stage_data import load_stage_dataset
 from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent, stage_data_dir
 
 DEFAULT_LR = {"lora": 1e-4, "full": 1e-6, "freeze": 1e-5}
@@ -54,32 +55,14 @@ class KTORecipeConfig(run_args.PolicyArgs):
 def labelled_answers(cfg: KTORecipeConfig, store, snapshot: Snapshot | None) -> DatasetDict:
     """Training rows, plus held-out rows evaluated every --eval_steps (loss, KL, reward margins) when the store has
     some: thumbs and labels on held-out prompts, and held-out preference pairs as one up and one down answer."""
-    heldout = None
-    if cfg.dataset_file is not None:
-        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
-    else:
-        from feedback_db.datasets import build_kto_dataset, build_preference_dataset
-
-        dataset = build_kto_dataset(store, snapshot=snapshot)
-        heldout = concatenate_datasets([build_kto_dataset(store, snapshot=snapshot, split="heldout"),
-                                        unpaired(build_preference_dataset(store, snapshot=snapshot, split="heldout"))])
-        heldout = heldout.shuffle(seed=cfg.seed)  # the KL term pairs neighbours, as in training
-    dataset = dataset.shuffle(seed=cfg.seed)  # rows come grouped by prompt and label; TRL's KL term pairs neighbours
-    desirable = sum(dataset["label"])
-    if not desirable or desirable == len(dataset):
+    # rows come grouped by prompt and label; TRL's KL term pairs neighbours (in training and evaluation)
+    rows = DatasetDict({split: rows.shuffle(seed=cfg.seed)
+                        for split, rows in load_stage_dataset(cfg, store, snapshot, "kto").items()})
+    desirable = sum(rows["train"]["label"])
+    if not desirable or desirable == len(rows["train"]):
         raise ValueError(f"KTO needs thumbs up and thumbs down; found {desirable} up, "
-                         f"{len(dataset) - desirable} down.")
-    # `datasets` cannot load back an empty split
-    return DatasetDict(train=dataset, **({"heldout": heldout} if heldout is not None and len(heldout) else {}))
-
-
-def unpaired(pairs: Dataset) -> Dataset:
-    """prompt/chosen/rejected rows → prompt/completion/label rows (chosen: desirable, rejected: undesirable)."""
-    from feedback_db.datasets import KTO_FEATURES
-
-    rows = [{"prompt": row["prompt"], "completion": row[side], "label": side == "chosen"}
-            for row in pairs for side in ("chosen", "rejected")]
-    return Dataset.from_dict({name: [row[name] for row in rows] for name in KTO_FEATURES}, features=KTO_FEATURES)
+                         f"{len(rows['train']) - desirable} down.")
+    return rows
 
 
 def main(cfg: KTORecipeConfig) -> str:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, load_dataset
+from datasets import Dataset
 from peft import PeftModel
 from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
@@ -30,6 +30,7 @@ from training.base_model import load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
 from training.hardware import trainer_precision_kwargs
+from training.stage_data import load_stage_dataset
 from training.versions import (
     is_adapter_dir,
     load_reward_model,
@@ -75,11 +76,7 @@ class OnlineRLRecipeConfig(run_args.PolicyArgs):
 
 
 def training_prompts(cfg: OnlineRLRecipeConfig, store, snapshot: Snapshot | None) -> Dataset:
-    if cfg.dataset_file is not None:
-        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train").select_columns(["prompt"])
-    else:
-        prompts = store.list_prompts(split="train", snapshot=snapshot)
-        dataset = Dataset.from_list([{"prompt": p.as_messages()} for p in prompts])
+    dataset = load_stage_dataset(cfg, store, snapshot, "online_rl")["train"].select_columns(["prompt"])
     if len(dataset) == 0:
         raise ValueError("No training prompts: add or import prompts first.")
     return dataset.shuffle(seed=cfg.seed).select(range(min(cfg.max_prompts, len(dataset))))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, set_seed
@@ -30,6 +30,7 @@ from training.base_model import load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
 from training.hardware import pick_dtype, trainer_precision_kwargs
+from training.stage_data import load_stage_dataset
 from training.versions import (
     LORA_TARGETS,
     is_adapter_dir,
@@ -79,15 +80,8 @@ def pairwise_accuracy(model, tokenizer, pairs: Dataset) -> dict:
 
 def reward_pairs(cfg: RewardRecipeConfig, store, snapshot: Snapshot | None) -> DatasetDict:
     """Training pairs + held-out pairs for the accuracy report (the store's held-out split, or an --eval_fraction)."""
-    heldout = None
-    if cfg.dataset_file is not None:
-        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
-    else:
-        from feedback_db.datasets import build_preference_dataset
-
-        dataset = build_preference_dataset(store, snapshot=snapshot)
-        heldout = build_preference_dataset(store, snapshot=snapshot, split="heldout")
-        heldout = heldout if len(heldout) else None
+    pairs = load_stage_dataset(cfg, store, snapshot, "reward")
+    dataset, heldout = pairs["train"], pairs.get("heldout")
     if len(dataset) == 0:
         raise ValueError("No preference pairs: compare or rank answers in the review tab first.")
     if heldout is None and cfg.eval_fraction > 0 and len({json.dumps(r) for r in dataset["prompt"]}) >= 5:

@@ -11,7 +11,7 @@ Speed: padding-free batches (no pad tokens are computed), no gradient checkpoint
 
 from dataclasses import dataclass, field
 
-from datasets import DatasetDict, load_dataset
+from datasets import DatasetDict
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
@@ -21,6 +21,7 @@ from training.base_model import load_tokenizer, resolve_base_model
 from training.callbacks import StoreProgressCallback
 from training.distributed import from_main, materialise, open_store, start
 from training.hardware import trainer_precision_kwargs
+from training.stage_data import load_stage_dataset
 from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent, stage_data_dir
 
 DEFAULT_LR = {"lora": 2e-4, "full": 1e-5, "freeze": 5e-5}
@@ -45,17 +46,11 @@ class SFTRecipeConfig(run_args.PolicyArgs):
 
 def sft_rows(cfg: SFTRecipeConfig, store, snapshot: Snapshot | None, tokenizer) -> DatasetDict:
     """prompt/completion rows (the loss covers only the answer); rows longer than --max_length apart."""
-    if cfg.dataset_file is not None:
-        dataset = load_dataset("json", data_files=cfg.dataset_file, split="train")
-    else:
-        from feedback_db.datasets import build_sft_dataset
-
-        dataset = build_sft_dataset(store, snapshot=snapshot)
-        heldout = build_sft_dataset(store, snapshot=snapshot, split="heldout")
-        if len(heldout):  # `datasets` cannot load back an empty split
-            return DatasetDict(sft_rows_split(dataset, tokenizer, cfg.max_length),
-                               heldout=sft_rows_split(heldout, tokenizer, cfg.max_length)["train"])
-    return DatasetDict(sft_rows_split(dataset, tokenizer, cfg.max_length))
+    data = load_stage_dataset(cfg, store, snapshot, "sft")
+    splits = sft_rows_split(data["train"], tokenizer, cfg.max_length)
+    if "heldout" in data:
+        splits["heldout"] = sft_rows_split(data["heldout"], tokenizer, cfg.max_length)["train"]
+    return DatasetDict(splits)
 
 
 def sft_rows_split(dataset, tokenizer, max_length: int) -> dict:
