@@ -58,8 +58,8 @@ class ChatAnswers:
 
 def chat_input(tokenizer: Any, conversation: list[dict]) -> tuple[list[dict], str | None]:
     """The conversation cut to the model's input budget: (messages, a notice of what was left out)."""
-    def count(messages: list[dict]) -> int:
-        return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    def count(messages: list[dict]) -> int:  # the token ids, as the engine's prompt_ids reads them
+        return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
 
     return fit_context(conversation, count)
 

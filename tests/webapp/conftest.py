@@ -31,8 +31,11 @@ USERS = {"alice": "admin", "rita": "reviewer", "vic": "viewer"}
 class FakeTokenizer:
     """About four characters a token, plus a few per message for the chat template."""
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
-        return list(range(sum(len(m["content"]) // 4 + 4 for m in messages)))
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
+                            return_dict: bool = True) -> dict[str, list[int]]:
+        # like transformers 5's tokenizers: a dict (BatchEncoding) of input_ids and attention_mask
+        ids = list(range(sum(len(m["content"]) // 4 + 4 for m in messages)))
+        return {"input_ids": ids, "attention_mask": [1] * len(ids)}
 
 
 class FakeModels:

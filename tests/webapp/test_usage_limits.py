@@ -4,7 +4,7 @@ limits against the live app (parallel chats over HTTP) are in tests/reliability/
 import gradio as gr
 import pytest
 
-from webapp.usage_limits import UsageLimits, cap_history, fit_context
+from webapp.usage_limits import MAX_PROMPT_TOKENS, UsageLimits, cap_history, fit_context
 
 
 class Clock:
@@ -61,3 +61,23 @@ def test_model_input_is_cut_to_the_budget_with_a_notice():
     long = [{"role": "user", "content": "a" * 900 + "END"}]
     fitted, notice = fit_context(long, count, max_tokens=100)
     assert count(fitted) <= 100 and fitted[0]["content"].endswith("END") and "characters of your message" in notice
+
+
+def test_model_input_budget_counts_the_real_tokenizers_tokens(base_model_path):
+    """transformers 5's apply_chat_template returns a dict (input_ids, attention_mask): counting its len() gave 2
+    whatever the input, so no chat was ever cut to the budget (an 8,000-char message reached the model as 1,579
+    tokens, a server-kept 24,000-char history as ~5,000)."""
+    from training.base_model import load_tokenizer
+    from training.generation import prompt_ids
+    from webapp.chat_answers import chat_input
+
+    tokenizer = load_tokenizer(base_model_path)
+    long = [{"role": "user", "content": "Tell me about computing history, in detail. " * 180 + "END"}]
+    assert len(prompt_ids(tokenizer, long)) > MAX_PROMPT_TOKENS
+    fitted, notice = chat_input(tokenizer, long)
+    assert len(prompt_ids(tokenizer, fitted)) <= MAX_PROMPT_TOKENS and fitted[0]["content"].endswith("END")
+    assert "characters of your message" in notice
+    turns = [{"role": r, "content": f"turn {i} " * 300} for i, r in enumerate(["user", "assistant"] * 4 + ["user"])]
+    fitted, notice = chat_input(tokenizer, turns)
+    assert len(prompt_ids(tokenizer, fitted)) <= MAX_PROMPT_TOKENS and fitted[-1] == turns[-1]
+    assert "oldest message(s)" in notice
