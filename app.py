@@ -17,7 +17,6 @@ from pathlib import Path
 
 import uvicorn
 
-from feedback_db import agreement, datasets, importers, stats
 from feedback_db.passwords import password_problem
 from feedback_db.splits import DEFAULT_HELDOUT_SHARE
 from feedback_db.store import FeedbackStore
@@ -26,7 +25,7 @@ from training import runner
 from training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
 from webapp.auth import Auth
 from webapp.server import build_app, public_origins
-from webapp.services import DataOps, Services
+from webapp.services import Services
 from webapp.serving.service import ModelService
 from webapp.ui import build_ui
 from webapp.usage_limits import UsageLimits
@@ -138,9 +137,6 @@ def build_services(args: argparse.Namespace) -> Services:
         annotators_per_item=args.annotators_per_item,
         usage=UsageLimits(args.user_in_flight, args.user_burst, args.user_refill_s),
         runner=runner,  # the module training.runner is the RoundRunner
-        data=DataOps(import_file=importers.import_file, data_check=datasets.data_check,
-                     win_rates=stats.win_rates, agreement=agreement.agreement,
-                     reviewer_agreement=agreement.reviewer_agreement),
     )
     services.sync_active()  # a missing/corrupt active version: serve the base model, say why in banner and log
     return services

@@ -10,14 +10,9 @@ webapp/rounds.py, version export in webapp/exports.py, the gate's read side in w
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feedback_db.agreement import Agreement
-from feedback_db.importers import ImportReport
-from feedback_db.models import DataCheck
-from feedback_db.stats import WinRate
 from feedback_db.store import FeedbackStore
 from webapp import gates
 from webapp.auth import Auth
@@ -32,24 +27,11 @@ log = logging.getLogger("tuneloop.webapp")
 
 
 @dataclass
-class DataOps:
-    """feedback_db's file and dataset helpers (no SQL in the tabs; fakes in the tests)."""
-
-    import_file: Callable[..., ImportReport]  # (store, path, kind, split="train"); all-or-nothing
-    data_check: Callable[..., DataCheck]  # (store, method, snapshot=None)
-    win_rates: Callable[[FeedbackStore], list[WinRate]]  # from blind A/B votes
-    agreement: Callable[[FeedbackStore, str], Agreement]  # kind: thumbs | likert | pairwise
-    # one reviewer's agreement with the majority per kind, from the items they judged (the review tab, every vote)
-    reviewer_agreement: Callable[[FeedbackStore, str], dict[str, float | None]]
-
-
-@dataclass
 class Services:
     store: FeedbackStore
     models: Models  # webapp.serving.service.ModelService
     auth: Auth
     runner: RoundRunner
-    data: DataOps
     data_dir: Path
     base_model: str
     annotators_per_item: int = 1  # reviewers who judge each item (2+ gives the agreement stats something to measure)

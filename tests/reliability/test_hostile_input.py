@@ -35,7 +35,7 @@ def new_app(folder: Path) -> tuple[FeedbackStore, object, gr.Blocks]:
     store = FeedbackStore(folder / "tuneloop.db")
     for username, role in USERS.items():
         store.create_user(username, PASSWORD, role)
-    services = make_services(store, folder, import_file=importers.import_file)
+    services = make_services(store, folder)
     return store, services, build_ui(services)
 
 

@@ -12,14 +12,10 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from feedback_db import agreement, datasets
-from feedback_db.agreement import Agreement
-from feedback_db.importers import ImportReport
-from feedback_db.stats import WinRate
 from feedback_db.store import FeedbackStore
 from training.round import RoundConfig
 from webapp.auth import Auth
-from webapp.services import DataOps, Services
+from webapp.services import Services
 from webapp.serving.errors import BASE, VersionLoadError
 from webapp.serving.service import Generation
 from webapp.ui import build_ui
@@ -120,25 +116,10 @@ class FakeRunner:
         return "log"
 
 
-def fake_import(store, path: str, kind: str, split: str = "train") -> ImportReport:
-    lines = Path(path).read_text().splitlines()
-    bad = [i + 1 for i, line in enumerate(lines) if not line.strip().startswith("{")]
-    if bad:
-        raise ValueError(f"{path}: line {bad[0]}: not a JSON object")
-    for line in lines:
-        store.add_prompt(line, split=split)
-    return ImportReport(path=path, kind=kind, format="jsonl", rows=len(lines), added={"prompts": len(lines)},
-                        duplicates=0)
-
-
-def make_services(store: FeedbackStore, data_dir: Path, models=None, import_file=fake_import) -> Services:
+def make_services(store: FeedbackStore, data_dir: Path, models=None) -> Services:
     return Services(
         store=store, models=models or FakeModels(), auth=Auth(store), data_dir=data_dir, base_model="fake-base",
         runner=FakeRunner(),
-        data=DataOps(import_file=import_file, data_check=datasets.data_check,
-                     win_rates=lambda store: [WinRate("v1-dpo", 3, 1, 0, 0.75)],
-                     agreement=lambda store, kind: Agreement(kind, "none", None, 0, 0, {}),
-                     reviewer_agreement=agreement.reviewer_agreement),
     )
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from feedback_db.importers import import_file
 from feedback_db.models import Snapshot
 from tests.webapp.conftest import PASSWORD, call, handler, make_services
 from webapp.tabs.common import safe_markdown
@@ -369,7 +368,7 @@ def test_stats_are_readable_by_viewers(demo, store):
     assert list(board.version) == ["v1-sft", "base"] and list(board.votes) == [1, 1]  # the real leaderboard
     assert matrix.set_index("wins of ↓ against →").loc["v1-sft", "base"] == "1/1 (100%)"
     assert counts["count"].sum() == 1 and list(per_reviewer.username) == ["rita"]
-    assert list(win_rates.version) == ["v1-dpo"] and len(agreement) == 3
+    assert list(win_rates.version) == ["base", "v1-sft"] and list(win_rates.wins) == [0, 1] and len(agreement) == 3
 
 
 def test_session_hides_tabs_by_role(demo):
@@ -381,7 +380,7 @@ def test_session_hides_tabs_by_role(demo):
 
 
 def test_real_importer_reports_the_line_and_imports_nothing(store, tmp_path):
-    demo = build_ui(make_services(store, tmp_path, import_file=import_file))
+    demo = build_ui(make_services(store, tmp_path))
     bad = tmp_path / "prompts.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": ""}\n')
     summary, first = call(demo, "data_preview", str(bad), "prompts", user="alice")

@@ -7,7 +7,7 @@ from dataclasses import replace
 import gradio as gr
 import pytest
 
-from feedback_db.importers import STARTER_PROMPTS, import_file
+from feedback_db.importers import STARTER_PROMPTS
 from tests.webapp.conftest import FakeModels, call, make_services
 from webapp.ui import build_ui
 
@@ -41,7 +41,7 @@ def highlighted(buttons: list[dict]) -> str | None:
 
 
 def test_onboarding_panel_walks_an_empty_store_through_one_loop(store, tmp_path):
-    services = make_services(store, tmp_path, SampledModels(), import_file)  # the real importer
+    services = make_services(store, tmp_path, SampledModels())
     demo = build_ui(services)
     panel, steps, *buttons, guide = call(demo, "onboarding_show", user="vic")
     assert panel["visible"] is False and guide["visible"] is False

@@ -6,7 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from feedback_db.exporters import export_names, export_to_folder
-from feedback_db.importers import preview_file
+from feedback_db.importers import import_file, preview_file
 from feedback_db.models import GenerationJob
 from feedback_db.vocab import IMPORT_KINDS, SPLITS
 from webapp.auth import ADMINS
@@ -59,7 +59,7 @@ def build_data_tab(services, tab: gr.Tab) -> None:
         if not path:
             raise gr.Error("Choose a .jsonl, .csv or .parquet file first.")
         try:
-            report = services.data.import_file(store, path, kind, split=None if split == "auto" else split)
+            report = import_file(store, path, kind, split=None if split == "auto" else split)
         except (ValueError, KeyError) as err:  # the importer names the line and field; nothing was imported
             raise gr.Error(f"Nothing imported. {err}") from err
         store.audit(admin.username, "import", {"kind": kind, "split": split, "rows": report.rows,

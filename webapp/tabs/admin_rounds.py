@@ -7,6 +7,7 @@ plots survive a reload and show the same in a second browser.
 import gradio as gr
 import pandas as pd
 
+from feedback_db.datasets import data_check
 from feedback_db.vocab import STAGES
 from webapp import limits
 from webapp.auth import ADMINS
@@ -75,7 +76,7 @@ def build_rounds_tab(services) -> gr.Timer:
         lines, ok = [], True
         snapshot = store.snapshot(include_viewer_chat=bool(viewer_chat))
         for stage in stages:
-            check = services.data.data_check(store, stage, snapshot)
+            check = data_check(store, stage, snapshot)
             ok &= check.ok
             counts = ", ".join(f"{k} {v}" for k, v in check.counts.items() if v)
             lines.append(f"\n{'✅' if check.ok else '❌'} **{stage}**: {counts or 'no data'}\n")

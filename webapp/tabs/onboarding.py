@@ -4,7 +4,8 @@ long it takes on a 2-core CPU machine."""
 
 import gradio as gr
 
-from feedback_db.importers import STARTER_PROMPTS
+from feedback_db.datasets import data_check
+from feedback_db.importers import STARTER_PROMPTS, import_file
 from feedback_db.store import FeedbackStore
 from webapp.auth import ADMINS
 from webapp.serving.errors import VersionLoadError
@@ -47,7 +48,7 @@ def build_onboarding(services) -> tuple[gr.Column, list[gr.components.Component]
     def onboarding_load(request: gr.Request) -> tuple[str, str]:
         admin = auth.require(request, *ADMINS)
         try:
-            report = services.data.import_file(store, STARTER_PROMPTS, "prompts")  # already there: skipped
+            report = import_file(store, STARTER_PROMPTS, "prompts")  # already there: skipped
         except (ValueError, KeyError) as err:
             raise gr.Error(f"Starter prompts not imported: {err}") from err
         store.audit(admin.username, "import", {"kind": "prompts", "starter": True, "added": report.added})
@@ -74,7 +75,7 @@ def build_onboarding(services) -> tuple[gr.Column, list[gr.components.Component]
 
     def onboarding_train(request: gr.Request) -> tuple[str, str]:
         admin = auth.require(request, *ADMINS)
-        check = services.data.data_check(store, "dpo")
+        check = data_check(store, "dpo")
         if not check.ok:
             raise gr.Error("Not enough votes for a round yet: " + "; ".join(check.problems))
         if any(r.status in ("queued", "running") for r in store.list_runs()):

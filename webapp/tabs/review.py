@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
+from feedback_db.agreement import reviewer_agreement
 from feedback_db.models import Prompt
 from webapp import limits
 from webapp.auth import REVIEWERS
@@ -139,7 +140,7 @@ def build_review_tab(services) -> gr.Markdown:
         """The reviewer's own counts and agreement with the majority; read from their judgments and the items they
         judged only (it runs after every judgment, so its cost must not grow with the whole store)."""
         counts = store.reviewer_counts(username)
-        shares = services.data.reviewer_agreement(store, username)
+        shares = reviewer_agreement(store, username)
         agree = ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items() if share is not None)
         return (f"**Your judgments:** {counts['rating']} ratings · {counts['comparison']} A/B votes · "
                 f"{counts['ranking']} rankings · {counts['correction']} corrections"

@@ -4,7 +4,9 @@ reward-model accuracy."""
 import gradio as gr
 import pandas as pd
 
+from feedback_db import agreement as agreement_stats
 from feedback_db.leaderboard import EXPLANATION, leaderboard
+from feedback_db.stats import win_rates as version_win_rates
 from webapp.auth import EVERYONE
 
 AGREEMENT_KINDS = ("thumbs", "likert", "pairwise")
@@ -35,7 +37,7 @@ def build_stats_tab(services, tab: gr.Tab) -> None:
         return counts, per_reviewer
 
     def agreement() -> tuple[pd.DataFrame, pd.DataFrame]:
-        results = {kind: services.data.agreement(store, kind) for kind in AGREEMENT_KINDS}
+        results = {kind: agreement_stats.agreement(store, kind) for kind in AGREEMENT_KINDS}
         overall = pd.DataFrame([[k, a.method, a.overall, a.items, a.disagreements] for k, a in results.items()],
                                columns=["kind", "method", "value", "items", "disagreements"])
         per_reviewer = pd.DataFrame([[k, user, share] for k, a in results.items() for user, share in
@@ -43,7 +45,7 @@ def build_stats_tab(services, tab: gr.Tab) -> None:
         return overall, per_reviewer
 
     def win_rates() -> pd.DataFrame:
-        rows = [[w.version, w.win_rate, w.wins, w.losses, w.ties] for w in services.data.win_rates(store)]
+        rows = [[w.version, w.win_rate, w.wins, w.losses, w.ties] for w in version_win_rates(store)]
         return pd.DataFrame(rows, columns=["version", "win_rate", "wins", "losses", "ties"])
 
     def reward_accuracy() -> pd.DataFrame:
