@@ -28,7 +28,8 @@ def test_admin_form_reaches_the_reviewer_and_answers_are_stored_exported_and_exc
     guidelines, mine, form, *slots = call(demo, "review_form", "pairwise", user="rita")
     assert "Prefer <strong>short</strong> answers &lt;script&gt;" in guidelines and "<script>" not in guidelines
     assert slots[0]["visible"] and slots[0]["label"] == "factually accurate"
-    assert slots[0]["info"] == "Every claim is true"
+    assert slots[0]["info"] == "Every claim is true · about this pair, stored with your vote"  # not per answer
+    assert call(demo, "review_form", "single", user="rita")[3]["info"] == "Every claim is true"
     assert "out of training" in slots[1]["label"] and slots[1]["choices"] == [("yes", 1), ("no", 0)]
     assert not slots[2]["visible"] and "0 A/B votes" in mine
 

@@ -154,7 +154,10 @@ def build_review_tab(services) -> gr.Markdown:
         for i, c in enumerate(criteria):
             choices = [(str(n), n) for n in range(1, 6)] if c.kind == "scale" else [("yes", 1), ("no", 0)]
             label = c.name + (" (yes keeps this prompt out of training)" if c.excludes else "")
-            slots[i] = gr.update(visible=True, label=label, info=c.description or None, choices=choices, value=None)
+            # on an A/B item a criterion is answered once, stored with the vote (the comparison), not per answer
+            scope = "about this pair, stored with your vote" if mode == "pairwise" else ""
+            info = " · ".join(part for part in (c.description, scope) if part) or None
+            slots[i] = gr.update(visible=True, label=label, info=info, choices=choices, value=None)
         text = store.guidelines(mode)
         guidelines = safe_markdown(text) if text is not None else GUIDELINES
         return f"{guidelines}\n\n{KEYS}", mine(user.username), [c.id for c in criteria], *slots
