@@ -366,9 +366,19 @@ def test_stats_are_readable_by_viewers(demo, store):
     store.add_comparison(*ids, "b", "rita")
     board, matrix, counts, per_reviewer, agreement, _, win_rates, _ = call(demo, "stats", user="vic")
     assert list(board.version) == ["v1-sft", "base"] and list(board.votes) == [1, 1]  # the real leaderboard
+    assert list(board["95% interval"]) == ["— (under 10 votes)"] * 2  # 1 vote: no interval worth showing
     assert matrix.set_index("wins of ↓ against →").loc["v1-sft", "base"] == "1/1 (100%)"
     assert counts["count"].sum() == 1 and list(per_reviewer.username) == ["rita"]
     assert list(win_rates.version) == ["base", "v1-sft"] and list(win_rates.wins) == [0, 1] and len(agreement) == 3
+
+
+def test_leaderboard_shows_intervals_from_ten_votes(demo, store):
+    for n in range(12):
+        _, ids = add_pair(store, f"q{n}?")
+        store.add_comparison(*ids, "b" if n % 3 else "a", "rita")
+    board = call(demo, "stats", user="vic")[0]
+    low, high = (int(x) for x in board["95% interval"][0].split(" – "))
+    assert list(board.votes) == [12, 12] and low < board.rating[0] < high
 
 
 def test_session_hides_tabs_by_role(demo):

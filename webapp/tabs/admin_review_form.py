@@ -12,7 +12,7 @@ from webapp.tabs.review import GUIDELINES
 
 MODES = [("Single answer", "single"), ("Blind A/B", "pairwise"), ("Ranking", "ranking")]
 KINDS = [("1–5 scale", "scale"), ("yes/no flag", "flag")]
-CRITERIA_COLUMNS = ["name", "kind", "description", "excludes from training", "answers"]
+CRITERIA_COLUMNS = ["name", "kind", "description", "excludes", "answers"]
 MAX_GUIDELINES_CHARS = 20_000
 MAX_NAME_CHARS = 80
 MAX_DESCRIPTION_CHARS = 500
@@ -73,7 +73,9 @@ def build_review_form_tab(services, tab: gr.Tab) -> None:
             saved = gr.Markdown()
         with gr.Column(scale=3):
             criteria = gr.Dataframe(pd.DataFrame(columns=CRITERIA_COLUMNS), label="Criteria on the form",
-                                    interactive=False, wrap=True, elem_id="form-criteria")
+                                    interactive=False, wrap=True, elem_id="form-criteria",
+                                    # widths: without them the last columns were squeezed to one letter per line
+                                    column_widths=["24%", "12%", "40%", "12%", "12%"])
             name = gr.Textbox(label="Name (e.g. factually accurate)", elem_id="form-name")
             description = gr.Textbox(label="Description shown to reviewers", elem_id="form-description")
             with gr.Row():

@@ -11,13 +11,22 @@ from webapp.auth import EVERYONE
 
 AGREEMENT_KINDS = ("thumbs", "likert", "pairwise")
 BOARD_COLUMNS = ["rank", "version", "rating", "95% interval", "votes", "wins", "losses", "ties"]
+# below this many votes a version's bootstrap interval is not shown: resampling 2 unanimous votes gives "1140 – 1140",
+# a certainty that 2 votes do not have
+MIN_INTERVAL_VOTES = 10
+
+
+def interval_text(low: float, high: float, votes: int) -> str:
+    if votes < MIN_INTERVAL_VOTES:
+        return f"— (under {MIN_INTERVAL_VOTES} votes)"
+    return f"{low:.0f} – {high:.0f}"
 
 
 def board_frames(store) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The leaderboard and its win matrix (row version's wins / decisive votes against the column version)."""
     board = leaderboard(store)
-    rows = [[i + 1, r.version, round(r.rating), f"{r.low:.0f} – {r.high:.0f}", r.votes, r.wins, r.losses, r.ties]
-            for i, r in enumerate(board.ratings)]
+    rows = [[i + 1, r.version, round(r.rating), interval_text(r.low, r.high, r.votes), r.votes, r.wins, r.losses,
+             r.ties] for i, r in enumerate(board.ratings)]
     order = [r.version for r in board.ratings]
     matrix = [[row, *("—" if row == col else _cell(*board.matrix[row][col]) for col in order)] for row in order]
     return pd.DataFrame(rows, columns=BOARD_COLUMNS), pd.DataFrame(matrix, columns=["wins of ↓ against →", *order])
@@ -60,7 +69,7 @@ def build_stats_tab(services, tab: gr.Tab) -> None:
         return *board_frames(store), counts, per_reviewer, *agreement(), win_rates(), reward_accuracy()
 
     refresh = gr.Button("↻ Refresh", size="sm")
-    gr.Markdown(f"#### Leaderboard\n{EXPLANATION}")
+    gr.Markdown(f"#### Leaderboard\n{EXPLANATION} Intervals are shown from {MIN_INTERVAL_VOTES} votes on.")
     with gr.Row():
         board = gr.Dataframe(pd.DataFrame(columns=BOARD_COLUMNS), label="Versions by rating", interactive=False,
                              elem_id="leaderboard", scale=3)
