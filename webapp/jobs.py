@@ -8,6 +8,7 @@ calls `compare`.
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +19,19 @@ from webapp.serving.protocol import Models
 
 log = logging.getLogger("tuneloop.webapp")
 JOB_QUEUE = 4  # generation jobs waiting for the worker; more are refused
+
+
+# where a sentence or line ends: . ! ? (not the dot of a list number like "2.") before whitespace, or a newline
+_SENTENCE_END = re.compile(r"(?<![\s\d])[.!?][)\"'*_]*(?=\s)|\n")
+
+
+def finished_part(text: str) -> str:
+    """`text` up to its last finished sentence or line, when that keeps at least half of it; else `text` as it is
+    (one long unfinished sentence is still better shown than cut to nothing)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if not ends or text.rstrip()[-1:] in ".!?" or ends[-1] < len(text) / 2:
+        return text
+    return text[: ends[-1]].rstrip()
 
 
 class GenerationJobs:
@@ -103,12 +117,14 @@ class GenerationJobs:
     def generate_candidates(self, prompt_ids: Iterable[int], versions: list[str], samples: int = 1,
                             max_new_tokens: int = 128, temperature: float = 0.7,
                             progress: Callable[[int, int, int], None] | None = None, ab_pair: bool = False,
-                            cancelled: Callable[[], bool] | None = None) -> int:
+                            cancelled: Callable[[], bool] | None = None, whole_sentences: bool = False) -> int:
         """Answer each prompt with each version (`samples` each), decoded in the model service's shared batch; store
         each response as it finishes. Returns how many. `progress(done, total, new tokens of the latest answer)`;
         `cancelled()` true stops it (the answers stored so far stay).
         `ab_pair`: two samples of one version that the review queue serves as a blind A/B item (the first run has
-        only the base model, and two sampled answers are still a preference to learn from)."""
+        only the base model, and two sampled answers are still a preference to learn from).
+        `whole_sentences`: an answer that ran into `max_new_tokens` is stored up to its last finished sentence or
+        line (`settings["cut_at_sentence"]`), so reviewers do not judge a sentence broken off mid-word."""
         prompt_ids = list(prompt_ids)
         for name in versions:
             self._ensure_loaded(name)
@@ -124,7 +140,10 @@ class GenerationJobs:
             settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": sample}
             if ab_pair:
                 settings["ab_sample"] = sample
-            self.store.add_response(prompt.id, result.text, name, settings)
+            text = result.text
+            if whole_sentences and result.new_tokens >= max_new_tokens and (cut := finished_part(text)) != text:
+                text, settings["cut_at_sentence"] = cut, True
+            self.store.add_response(prompt.id, text, name, settings)
             done += 1
             if progress:
                 progress(done, len(jobs), result.new_tokens)

@@ -105,6 +105,12 @@ def test_onboarding_from_an_empty_store_to_a_first_blind_vote(browser, live_app,
     expect(admin.locator("#rv-mine")).to_contain_text("1 A/B votes")  # the reviewer's counts follow each vote
     lap("first_vote_s")
     steps["login_to_first_blind_vote_s"] = round(time.monotonic() - started, 1)
+    # the panel follows the vote without a click on it: Review ticked, the next step (train) highlighted
+    expect(panel).to_contain_text("✓ 3. Review")
+    expect(admin.locator("#ob-train")).to_have_class(re.compile(r"\bprimary\b"))
+    for done in ("#ob-load", "#ob-generate", "#ob-review"):
+        expect(admin.locator(done)).not_to_have_class(re.compile(r"\bprimary\b"))
+    admin.wait_for_timeout(500)  # the buttons' colour transition, for the screenshot
     shot(admin, artifacts, "02-first-vote")
     (artifacts / "e2e-people-timing.json").write_text(json.dumps(steps, indent=1))
 

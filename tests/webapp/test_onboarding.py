@@ -9,6 +9,8 @@ import pytest
 
 from feedback_db.importers import STARTER_PROMPTS
 from tests.webapp.conftest import FakeModels, call, make_services
+from webapp.jobs import finished_part
+from webapp.serving.service import Generation
 from webapp.ui import build_ui
 
 
@@ -82,3 +84,33 @@ def test_onboarding_panel_walks_an_empty_store_through_one_loop(store, tmp_path)
     assert panel["visible"] is False and steps.count("✓") == 4 and highlighted(buttons) is None
     with pytest.raises(gr.Error, match="Permission denied"):
         call(demo, "onboarding_load", user="rita")
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("The sky is blue. It scatters light. Blue light is scat", "The sky is blue. It scatters light."),
+    ("Steps:\n1. Boil water.\n2. Add the", "Steps:\n1. Boil water."),  # "2." is a list number, not an end
+    ("Hi! Yes? Sure th", "Hi! Yes?"),
+    ("Done. All good.", "Done. All good."),  # finished: unchanged
+    ("One long sentence that never ends and goes on", "One long sentence that never ends and goes on"),
+    ("Short. Then a much longer sentence that was cut off in the mid", None),  # the cut would drop over half
+])
+def test_finished_part_cuts_an_answer_back_to_its_last_finished_sentence(text, kept):
+    assert finished_part(text) == (text if kept is None else kept)
+
+
+def test_candidates_that_ran_into_the_token_limit_are_stored_to_their_last_sentence(store, tmp_path):
+    class Cut(FakeModels):  # every answer uses the whole token budget and breaks off mid-word
+        def generate_many(self, requests, on_result=None, cancelled=None):
+            results = [Generation("First point. Second point. Third poi", "base", 5, r.max_new_tokens, 0.01, 0.02)
+                       for r in requests]
+            for i, result in enumerate(results):
+                on_result(i, result)
+            return results
+
+    services = make_services(store, tmp_path, Cut())
+    prompt = store.add_prompt("Explain.")
+    services.jobs.generate_candidates([prompt], ["base"], 2, 40, 0.8, ab_pair=True, whole_sentences=True)
+    services.jobs.generate_candidates([prompt], ["base"], 1, 40, 0.8)  # the Data tab's jobs store answers as made
+    answers = store.list_responses(prompt)
+    assert [r.text for r in answers] == ["First point. Second point."] * 2 + ["First point. Second point. Third poi"]
+    assert [r.settings.get("cut_at_sentence") for r in answers] == [True, True, None]

@@ -10,7 +10,7 @@ from feedback_db.store import FeedbackStore
 from webapp.auth import ADMINS
 from webapp.serving.errors import VersionLoadError
 
-PROMPTS, SAMPLES, MAX_NEW_TOKENS, TEMPERATURE = 6, 2, 80, 0.8
+PROMPTS, SAMPLES, MAX_NEW_TOKENS, TEMPERATURE = 6, 2, 128, 0.8  # answers cut back to their last sentence
 ROUND_STEPS = 8
 STEPS = {
     "prompts": "**1. Load starter prompts** — 120 prompts written for Tuneloop (facts, how-to, writing, reasoning, "
@@ -65,7 +65,7 @@ def build_onboarding(services) -> tuple[gr.Column, list[gr.components.Component]
         try:
             made = services.jobs.generate_candidates(prompt_ids, [active], SAMPLES, MAX_NEW_TOKENS, TEMPERATURE,
                                                 progress=lambda done, total, _: progress((done, total)),
-                                                ab_pair=True)
+                                                ab_pair=True, whole_sentences=True)
         except VersionLoadError as err:
             raise gr.Error(str(err)) from err
         store.audit(admin.username, "generate_candidates", {"versions": [active], "prompts": len(prompt_ids),
