@@ -1,6 +1,6 @@
 """Benchmark: candidate generation, the batched generator against plain transformers `generate`.
 
-    python -m bench.generation [--quick] [--sizes 16,64] [--max-new-tokens 64] [--max-batch 16]
+    python -m bench.generation [--quick] [--sizes 16,64] [--max-new-tokens 64] [--max-batch 16] [--chats-only]
 
 Two LoRA versions (random non-zero adapters of the shape the app trains: r=8 on all linear layers) on the base
 model; every prompt (the starter prompts) is answered by both versions, greedy, `--max-new-tokens` each. Side by
@@ -15,9 +15,11 @@ side in one run, alternating, for each number of prompts:
 tokens/s counts new tokens. "identical" is the share of answers equal to the sequential path's (greedy: they differ
 only where float rounding in a padded batch flips a near-tie). The headline row compares the better of ours with
 the best plain contender (hf batched, in practice); the last two lines are ours_vs_best_plain=<ratio> and
-batched_vs_sequential=<ratio> (ours, mixed, vs sequential), both at the largest size. Last row: 8 concurrent chats
-through the model service (continuous batching) vs 1 chat, aggregate decode tokens/s, and the 8 chats' p99 time to
-first token.
+batched_vs_sequential=<ratio> (ours, mixed, vs sequential), both at the largest size. Last rows: 8 concurrent chats
+through the model service (continuous batching) vs 1 chat, aggregate decode tokens/s (2 x --max-new-tokens each),
+and the 8 chats' p99 time to first token; with the template prefix cache (the service as it runs) and without it
+(a second service whose engine prefills whole prompts, alternating with the first), and how many of the 8 greedy
+answers are the same with and without it. `--chats-only` runs only these rows.
 """
 
 import argparse
@@ -132,8 +134,9 @@ def _text(tokenizer, ids: torch.Tensor) -> str:
 
 
 def chats(service: ModelService, concurrent: int, max_new_tokens: int) -> dict:
-    """`concurrent` chats at once through the model service (continuous batching): aggregate decode tokens/s, TTFTs."""
-    questions, ttfts, tokens = prompts(concurrent), [], []
+    """`concurrent` chats at once through the model service (continuous batching): aggregate decode tokens/s, TTFTs,
+    the answers."""
+    questions, ttfts, tokens, texts = prompts(concurrent), [], [], {}
 
     def chat(messages: list[dict]) -> None:
         started, stream = time.perf_counter(), service.stream(messages, max_new_tokens=max_new_tokens)
@@ -141,6 +144,7 @@ def chats(service: ModelService, concurrent: int, max_new_tokens: int) -> dict:
         ttfts.append(time.perf_counter() - started)
         *_, text = stream
         tokens.append(len(service.tokenizer(text, add_special_tokens=False)["input_ids"]))
+        texts[messages[0]["content"]] = text
 
     started = time.perf_counter()
     threads = [threading.Thread(target=chat, args=(q,)) for q in questions]
@@ -148,24 +152,48 @@ def chats(service: ModelService, concurrent: int, max_new_tokens: int) -> dict:
         thread.start()
     for thread in threads:
         thread.join()
-    return {"tokens_per_s": sum(tokens) / (time.perf_counter() - started), "ttft_p99": percentile(ttfts, 99)}
+    return {"tokens_per_s": sum(tokens) / (time.perf_counter() - started), "ttft_p99": percentile(ttfts, 99),
+            "texts": texts}
+
+
+def chat_rows(path: str, max_new_tokens: int, repeats: int) -> list[list]:
+    """1 chat vs 8 concurrent chats, with the engine's template prefix cache and without it (alternating)."""
+    cached, uncached = ModelService(path), ModelService(path)
+    uncached._engine.prefix = []  # before its first lane: every prompt is prefilled whole
+    settings = {"prefix cache": cached, "no prefix cache": uncached}
+    runs = alternate({f"{n} chat(s), {name}": lambda s=service, n=n: chats(s, n, max_new_tokens)
+                      for name, service in settings.items() for n in (1, 8)}, repeats)
+    rows = []
+    for name in settings:
+        one, eight = (median([r["tokens_per_s"] for r in runs[f"{n} chat(s), {name}"]]) for n in (1, 8))
+        p99 = max(r["ttft_p99"] for r in runs[f"8 chat(s), {name}"])
+        rows.append(["8 chats", f"model service (continuous batching), {name}", eight, eight / one, "",
+                     f">= 4x: {verdict(eight / one, 4.0)}; p99 TTFT {p99:.2f} s (< 1 s: {verdict(p99, 1.0, False)})"])
+    pairs = [(a["texts"], b["texts"]) for a, b in zip(runs["8 chat(s), prefix cache"],
+                                                      runs["8 chat(s), no prefix cache"], strict=True)]
+    equal = sum(a[k] == b[k] for a, b in pairs for k in a)
+    rows.append(["8 chats", "greedy answers: prefix cache vs none", "", "", "",
+                 f"{equal} of {sum(len(a) for a, _ in pairs)} identical"])
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Smoke settings: 12 new tokens, one repeat.")
     parser.add_argument("--sizes", default="16,64", help="Numbers of prompts (each answered by both versions).")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="Default 64, quick 12.")
     parser.add_argument("--max-batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=None, help="Default 2, quick 1.")
+    parser.add_argument("--chats-only", action="store_true", help="Only the 8-chats rows (no candidate rows).")
     args = parser.parse_args()
     offline()
-    if args.quick:
-        args.max_new_tokens, args.repeats = 12, 1
+    args.max_new_tokens = args.max_new_tokens or (12 if args.quick else 64)
+    args.repeats = args.repeats or (1 if args.quick else 2)
     path = base_model_path()
-    tokenizer, model = load_tokenizer(path), two_versions(path)
     rows, ratio, ours_vs_best_plain = [], float("nan"), float("nan")
-    for size in (int(s) for s in args.sizes.split(",")):
+    sizes = [] if args.chats_only else [int(s) for s in args.sizes.split(",")]
+    tokenizer, model = (load_tokenizer(path), two_versions(path)) if sizes else (None, None)
+    for size in sizes:
         contenders = contenders_for(model, tokenizer, prompts(size), args.max_new_tokens, args.max_batch)
         results = alternate(contenders, args.repeats)
         reference = results["sequential generate"][0]["texts"]
@@ -183,20 +211,16 @@ def main() -> None:
         rows.append([size, "headline: ours vs best plain contender", "", "", ours_vs_best_plain,
                      f">= 1x: {verdict(ours_vs_best_plain, 1.0)}"])
     del model
-    service = ModelService(path)
-    alone = alternate({"1 chat": lambda: chats(service, 1, args.max_new_tokens * 2),
-                       "8 concurrent chats": lambda: chats(service, 8, args.max_new_tokens * 2)}, args.repeats)
-    one, eight = (median([r["tokens_per_s"] for r in alone[k]]) for k in ("1 chat", "8 concurrent chats"))
-    p99 = max(r["ttft_p99"] for r in alone["8 concurrent chats"])
-    rows.append(["8 chats", "model service (continuous batching)", eight, eight / one, "",
-                 f">= 4x: {verdict(eight / one, 4.0)}; p99 TTFT {p99:.2f} s (< 1 s: {verdict(p99, 1.0, False)})"])
+    rows += chat_rows(path, args.max_new_tokens * 2, args.repeats)
     report("Candidate generation: batched generator vs transformers generate (bench/generation.py)",
            f"2 LoRA versions (r=8, all linear), greedy, {args.max_new_tokens} new tokens, max batch "
-           f"{args.max_batch}, {args.repeats} repeat(s), threads {torch.get_num_threads()}",
+           f"{args.max_batch}, {args.repeats} repeat(s), threads {torch.get_num_threads()}; chats: "
+           f"{2 * args.max_new_tokens} new tokens each",
            ["prompts", "contender", "new tokens/s", "vs sequential", "vs hf batched", "identical to sequential"],
            rows)
-    print(f"ours_vs_best_plain={ours_vs_best_plain:.2f}")
-    print(f"batched_vs_sequential={ratio:.2f}")
+    if sizes:
+        print(f"ours_vs_best_plain={ours_vs_best_plain:.2f}")
+        print(f"batched_vs_sequential={ratio:.2f}")
 
 
 if __name__ == "__main__":

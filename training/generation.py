@@ -13,6 +13,10 @@ waiting requests are prefilled and join the running batch between two decode ste
 `chunk` prompt tokens, so a caller can interleave decode steps of the running rows) and `step()` decodes one token
 for every row. The model service drives it from its own loop to batch concurrent chats.
 
+Prefix cache: every single-turn prompt starts with the chat template's system turn and user header (24 of SmolLM2's
+tokens, about 70 % of a short chat prompt; `template_prefix`). Its keys and values are computed once per adapter
+and copied into each admitted row that starts with it, so prefill runs only over the rest of the prompt.
+
 Greedy rows give the sequential path's answers up to float rounding: a padded batch sums the same products in
 another order (other matrix shapes), so a near-tie between two tokens can flip and the answers part from there.
 """
@@ -67,7 +71,8 @@ def model_forward(model: torch.nn.Module) -> Forward:
 
     def forward(input_ids, attention_mask, position_ids, cache, adapters):
         extra = {}
-        if adapters is not None and isinstance(model, PeftModel) and len(set(adapters)) == 1:
+        if adapters is not None and isinstance(model, PeftModel) and set(adapters) != {BASE_ADAPTER} \
+                and len(set(adapters)) == 1:
             if model.active_adapters != adapters[:1]:
                 model.set_adapter(adapters[0], inference_mode=True)
         elif adapters is not None:
@@ -89,16 +94,41 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
 
 
+def template_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The token ids every prompt of the chat template starts with (system turn, user header): the common start of
+    two different one-message prompts."""
+    first, second = (prompt_ids(tokenizer, [{"role": "user", "content": text}]) for text in ("a", "Why?"))
+    return first[:_common_start(first, second)]
+
+
+def _common_start(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+# adapter (None: the model as it is) -> the prefix's (keys, values) per layer, each [1, kv heads, prefix, head dim]
+PrefixCache = dict[str | None, list[tuple[torch.Tensor, torch.Tensor]]]
+
+
 class Batch:
     """Rows decoding together over one KV cache, left-padded; rows join (`admit`) and leave (`step`) at any step.
 
     `guard` is entered around every forward pass (the model service takes its lock turn and selects the adapters
     there). Rows mix adapters when the forward takes `adapters` (PEFT); a batch whose rows all have adapter None
-    runs the model as it is."""
+    runs the model as it is. `prefix` (usually `template_prefix`): rows that start with it reuse its keys and
+    values from `prefixes`, computed once per adapter; whoever changes an adapter's weights drops its entry there
+    (the model service does, when it unloads a version)."""
 
     def __init__(self, forward: Forward, stops: set[int], pad_id: int,
-                 guard: Callable[[], AbstractContextManager] = nullcontext) -> None:
+                 guard: Callable[[], AbstractContextManager] = nullcontext, prefix: Sequence[int] = (),
+                 prefixes: PrefixCache | None = None) -> None:
         self.forward, self.stops, self.pad_id, self.guard = forward, stops, pad_id, guard
+        self.prefix = list(prefix)
+        self.prefixes: PrefixCache = {} if prefixes is None else prefixes
         self.rows: list[Row] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, cached positions]: 1 where a real token is cached
@@ -106,25 +136,45 @@ class Batch:
 
     def admit(self, rows: list[Row], chunk: int | None = None) -> Iterator[None]:
         """Prefill `rows` together (left-padded), `chunk` prompt tokens per forward pass, yielding after each pass;
-        then pick their first tokens and merge them into the running batch."""
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.tensor([[self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows],
-                           device=device())
-        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows],
-                            device=device())
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        then pick their first tokens and merge them into the running batch.
+
+        Rows that share the cached prefix start from a copy of its keys and values: their cache holds the prefix
+        (same columns in every row), then the rest of each prompt left-padded (padding between the two is masked)."""
         adapters = _adapters(rows)
-        cache, chunk = DynamicCache(), chunk or width
+        cache, shared = DynamicCache(), min(_common_start(r.prompt_ids[:-1], self.prefix) for r in rows)
+        if shared:
+            keys = [None if adapters is None else adapters[i] for i in range(len(rows))]
+            for key in dict.fromkeys(k for k in keys if k not in self.prefixes):
+                self._compute_prefix(key)
+                yield
+            with torch.inference_mode():
+                for i, layers in enumerate(zip(*(self.prefixes[k] for k in keys), strict=True)):
+                    cache.update(torch.cat([k[:, :, :shared] for k, _ in layers]),
+                                 torch.cat([v[:, :, :shared] for _, v in layers]), i)
+        tails = [r.prompt_ids[shared:] for r in rows]
+        width = max(len(t) for t in tails)
+        ids = torch.tensor([[self.pad_id] * (width - len(t)) + t for t in tails], device=device())
+        mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=device())
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        chunk = chunk or width
         for start in range(0, width, chunk):
             end = min(start + chunk, width)
             with self.guard(), torch.inference_mode():
-                logits, cache = self.forward(ids[:, start:end], mask[:, :end], positions[:, start:end], cache,
-                                             adapters)
+                logits, cache = self.forward(ids[:, start:end], mask[:, :shared + end], positions[:, start:end],
+                                             cache, adapters)
             if end < width:
                 yield
         self._merge(rows, cache, mask)
         self._take(rows, logits)
         yield
+
+    def _compute_prefix(self, key: str | None) -> None:
+        """One forward pass over the prefix alone, through adapter `key` (None: the model as it is)."""
+        ids = torch.tensor([self.prefix], device=device())
+        with self.guard(), torch.inference_mode():
+            _, cache = self.forward(ids, torch.ones_like(ids), torch.arange(len(self.prefix), device=device())[None],
+                                    DynamicCache(), None if key is None else [key])
+            self.prefixes[key] = [(layer.keys, layer.values) for layer in cache.layers]
 
     def step(self) -> list[Row]:
         """Decode one token for every row; return the rows that finished (they have left the batch)."""
@@ -222,7 +272,7 @@ def generate(model: torch.nn.Module | Forward, tokenizer: PreTrainedTokenizerBas
     `on_result(index, result)` is called as each answer finishes (progress, storing as you go); when `cancelled()`
     turns true, decoding stops and the unfinished requests' results are None."""
     forward = model if not isinstance(model, torch.nn.Module) else model_forward(model)
-    batch = Batch(forward, stop_ids(tokenizer), tokenizer.pad_token_id or 0, guard)
+    batch = Batch(forward, stop_ids(tokenizer), tokenizer.pad_token_id or 0, guard, template_prefix(tokenizer))
     rows = [Row(r, prompt_ids(tokenizer, r.messages)) for r in requests]
     order = {id(row): i for i, row in enumerate(rows)}
     waiting = rows[::-1]  # pop() from the end takes them in request order

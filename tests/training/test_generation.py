@@ -99,3 +99,35 @@ def test_cancel_stops_and_leaves_unfinished_rows_empty(model_and_tokenizer) -> N
                        on_result=lambda i, r: finished.append(i), cancelled=lambda: len(finished) >= 2)
     assert finished == [0, 1]
     assert results[2:] == [None, None, None] and all(results[:2])
+
+
+def test_prefix_cache_gives_the_answers_of_whole_prompt_prefill(two_adapters, model_and_tokenizer) -> None:
+    """The chat template's shared prefix, prefilled once per adapter and copied into each row, gives the same greedy
+    answers as prefilling every whole prompt: mixed adapters, chunked prefill, rows joining a running batch, and a
+    prompt with a system message of its own (it shares only the prefix's first tokens) beside them."""
+    from training.generation import Batch, Row, model_forward, prompt_ids, stop_ids, template_prefix
+
+    _, tokenizer = model_and_tokenizer
+    groups = [[ask(q, max_new_tokens=8, adapter=name) for q in QUESTIONS[:2] for name in ("a", "b", None)],
+              [ask(q, max_new_tokens=8, adapter=name) for q in QUESTIONS[2:] for name in ("b", None)],
+              [Request([{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Hello"}],
+                       max_new_tokens=8, adapter="a")]]
+
+    def answers(prefix: list[int]) -> tuple[list[str], Batch]:
+        batch = Batch(model_forward(two_adapters), stop_ids(tokenizer), tokenizer.pad_token_id, prefix=prefix)
+        rows = []
+        for group in groups:  # each group joins the running batch after two decode steps of the rows before it
+            rows += [Row(r, prompt_ids(tokenizer, r.messages)) for r in group]
+            for _ in batch.admit(rows[-len(group):], chunk=4):
+                pass
+            batch.step(), batch.step()
+        while batch.rows:
+            batch.step()
+        return [tokenizer.decode(r.new_ids, skip_special_tokens=True) for r in rows], batch
+
+    prefix = template_prefix(tokenizer)
+    assert tokenizer.decode(prefix).endswith("<|im_start|>user\n") and len(prefix) >= 20
+    cached, batch = answers(prefix)
+    assert set(batch.prefixes) == {"a", "b", "__base__"}  # computed once per adapter, reused by the second group
+    assert cached == answers([])[0]
+    assert len(set(cached[:3])) == 3  # the adapters really answer differently

@@ -217,6 +217,16 @@ def test_slot_reuse_gives_the_same_answers_as_a_fresh_peft_model(
     assert service.generate(SLOT_QUESTION, version=BASE, max_new_tokens=8) not in fresh_answers.values()
 
 
+def test_a_version_reloaded_under_its_name_answers_with_its_new_weights(
+        base_model_path: str, random_adapters: dict[str, Path], fresh_answers: dict[str, str]) -> None:
+    """The engine keeps the chat template's prefix (keys and values) per version: a reload must not reuse it."""
+    service = ModelService(base_model_path)
+    service.load_version("v1", random_adapters["a"])
+    assert service.generate(SLOT_QUESTION, version="v1", max_new_tokens=8) == fresh_answers["a"]
+    service.load_version("v1", random_adapters["b"])
+    assert service.generate(SLOT_QUESTION, version="v1", max_new_tokens=8) == fresh_answers["b"]
+
+
 def test_incompatible_config_falls_back_to_peft_loading(
         base_model_path: str, random_adapters: dict[str, Path], fresh_answers: dict[str, str]) -> None:
     service = ModelService(base_model_path)

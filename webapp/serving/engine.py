@@ -5,6 +5,8 @@ into their lane's running batch between two decode steps (a lane: the shared LoR
 versions, or one full-weight model), prefills new prompts `chunk` tokens per forward pass with a decode step of the
 running rows in between (a long prompt cannot stall the others), and hands each ticket its text after every step.
 Jobs never take the last `reserved` rows of a lane, so a chat always finds room at the next step.
+The chat template's shared prefix is prefilled once per lane and version (training.generation's prefix cache); the
+cache outlives idle lanes and `forget(version)` drops a version's entries when its weights go.
 
     engine = Engine(tokenizer, route, release)          # ModelService builds it
     ticket = engine.submit(Request(messages, adapter="v3"), stream=True)
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from training.generation import Batch, Forward, Request, Row, prompt_ids, stop_ids
+from training.generation import Batch, Forward, PrefixCache, Request, Row, prompt_ids, stop_ids, template_prefix
 
 log = logging.getLogger("tuneloop.engine")
 CHAT, JOB = 0, 1  # admission priority: chats first
@@ -78,6 +80,8 @@ class Engine:
         self.tokenizer, self.guard, self.release = tokenizer, guard, release
         self.max_batch, self.reserved, self.chunk = max_batch, reserved, chunk
         self._stops, self._pad = stop_ids(tokenizer), tokenizer.pad_token_id or 0
+        self.prefix = template_prefix(tokenizer)  # [] turns the prefix cache off (bench/generation.py compares)
+        self._prefixes: dict[str, PrefixCache] = {}  # lane key -> its prefix cache
         self._waiting: list[Ticket] = []
         self._lanes: dict[str, _Lane] = {}
         self._wake = threading.Condition()
@@ -101,6 +105,17 @@ class Engine:
         with self._wake:
             ticket.cancelled = True
             self._wake.notify()
+
+    def forget(self, version: str) -> None:
+        """Drop `version`'s cached prefix (its rows' adapter is the version name; a full-weight version has a lane
+        of its own). The model service calls it under the model lock when the version is unloaded, so a version
+        reloaded under the same name never reuses keys and values of its old weights."""
+        with self._wake:
+            for lane, cache in list(self._prefixes.items()):
+                if lane.endswith(f":{version}"):
+                    del self._prefixes[lane]
+                else:
+                    cache.pop(version, None)
 
     def _run(self) -> None:
         while True:
@@ -136,7 +151,8 @@ class Engine:
         for ticket in sorted(self._waiting, key=lambda t: (t.priority, t._order)):
             lane = self._lanes.get(ticket.route.lane)
             if lane is None:
-                batch = Batch(ticket.route.forward, self._stops, self._pad, self.guard)
+                batch = Batch(ticket.route.forward, self._stops, self._pad, self.guard, self.prefix,
+                              self._prefixes.setdefault(ticket.route.lane, {}))
                 lane = self._lanes[ticket.route.lane] = _Lane(batch)
             if lane.admitting is not None:  # one prefill at a time per lane; the next one starts after it
                 continue

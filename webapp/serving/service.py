@@ -123,6 +123,7 @@ class ModelService:
             self._slots.release(name)
         else:
             raise KeyError(f"Version {name!r} is not loaded.")
+        self._engine.forget(name)
 
     def _load_full(self, name: str, path: Path) -> None:
         try:
