@@ -131,3 +131,45 @@ def test_prefix_cache_gives_the_answers_of_whole_prompt_prefill(two_adapters, mo
     assert set(batch.prefixes) == {"a", "b", "__base__"}  # computed once per adapter, reused by the second group
     assert cached == answers([])[0]
     assert len(set(cached[:3])) == 3  # the adapters really answer differently
+
+
+def test_prefix_cache_layout_on_a_tiny_model() -> None:
+    """Fast check of the cache layout (prefix columns, masked padding between prefix and rest, position ids): every
+    decode step's logits with the prefix cache equal those of whole-prompt prefill, for rows sharing all, part or
+    none of the prefix, each group joining the running batch (random 2-layer Llama with grouped KV heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.generation import Batch, Row, model_forward
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    prefix = [5, 6, 7, 8, 9, 10]
+    groups = [[prefix + [11, 12], prefix + [13], prefix + [14, 15, 16, 17]], [prefix[:3] + [20, 21]], [[30, 31, 32]]]
+
+    def decode(prefix: list[int]) -> tuple[list[list[int]], list[torch.Tensor], Batch]:
+        forward, steps = model_forward(model), []
+
+        def recording(input_ids, *rest):
+            logits, cache = forward(input_ids, *rest)
+            if input_ids.shape[1] == 1:  # a decode step (no prefill here has a single column)
+                steps.append(logits)
+            return logits, cache
+
+        batch, rows = Batch(recording, set(), 0, prefix=prefix), []
+        for group in groups:
+            rows += [Row(ask("unused", max_new_tokens=5), ids) for ids in group]
+            for _ in batch.admit(rows[-len(group):]):
+                pass
+            batch.step()
+        while batch.rows:
+            batch.step()
+        return [r.new_ids for r in rows], steps, batch
+
+    cached, cached_steps, batch = decode(prefix)
+    whole, whole_steps, _ = decode([])
+    assert set(batch.prefixes) == {None}
+    assert cached == whole
+    assert len(cached_steps) == len(whole_steps) == 6
+    for a, b in zip(cached_steps, whole_steps, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
