@@ -9,7 +9,9 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 from training.base_model import DEFAULT_BASE_MODEL, resolve_base_model
-from training.hardware import describe
+from training.hardware import describe, trainer_precision_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "BENCHMARKS.md"
@@ -200,6 +202,41 @@ def trainer_steps() -> Iterator[list[StepLog]]:
         yield logs
     finally:
         Trainer.training_step, Trainer.train = original_step, original_train
+
+
+@contextmanager
+def recipe_data_dir(prefix: str, bf16: bool | None = None) -> Iterator[Path]:
+    """A fresh data dir for one run of our recipe (removed afterwards), its default model linked to the converted
+    one. `bf16`: the other precision than training.hardware picks, swapped in for this run only (the recipes take
+    theirs from training.run_args)."""
+    from training import run_args
+
+    out = Path(tempfile.mkdtemp(prefix=prefix, dir=data_dir()))
+    (out / "models").mkdir()
+    (out / "models" / DEFAULT_BASE_MODEL).symlink_to(Path(base_model_path()).resolve())
+    original = run_args.trainer_precision_kwargs
+    if bf16 is not None:
+        run_args.trainer_precision_kwargs = lambda: {**original(), "bf16": bf16}
+    try:
+        yield out
+    finally:
+        run_args.trainer_precision_kwargs = original
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def recipe_vs_trl(ours: Callable[[bool | None], dict], plain_trl: Callable[[bool], dict],
+                  skip_trl_defaults: bool) -> dict[str, Callable[[], dict]]:
+    """The contenders of a recipe-vs-TRL benchmark: ours (and ours without autocast on a native-bf16 CPU), TRL's
+    defaults (bf16 + checkpointing) unless skipped, and TRL in fp32 on CPU."""
+    cpu = not torch.cuda.is_available()
+    contenders = {"ours": lambda: ours(None)}
+    if cpu and trainer_precision_kwargs()["bf16"]:  # the CPU has native bf16: also our recipe without autocast
+        contenders["ours, fp32 (no autocast)"] = lambda: ours(False)
+    if not skip_trl_defaults:
+        contenders["trl-defaults"] = lambda: plain_trl(True)
+    if cpu:
+        contenders["trl-fp32"] = lambda: plain_trl(False)
+    return contenders
 
 
 def alternate(contenders: dict[str, Callable[[], dict]], repeats: int) -> dict[str, list[dict]]:

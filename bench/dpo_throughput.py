@@ -33,13 +33,14 @@ from bench.common import (
     median,
     offline,
     preference_rows,
+    recipe_data_dir,
+    recipe_vs_trl,
     report,
     trainer_steps,
     verdict,
     write_jsonl,
 )
 from training.base_model import load_causal_lm, load_tokenizer
-from training.hardware import trainer_precision_kwargs
 from training.versions import LORA_TARGETS
 
 LORA_R, LORA_ALPHA, EPOCHS = 16, 32, 2
@@ -81,23 +82,13 @@ def measured(logs, precompute_s: float, wall: float) -> dict:
 
 
 def run_ours(rows: list[dict], steps: int, batch: int, bf16: bool | None = None) -> dict:
-    out = Path(tempfile.mkdtemp(prefix="dpo-ours-", dir=data_dir()))
-    (out / "models").mkdir()
-    (out / "models" / "smollm2-135m-instruct").symlink_to(Path(base_model_path()).resolve())
-    cfg = dpo_recipe.DPORecipeConfig(dataset_file=str(fresh_copy(rows, out)), data_dir=str(out), parent="base",
-                                     max_steps=steps, num_train_epochs=EPOCHS, batch_size=batch,
-                                     logging_steps=steps)
-    original = dpo_recipe.trainer_precision_kwargs
-    if bf16 is not None:  # the other precision than training.hardware picks, for comparison
-        dpo_recipe.trainer_precision_kwargs = lambda: {**original(), "bf16": bf16}
-    try:
-        with trainer_steps() as logs, PrecomputeTimer() as precompute:
-            started = time.perf_counter()
-            dpo_recipe.main(cfg)
-            wall = time.perf_counter() - started
-    finally:
-        dpo_recipe.trainer_precision_kwargs = original
-        shutil.rmtree(out, ignore_errors=True)
+    with recipe_data_dir("dpo-ours-", bf16) as out, trainer_steps() as logs, PrecomputeTimer() as precompute:
+        cfg = dpo_recipe.DPORecipeConfig(dataset_file=str(fresh_copy(rows, out)), data_dir=str(out), parent="base",
+                                         max_steps=steps, num_train_epochs=EPOCHS, batch_size=batch,
+                                         logging_steps=steps)
+        started = time.perf_counter()
+        dpo_recipe.main(cfg)
+        wall = time.perf_counter() - started
     return measured(logs, precompute.seconds, wall)
 
 
@@ -136,14 +127,9 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 2)
     rows = preference_rows(load_tokenizer(base_model_path()), steps * args.batch // EPOCHS, seed=2)
 
-    contenders = {"ours": lambda: run_ours(rows, steps, args.batch)}
-    if trainer_precision_kwargs()["bf16"] and not torch.cuda.is_available():  # native bf16 CPU: also ours in fp32
-        contenders["ours, fp32 (no autocast)"] = lambda: run_ours(rows, steps, args.batch, bf16=False)
-    if not args.skip_trl_defaults:
-        contenders["trl-defaults"] = lambda: run_plain_trl(rows, steps, args.batch, bf16=True)
-    if not torch.cuda.is_available():
-        contenders["trl-fp32"] = lambda: run_plain_trl(rows, steps, args.batch, bf16=False)
-    results = alternate(contenders, repeats)
+    results = alternate(recipe_vs_trl(lambda bf16: run_ours(rows, steps, args.batch, bf16),
+                                      lambda bf16: run_plain_trl(rows, steps, args.batch, bf16),
+                                      args.skip_trl_defaults), repeats)
 
     rates = {name: median([r["pairs_s"] for r in runs]) for name, runs in results.items()}
     baseline = "trl-fp32" if "trl-fp32" in rates else "trl-defaults"

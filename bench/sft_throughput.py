@@ -37,6 +37,8 @@ from bench.common import (
     matmul_peak_gflops,
     median,
     offline,
+    recipe_data_dir,
+    recipe_vs_trl,
     report,
     sft_rows,
     trainer_steps,
@@ -52,22 +54,12 @@ LORA_R, LORA_ALPHA = 16, 32
 
 def run_ours(dataset_file: Path, steps: int, batch: int, bf16: bool | None = None) -> dict:
     """Our recipe as the app runs it; `bf16` swaps in the proposed precision (autocast bf16) for this run only."""
-    out = Path(tempfile.mkdtemp(prefix="sft-ours-", dir=data_dir()))
-    cfg = sft_recipe.SFTRecipeConfig(dataset_file=str(dataset_file), data_dir=str(out), parent="base",
-                                     max_steps=steps, batch_size=batch, logging_steps=steps)
-    (out / "models").mkdir()
-    (out / "models" / "smollm2-135m-instruct").symlink_to(Path(base_model_path()).resolve())
-    original = sft_recipe.trainer_precision_kwargs
-    if bf16 is not None:  # the other precision than training.hardware picks, for comparison
-        sft_recipe.trainer_precision_kwargs = lambda: {**original(), "bf16": bf16}
-    try:
-        with trainer_steps() as logs:
-            started = time.perf_counter()
-            sft_recipe.main(cfg)
-            wall = time.perf_counter() - started
-    finally:
-        sft_recipe.trainer_precision_kwargs = original
-        shutil.rmtree(out, ignore_errors=True)
+    with recipe_data_dir("sft-ours-", bf16) as out, trainer_steps() as logs:
+        cfg = sft_recipe.SFTRecipeConfig(dataset_file=str(dataset_file), data_dir=str(out), parent="base",
+                                         max_steps=steps, batch_size=batch, logging_steps=steps)
+        started = time.perf_counter()
+        sft_recipe.main(cfg)
+        wall = time.perf_counter() - started
     return {"tokens_s": logs[-1].rate("tokens"), "tokens": sum(logs[-1].tokens), "wall_s": wall}
 
 
@@ -113,14 +105,9 @@ def main() -> None:
     peak = matmul_peak_gflops(peak_dtype)
     ours_bf16 = trainer_precision_kwargs()["bf16"]
 
-    contenders = {"ours": lambda: run_ours(dataset_file, steps, args.batch)}
-    if ours_bf16 and not torch.cuda.is_available():  # the CPU has native bf16: also our recipe without autocast
-        contenders["ours, fp32 (no autocast)"] = lambda: run_ours(dataset_file, steps, args.batch, bf16=False)
-    if not args.skip_trl_defaults:
-        contenders["trl-defaults"] = lambda: run_plain_trl(dataset_file, steps, args.batch, bf16=True)
-    if not torch.cuda.is_available():
-        contenders["trl-fp32"] = lambda: run_plain_trl(dataset_file, steps, args.batch, bf16=False)
-    results = alternate(contenders, repeats)
+    results = alternate(recipe_vs_trl(lambda bf16: run_ours(dataset_file, steps, args.batch, bf16),
+                                      lambda bf16: run_plain_trl(dataset_file, steps, args.batch, bf16),
+                                      args.skip_trl_defaults), repeats)
     peak_after = matmul_peak_gflops(peak_dtype)
     peak = max(peak, peak_after)
 

@@ -44,7 +44,7 @@ from transformers.integrations import TensorBoardCallback
 from feedback_db.models import Snapshot
 from feedback_db.vocab import TECHNIQUES
 from training.base_model import DEFAULT_BASE_MODEL
-from training.hardware import micro_batch
+from training.hardware import micro_batch, trainer_precision_kwargs
 
 REPORT_TO = ("none", "tensorboard", "mlflow")
 AUTO_GPU_SAVE_FRACTION = 0.1
@@ -161,6 +161,16 @@ def run_dir(data_dir: str | Path, run_id: int | None, tmp_dir: Path) -> Path:
     if run_id is None:
         return tmp_dir.with_name(tmp_dir.name + "-run")
     return Path(data_dir) / "runs" / str(run_id)
+
+
+def shared_trainer_args(cfg, stage: str, folder: Path, has_eval: bool, processes: int) -> dict:
+    """The TRL config fields every recipe (and the SDK) sets alike: length of the run, learning rate, batches,
+    logging, evaluation, checkpoints, tracking, seed and precision."""
+    per_device, accumulation = cfg.micro_batch(processes)
+    return {"num_train_epochs": cfg.num_train_epochs, "max_steps": cfg.max_steps, "learning_rate": cfg.learning_rate,
+            "per_device_train_batch_size": per_device, "gradient_accumulation_steps": accumulation,
+            "logging_steps": cfg.logging_steps, "seed": cfg.seed,
+            **trainer_kwargs(cfg, stage, folder, has_eval, per_device), **trainer_precision_kwargs()}
 
 
 def trainer_kwargs(cfg, stage: str, folder: Path, has_eval: bool, per_device: int) -> dict:

@@ -19,14 +19,14 @@ Samples are `{"inputs": "<s>### Instruction:\n...\n\n### Response:\n...</s>"}` o
 Both are rendered with the model's chat template (instruction = user turn, response = assistant turn), so the
 adapter also answers in the web app's chat; the loss covers only the assistant tokens (and their end-of-turn).
 
-Training runs in this process (the SDK is a library, not the UI) as a plain PEFT + torch loop: one fine_tune()
-call is one pass over the samples in the given order, in batches of BATCH_SIZE, with AdamW in fp32 on CPU
-(training.hardware). A TRL SFTTrainer per call would rebuild its dataset, Trainer and Accelerate state for a pass
-of only a few steps; the plain loop has no per-call setup and runs the LM head only at the trained positions (in the
-tutorial 40 % of the tokens; the head is 21 % of SmolLM2-135M's matmul FLOPs). After every call the adapter and the
-optimizer state are saved atomically (temp dir, then rename), so a later call, in this process or another one,
-continues exactly where this one stopped. lr 2e-3 with r=8 on all linear layers teaches the tutorial's facts in 3
-passes over 6 samples (loss 2.4 -> 1.1 -> 0.38); bench/tutorial_walltime.py times the whole tutorial.
+Training runs in this process (the SDK is a library, not the UI) through the SFT recipe's own trainer
+(training/recipes/sft.py: `sft_args` + `sft_trainer`, TRL's SFTTrainer): one fine_tune() call is one pass over the
+samples in the given order, BATCH_SIZE samples per optimizer step, at a constant learning rate, with the adapter's
+own AdamW, whose state is kept between calls. The samples go in tokenized, with the untrained tokens' labels at -100.
+After every call the adapter and the optimizer state are saved atomically (training.versions.replace_version), so a
+later call, in this process or another one, continues exactly where this one stopped. lr 2e-3 with r=8 on all
+linear layers teaches the tutorial's facts in 3 passes over 6 samples (loss 2.4 -> 1.1 -> 0.4);
+bench/tutorial_walltime.py times the whole tutorial.
 """
 
 import json
@@ -35,18 +35,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedTokenizerBase
+from transformers.trainer_callback import PrinterCallback
 
 from feedback_db.models import ModelVersion
 from feedback_db.store import VERSION_NAME, FeedbackStore
-from feedback_db.vocab import MESSAGE_ROLES
 from training.base_model import DEFAULT_BASE_MODEL, load_causal_lm, load_tokenizer, resolve_base_model
 from training.generation import Request, generate
 from training.hardware import device
+from training.recipes.sft import SFTRecipeConfig, sft_args, sft_trainer
+from training.sdk_samples import encode_conversation, parse_sample
 from training.versions import (
     LORA_TARGETS,
     load_version_model,
+    new_tmp_dir,
     now,
     provenance,
     read_provenance,
@@ -56,7 +61,6 @@ from training.versions import (
 
 BATCH_SIZE = 2
 INIT_SEED = 0  # LoRA A matrices are random; a fixed seed makes a tutorial run reproducible
-INSTRUCTION, RESPONSE = "### Instruction:", "### Response:"
 
 
 @dataclass(frozen=True)
@@ -181,29 +185,11 @@ class ModelAdapter:
             raise ValueError("samples is empty: pass at least one sample.")
         model, tokenizer = self._load()
         encoded = [encode_conversation(tokenizer, c) for c in conversations]
-        optimizer = self._load_optimizer()
-        decoder, lm_head = model.get_base_model().get_decoder(), model.get_output_embeddings()
-        model.train()
-        sum_loss, n_tokens = 0.0, 0
-        for start in range(0, len(encoded), BATCH_SIZE):
-            input_ids, attention_mask, trained = collate(encoded[start:start + BATCH_SIZE], tokenizer.pad_token_id)
-            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            # position t predicts token t+1: the LM head runs only where the next token is trained
-            keep = trained[:, 1:]
-            logits = lm_head(hidden[:, :-1][keep]).float()
-            batch_loss = torch.nn.functional.cross_entropy(logits, input_ids[:, 1:][keep], reduction="sum")
-            batch_tokens = int(keep.sum())
-            (batch_loss / batch_tokens).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            sum_loss += batch_loss.item()
-            n_tokens += batch_tokens
-        model.eval()
-        result = FineTuneResponse(sum_loss=sum_loss, number_of_trainable_tokens=n_tokens)
+        result = self._train_pass(model, tokenizer, encoded)
         record = read_provenance(self.path)
         record["metrics"] = _metrics([*record["metrics"]["history"], _history_row(result, len(samples))])
         record["updated"] = now()
-        write_adapter(self.client.data_dir, self.path, model, optimizer, record, samples=conversations)
+        write_adapter(self.client.data_dir, self.path, model, self._optimizer, record, samples=conversations)
         self.client.store.update_version_metrics(self.id, record["metrics"])
         return result
 
@@ -223,6 +209,37 @@ class ModelAdapter:
         shutil.rmtree(self.path)
         self.client.store.archive_version(self.id)
         self._model = self._optimizer = None
+
+    def _train_pass(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase,
+                    encoded: list[tuple[list[int], list[bool]]]) -> FineTuneResponse:
+        """One pass of the SFT recipe's trainer over the encoded samples, in order, with this adapter's optimizer."""
+        config = read_provenance(self.path)["config"]
+        data_dir = self.client.data_dir
+        cfg = SFTRecipeConfig(db=str(data_dir / "tuneloop.db"), data_dir=str(data_dir), base_model=self.base_model,
+                              batch_size=config["batch_size"], per_device_train_batch_size=config["batch_size"],
+                              num_train_epochs=1,
+                              learning_rate=config["learning_rate"], eval_steps=0, save_steps=0, save_minutes=0,
+                              report_to="none", seed=INIT_SEED)
+        dataset = Dataset.from_dict({"input_ids": [ids for ids, _ in encoded],
+                                     "labels": [[t if trained else -100 for t, trained in zip(ids, mask, strict=True)]
+                                                for ids, mask in encoded]})
+        optimizer = self._load_optimizer()
+        folder = new_tmp_dir(data_dir, "sdk-run")  # the trainer's output_dir; it saves no checkpoint
+        try:
+            args = sft_args(cfg, folder, has_eval=False, train_sampling_strategy="sequential", disable_tqdm=True)
+            trainer = sft_trainer(args, model, tokenizer, dataset,
+                                  optimizers=(optimizer, LambdaLR(optimizer, lambda step: 1.0)))
+            trainer.remove_callback(PrinterCallback)  # fine_tune returns the loss; no log lines on stdout
+            trainer.train()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        model.eval()
+        # each step's logged loss is its mean over the step's trained tokens (those after the first position)
+        step_losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        trained = [sum(mask[1:]) for _, mask in encoded]
+        step_tokens = [sum(trained[i:i + cfg.batch_size]) for i in range(0, len(trained), cfg.batch_size)]
+        return FineTuneResponse(sum_loss=sum(loss * n for loss, n in zip(step_losses, step_tokens, strict=True)),
+                                number_of_trainable_tokens=sum(step_tokens))
 
     # ----- loading and saving ---------------------------------------------------------------------------------------
     def _require_sdk(self, action: str) -> None:
@@ -244,70 +261,6 @@ class ModelAdapter:
             if state_file.is_file():
                 self._optimizer.load_state_dict(torch.load(state_file, map_location=device()))
         return self._optimizer
-
-
-# ----- samples ------------------------------------------------------------------------------------------------------
-def parse_sample(index: int, sample: object) -> list[dict]:
-    """A sample as chat messages; raises ValueError naming `samples[index]` and what is wrong with it."""
-    where = f"samples[{index}]"
-    if not isinstance(sample, dict) or len({"inputs", "messages"} & sample.keys()) != 1:
-        got = f"keys {sorted(sample)}" if isinstance(sample, dict) else type(sample).__name__
-        raise ValueError(f"{where}: expected a dict with exactly one of 'inputs' or 'messages', got {got}.")
-    if "inputs" in sample:
-        return _parse_inputs(where, sample["inputs"])
-    return _check_messages(where, sample["messages"])
-
-
-def _parse_inputs(where: str, text: object) -> list[dict]:
-    if not isinstance(text, str):
-        raise ValueError(f"{where}['inputs']: expected a string, got {type(text).__name__}.")
-    body = text.strip().removeprefix("<s>").removesuffix("</s>").strip()
-    if not body.startswith(INSTRUCTION) or body.count(INSTRUCTION) != 1 or body.count(RESPONSE) != 1:
-        raise ValueError(f"{where}['inputs']: expected '<s>{INSTRUCTION}\\n<instruction>\\n\\n{RESPONSE}\\n"
-                         f"<response></s>' with one {INSTRUCTION!r} at the start and one {RESPONSE!r} after it.")
-    instruction, _, response = body.removeprefix(INSTRUCTION).partition(RESPONSE)
-    for part, value in (("instruction", instruction), ("response", response)):
-        if not value.strip():
-            raise ValueError(f"{where}['inputs']: the {part} is empty.")
-    return [{"role": "user", "content": instruction.strip()}, {"role": "assistant", "content": response.strip()}]
-
-
-def _check_messages(where: str, messages: object) -> list[dict]:
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}['messages']: expected a non-empty list of {{'role', 'content'}} dicts.")
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in MESSAGE_ROLES or not isinstance(
-                message.get("content"), str):
-            raise ValueError(f"{where}['messages'][{i}]: expected {{'role': one of {', '.join(MESSAGE_ROLES)}, "
-                             f"'content': str}}, got {message!r}.")
-    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
-        raise ValueError(f"{where}['messages']: the last message must be a non-empty assistant turn (it is trained).")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
-def encode_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> tuple[list[int], list[bool]]:
-    """Token ids of the chat-templated conversation and which of them are trained (every assistant turn)."""
-
-    def ids(turns: list[dict], add_generation_prompt: bool = False) -> list[int]:
-        text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=add_generation_prompt)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    input_ids = ids(messages)
-    trained = [False] * len(input_ids)
-    for i, message in enumerate(messages):
-        if message["role"] == "assistant":
-            start, end = len(ids(messages[:i], add_generation_prompt=True)), len(ids(messages[:i + 1]))
-            trained[start:end] = [True] * (end - start)
-    return input_ids, trained
-
-
-def collate(batch: list[tuple[list[int], list[bool]]], pad_id: int) -> tuple[torch.Tensor, ...]:
-    """Right-padded input ids, attention mask and trained-token mask."""
-    length = max(len(ids) for ids, _ in batch)
-    input_ids = torch.tensor([ids + [pad_id] * (length - len(ids)) for ids, _ in batch], device=device())
-    attention = torch.tensor([[1] * len(ids) + [0] * (length - len(ids)) for ids, _ in batch], device=device())
-    trained = torch.tensor([mask + [False] * (length - len(mask)) for _, mask in batch], device=device())
-    return input_ids, attention, trained
 
 
 # ----- versions on disk and in the registry ------------------------------------------------------------------------

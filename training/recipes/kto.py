@@ -13,18 +13,12 @@ precomputed from the model before its first step with full/freeze; never a secon
 from dataclasses import dataclass, field
 
 from datasets import DatasetDict
-from peft import PeftModel
-from transformers import set_seed
 from trl import KTOConfig, KTOTrainer
 
 from feedback_db.models import Snapshot
 from training import run_args
-from training.base_model import load_tokenizer, resolve_base_model
-from training.callbacks import StoreProgressCallback
-from training.distributed import from_main, materialise, open_store, start
-from training.hardware import trainer_precision_kwargs
 from training.stage_data import load_stage_dataset
-from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent, stage_data_dir
+from training.stage_run import StageRun
 
 DEFAULT_LR = {"lora": 1e-4, "full": 1e-6, "freeze": 1e-5}
 
@@ -66,80 +60,43 @@ def labelled_answers(cfg: KTORecipeConfig, store, snapshot: Snapshot | None) -> 
 
 
 def main(cfg: KTORecipeConfig) -> str:
-    # 1. Processes, store, snapshot, labelled answers: rank 0 reads the store and writes the rows, every rank loads
-    #    that copy
-    state = start()
-    store = open_store(cfg.db)
-    snapshot = from_main(lambda: cfg.snapshot or (store.snapshot() if store else None))
-    base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
-    parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
-    tokenizer = load_tokenizer(base_model)
-    tmp_dir = new_tmp_dir(cfg.data_dir, "kto")
-    folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
-    rows = materialise(lambda: labelled_answers(cfg, store, snapshot), stage_data_dir(tmp_dir))
+    # 1. Processes, store, snapshot, labelled answers: rank 0 reads the store (or the round's build) and writes the
+    #    rows, every rank loads that copy
+    run = StageRun.begin(cfg, "kto")
+    rows = run.materialise(lambda: labelled_answers(cfg, run.store, run.snapshot))
     dataset, heldout = rows["train"], rows.get("heldout")
     desirable = sum(dataset["label"])
     undesirable = len(dataset) - desirable
 
     # 2. Trainer config, then the policy (ZeRO-3 / FSDP decide how to load it from the config): the parent's
     #    weights, trainable; the parent is also the reference
-    per_device, accumulation = cfg.micro_batch(state.num_processes)
     args = KTOConfig(
         beta=cfg.beta,
         loss_type=cfg.loss_type,
         desirable_weight=min(1.0, undesirable / desirable),  # weight x count equal on both sides
         undesirable_weight=min(1.0, desirable / undesirable),
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accumulation,
         max_length=cfg.max_length,
         precompute_ref_log_probs=True,  # one reference pass up front, no reference forward in the training steps
-        logging_steps=cfg.logging_steps,
         include_num_input_tokens_seen=True,
-        **run_args.trainer_kwargs(cfg, "kto", folder, heldout is not None, per_device),
-        seed=cfg.seed,
-        **trainer_precision_kwargs(),
+        **run.trainer_args(heldout is not None),
     )
-    set_seed(cfg.seed)  # before the model: a new LoRA's random init is part of the run
-    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
-                                  cfg.freeze_top_n)
+    model = run.policy()
 
     # 3. Trainer
-    trainer = KTOTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        eval_dataset=heldout,
-        callbacks=[StoreProgressCallback(store, cfg.run_id, "kto"),
-                   *run_args.callbacks(cfg, "kto", folder, heldout is not None)],
-    )
+    trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=run.tokenizer,
+                         eval_dataset=heldout, callbacks=run.callbacks(heldout is not None))
 
     # 4. Train, save (without TRL's frozen "ref" adapter copy; rank 0 writes), register
-    result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "kto"))
-    if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
-        trainer.model.delete_adapter("ref")
-    trainer.save_model(str(tmp_dir))
+    result = run.train(trainer)
+    run.save(trainer)
     logged = [entry for entry in trainer.state.log_history if "kl" in entry]  # train rows (eval rows: eval_kl)
-    metrics = {
-        "train_loss": result.training_loss,
-        "train_runtime_s": result.metrics["train_runtime"],
+    metrics = run.metrics(trainer, result, {
         "desirable": desirable,
         "undesirable": undesirable,
         "desirable_weight": args.desirable_weight,
         "undesirable_weight": args.undesirable_weight,
-        "steps": trainer.state.global_step,
-        "processes": state.num_processes,
         "final_kl": logged[-1]["kl"] if logged else None,
         **run_args.last_eval(trainer, {"eval_kl": "heldout_kl", "eval_rewards/margins": "heldout_reward_margin"}),
-    }
-    metrics.update(run_args.best_choice(trainer))
-    name = publish_version(
-        store, tmp_dir, method="kto", technique=cfg.technique, parent=parent_name, base_model=base_model,
-        config=cfg, data_snapshot=snapshot, metrics=metrics,
-    )
-    run_args.finish_stage(folder, "kto", cfg.run_id)
-    return name
+    })
+    return run.publish(trainer, metrics, cfg.technique, run.parent_name)

@@ -20,26 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset
-from peft import PeftModel
-from transformers import set_seed
 from trl import GRPOConfig, GRPOTrainer
 
 from feedback_db.models import Snapshot
 from training import run_args
-from training.base_model import load_tokenizer, resolve_base_model
-from training.callbacks import StoreProgressCallback
-from training.distributed import from_main, materialise, open_store, start
-from training.hardware import trainer_precision_kwargs
+from training.distributed import from_main
 from training.stage_data import load_stage_dataset
-from training.versions import (
-    is_adapter_dir,
-    load_reward_model,
-    load_trainable_policy,
-    new_tmp_dir,
-    publish_version,
-    resolve_parent,
-    stage_data_dir,
-)
+from training.stage_run import StageRun
+from training.versions import is_adapter_dir, load_reward_model, stage_data_dir
 
 DEFAULT_LR = {"lora": 5e-5, "full": 1e-6, "freeze": 5e-6}
 
@@ -133,72 +121,40 @@ def build_trainer(cfg: OnlineRLRecipeConfig, args: GRPOConfig, model, parent_dir
 
 
 def main(cfg: OnlineRLRecipeConfig) -> str:
-    # 1. Processes, store, snapshot, prompts, reward model version: rank 0 reads the store and writes the prompts,
-    #    every rank loads that copy
-    state = start()
-    store = open_store(cfg.db)
-    snapshot = from_main(lambda: cfg.snapshot or (store.snapshot() if store else None))
-    base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
-    parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
-    reward_name, reward_dir = from_main(lambda: reward_version_dir(cfg, store))
-    tokenizer = load_tokenizer(base_model)
-    heldout = None  # online RL scores its own samples; there is no held-out loss to track
-    tmp_dir = new_tmp_dir(cfg.data_dir, "online_rl")
-    folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
-    dataset = materialise(lambda: training_prompts(cfg, store, snapshot), stage_data_dir(tmp_dir))
+    # 1. Processes, store, snapshot, prompts, reward model version: rank 0 reads the store (or the round's build) and
+    #    writes the prompts, every rank loads that copy
+    run = StageRun.begin(cfg, "online_rl")
+    reward_name, reward_dir = from_main(lambda: reward_version_dir(cfg, run.store))
+    dataset = run.materialise(lambda: training_prompts(cfg, run.store, run.snapshot))
 
     # 2. Trainer config, then the policy (parent weights, trainable) and the reward model as the reward function
-    per_device, accumulation = cfg.micro_batch(state.num_processes)
     args = GRPOConfig(
         beta=cfg.beta,
         num_generations=cfg.num_generations,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
         mask_truncated_completions=True,  # a cut-off answer is not a finished one: no reward signal from it
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accumulation,
-        logging_steps=cfg.logging_steps,
-        **run_args.trainer_kwargs(cfg, "online_rl", folder, heldout is not None, per_device),
-        seed=cfg.seed,
-        **trainer_precision_kwargs(),
+        **run.trainer_args(has_eval=False),  # online RL scores its own samples; no held-out loss to track
     )
-    set_seed(cfg.seed)  # before the model: a new LoRA's random init is part of the run
-    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
-                                  cfg.freeze_top_n)
-    reward_model = load_reward_model(base_model, reward_dir, tokenizer)
+    model = run.policy()
+    reward_model = load_reward_model(run.base_model, reward_dir, run.tokenizer)
 
     # 3. Trainer (the KL reference in the stage's data folder, removed with it on publish)
-    trainer = build_trainer(cfg, args, model, parent_dir, reward_model, tokenizer, dataset,
-                            stage_data_dir(tmp_dir) / "kl-reference",
-                            [StoreProgressCallback(store, cfg.run_id, "online_rl"),
-                             *run_args.callbacks(cfg, "online_rl", folder, heldout is not None)])
+    trainer = build_trainer(cfg, args, model, run.parent_dir, reward_model, run.tokenizer, dataset,
+                            stage_data_dir(run.tmp_dir) / "kl-reference", run.callbacks(has_eval=False))
 
     # 4. Train, save (without TRL's frozen "ref" adapter copy; rank 0 writes), register
-    result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "online_rl"))
-    if isinstance(trainer.model, PeftModel) and "ref" in trainer.model.peft_config:
-        trainer.model.delete_adapter("ref")
-    trainer.save_model(str(tmp_dir))
+    result = run.train(trainer)
+    run.save(trainer)
     logged = [entry for entry in trainer.state.log_history if "reward" in entry]
-    metrics = {
-        "train_loss": result.training_loss,
-        "train_runtime_s": result.metrics["train_runtime"],
+    metrics = run.metrics(trainer, result, {
         "train_prompts": len(dataset),
-        "steps": trainer.state.global_step,
         "reward_model": reward_name,
         "first_reward": logged[0]["reward"] if logged else None,
         "final_reward": logged[-1]["reward"] if logged else None,
         "final_kl": logged[-1].get("kl") if logged else None,
         "completion_mean_length": logged[-1].get("completions/mean_length") if logged else None,
         "completion_clipped_ratio": logged[-1].get("completions/clipped_ratio") if logged else None,
-        "kl_reference": parent_name or "base",
-    }
-    metrics.update(run_args.best_choice(trainer))
-    name = publish_version(
-        store, tmp_dir, method="online_rl", technique=cfg.technique, parent=parent_name, base_model=base_model,
-        config=cfg, data_snapshot=snapshot, metrics=metrics,
-    )
-    run_args.finish_stage(folder, "online_rl", cfg.run_id)
-    return name
+        "kl_reference": run.parent_name or "base",
+    })
+    return run.publish(trainer, metrics, cfg.technique, run.parent_name)

@@ -26,19 +26,11 @@ from trl import RewardConfig, RewardTrainer
 from feedback_db.datasets import split_by_prompt
 from feedback_db.models import Snapshot
 from training import run_args
-from training.base_model import load_tokenizer, resolve_base_model
-from training.callbacks import StoreProgressCallback
-from training.distributed import from_main, materialise, open_store, start
-from training.hardware import pick_dtype, trainer_precision_kwargs
+from training.distributed import from_main
+from training.hardware import pick_dtype
 from training.stage_data import load_stage_dataset
-from training.versions import (
-    LORA_TARGETS,
-    is_adapter_dir,
-    new_tmp_dir,
-    publish_version,
-    resolve_parent,
-    stage_data_dir,
-)
+from training.stage_run import StageRun
+from training.versions import LORA_TARGETS, is_adapter_dir, resolve_parent
 
 
 @dataclass
@@ -107,82 +99,46 @@ def policy_adapter_on_classifier(model, adapter_dir: Path | None):
 
 
 def main(cfg: RewardRecipeConfig) -> str:
-    # 1. Processes, store, snapshot, pairs: rank 0 reads the store and writes the pairs, every rank loads that copy
-    state = start()
-    store = open_store(cfg.db)
-    snapshot = from_main(lambda: cfg.snapshot or (store.snapshot() if store else None))
-    base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
-    tokenizer = load_tokenizer(base_model)
-    tmp_dir = new_tmp_dir(cfg.data_dir, "reward")
-    folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
-    pairs = materialise(lambda: reward_pairs(cfg, store, snapshot), stage_data_dir(tmp_dir))
-    dataset, heldout = pairs["train"], pairs.get("heldout")
+    # 1. Processes, store, snapshot, pairs: rank 0 reads the store (or the round's build) and writes the pairs, every
+    #    rank loads that copy
+    run = StageRun.begin(cfg, "reward")
+    pairs = run.materialise(lambda: reward_pairs(cfg, run.store, run.snapshot))
+    dataset, heldout, tokenizer = pairs["train"], pairs.get("heldout"), run.tokenizer
 
     # 2. Trainer config, then the model (ZeRO-3 / FSDP decide how to load it from the config): a sequence
     #    classifier on the base, LoRA + a trained score head
-    per_device, accumulation = cfg.micro_batch(state.num_processes)
-    args = RewardConfig(
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accumulation,
-        max_length=cfg.max_length,
-        logging_steps=cfg.logging_steps,
-        include_num_input_tokens_seen=True,
-        **run_args.trainer_kwargs(cfg, "reward", folder, heldout is not None, per_device),
-        seed=cfg.seed,
-        **trainer_precision_kwargs(),
-    )
+    args = RewardConfig(lr_scheduler_type="cosine", max_length=cfg.max_length, include_num_input_tokens_seen=True,
+                        **run.trainer_args(heldout is not None))
     set_seed(cfg.seed)  # before the model: a new LoRA's random init is part of the run
-    model = AutoModelForSequenceClassification.from_pretrained(base_model, num_labels=1, dtype=pick_dtype())
+    model = AutoModelForSequenceClassification.from_pretrained(run.base_model, num_labels=1, dtype=pick_dtype())
     model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS,
                              modules_to_save=["score"], task_type="SEQ_CLS")
     init_name = None
     if cfg.init_from is not None:
-        init_name, init_dir = from_main(lambda: resolve_parent(store, cfg.init_from))
+        init_name, init_dir = from_main(lambda: resolve_parent(run.store, cfg.init_from))
         model, peft_config = policy_adapter_on_classifier(model, init_dir), None
 
     # 3. Trainer
-    trainer = RewardTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        eval_dataset=heldout,
-        callbacks=[StoreProgressCallback(store, cfg.run_id, "reward"),
-                   *run_args.callbacks(cfg, "reward", folder, heldout is not None)],
-    )
+    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=peft_config, eval_dataset=heldout,
+                            callbacks=run.callbacks(heldout is not None))
 
     # 4. Train, measure held-out accuracy (every rank, same weights), save (rank 0 writes), register
-    result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "reward"))
+    result = run.train(trainer)
     trainer.model.eval()
-    train_eval = pairwise_accuracy(trainer.model, tokenizer, dataset)
-    metrics = {
-        "train_loss": result.training_loss,
-        "train_runtime_s": result.metrics["train_runtime"],
+    metrics = run.metrics(trainer, result, {
         "train_pairs": len(dataset),
-        "steps": trainer.state.global_step,
-        "processes": state.num_processes,
-        "train_accuracy": train_eval["accuracy"],
+        "train_accuracy": pairwise_accuracy(trainer.model, tokenizer, dataset)["accuracy"],
         "init_from": init_name or "base",
-    }
+    })
     if heldout is not None:
         evaluation = pairwise_accuracy(trainer.model, tokenizer, heldout)
         metrics.update(heldout_accuracy=evaluation["accuracy"], heldout_margin=evaluation["margin"],
                        heldout_pairs=evaluation["pairs"])
-    if state.is_main_process:
+    if run.state.is_main_process:
         print(f"[tuneloop] reward {json.dumps(metrics)}", flush=True)
-    if store is not None and cfg.run_id is not None:
-        store.add_run_metrics(cfg.run_id, trainer.state.global_step, "reward", metrics)
-    trainer.save_model(str(tmp_dir))
-    metrics.update(run_args.best_choice(trainer))
-    name = publish_version(
-        store, tmp_dir, method="reward", technique="lora", parent=None, base_model=base_model,
-        config=cfg, data_snapshot=snapshot, metrics=metrics,
-    )
-    run_args.finish_stage(folder, "reward", cfg.run_id)
-    return name
+    if run.store is not None and cfg.run_id is not None:
+        run.store.add_run_metrics(cfg.run_id, trainer.state.global_step, "reward", metrics)
+    run.save(trainer)
+    return run.publish(trainer, metrics, "lora", None)

@@ -7,22 +7,22 @@
 Techniques: `lora` (PEFT adapter, default), `full` (all weights), `freeze` (feature-based: only the top
 `--freeze_top_n` decoder blocks, the final norm and an untied LM head train; the input embedding stays frozen).
 Speed: padding-free batches (no pad tokens are computed), no gradient checkpointing, fp32 on CPU / bf16 on GPU.
+The SDK (training/sdk.py) trains through `sft_args` + `sft_trainer` too, one pass per fine_tune() call.
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from datasets import DatasetDict
-from transformers import set_seed
+from datasets import Dataset, DatasetDict
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from feedback_db.models import Snapshot
 from training import run_args
-from training.base_model import load_tokenizer, resolve_base_model
-from training.callbacks import StoreProgressCallback
-from training.distributed import from_main, materialise, open_store, start
-from training.hardware import trainer_precision_kwargs
 from training.stage_data import load_stage_dataset
-from training.versions import load_trainable_policy, new_tmp_dir, publish_version, resolve_parent, stage_data_dir
+from training.stage_run import StageRun
 
 DEFAULT_LR = {"lora": 2e-4, "full": 1e-5, "freeze": 5e-5}
 
@@ -68,72 +68,52 @@ def sft_rows_split(dataset, tokenizer, max_length: int) -> dict:
     return splits
 
 
+def sft_args(cfg: SFTRecipeConfig, folder: Path, has_eval: bool, processes: int = 1, **overrides) -> SFTConfig:
+    """The recipe's SFTConfig; the SDK adds `overrides` (its samples in the given order, no progress bar)."""
+    return SFTConfig(**{
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0,
+        "max_length": None,  # padding-free does not truncate; too-long rows were dropped by sft_rows
+        "padding_free": True,  # flattened batches with position_ids: no compute spent on pad tokens
+        "include_num_input_tokens_seen": True,
+        **run_args.shared_trainer_args(cfg, "sft", folder, has_eval, processes),
+        **overrides,
+    })
+
+
+def sft_trainer(args: SFTConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
+                heldout: Dataset | None = None, callbacks: list[TrainerCallback] | None = None,
+                optimizers: tuple[Optimizer | None, LRScheduler | None] = (None, None)) -> SFTTrainer:
+    """TRL's SFTTrainer on `dataset`: prompt/completion rows (the recipe), or input_ids/labels rows with -100 on the
+    untrained tokens (the SDK, which also brings its own optimizer, kept between its calls)."""
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      eval_dataset=heldout, callbacks=callbacks, optimizers=optimizers)
+
+
 def main(cfg: SFTRecipeConfig) -> str:
-    # 1. Processes, store, snapshot, data: rank 0 reads the store and writes the rows, every rank loads that copy
-    state = start()
-    store = open_store(cfg.db)
-    snapshot = from_main(lambda: cfg.snapshot or (store.snapshot() if store else None))
-    base_model = from_main(lambda: resolve_base_model(cfg.base_model, cfg.data_dir))
-    parent_name, parent_dir = from_main(lambda: resolve_parent(store, cfg.parent))
-    tokenizer = load_tokenizer(base_model)
-    tmp_dir = new_tmp_dir(cfg.data_dir, "sft")
-    folder = run_args.run_dir(cfg.data_dir, cfg.run_id, tmp_dir)
-    data = materialise(lambda: sft_rows(cfg, store, snapshot, tokenizer), stage_data_dir(tmp_dir))
+    # 1. Processes, store, snapshot, data: rank 0 reads the store (or the round's build) and writes the rows, every
+    #    rank loads that copy
+    run = StageRun.begin(cfg, "sft")
+    data = run.materialise(lambda: sft_rows(cfg, run.store, run.snapshot, run.tokenizer))
     dataset, dropped, heldout = data["train"], len(data.get("too_long", [])), data.get("heldout")
     if dropped:
         print(f"[tuneloop] sft: dropped {dropped} rows longer than --max_length {cfg.max_length}")
 
     # 2. Trainer config, then the model (ZeRO-3 / FSDP decide how to load it from the config): the parent's weights,
     #    made trainable for this technique
-    per_device, accumulation = cfg.micro_batch(state.num_processes)
-    args = SFTConfig(
-        num_train_epochs=cfg.num_train_epochs,
-        max_steps=cfg.max_steps,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=0,
-        per_device_train_batch_size=per_device,
-        gradient_accumulation_steps=accumulation,
-        max_length=None,  # padding-free does not truncate; too-long rows were dropped above
-        padding_free=True,  # flattened batches with position_ids: no compute spent on pad tokens
-        logging_steps=cfg.logging_steps,
-        include_num_input_tokens_seen=True,
-        **run_args.trainer_kwargs(cfg, "sft", folder, heldout is not None, per_device),
-        seed=cfg.seed,
-        **trainer_precision_kwargs(),
-    )
-    set_seed(cfg.seed)  # before the model: a new LoRA's random init is part of the run
-    model = load_trainable_policy(base_model, parent_dir, cfg.technique, cfg.lora_r, cfg.lora_alpha,
-                                  cfg.freeze_top_n)
+    args = sft_args(cfg, run.folder, heldout is not None, run.state.num_processes)
+    model = run.policy()
 
     # 3. Trainer
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        eval_dataset=heldout,
-        callbacks=[StoreProgressCallback(store, cfg.run_id, "sft"),
-                   *run_args.callbacks(cfg, "sft", folder, heldout is not None)],
-    )
+    trainer = sft_trainer(args, model, run.tokenizer, dataset, heldout, run.callbacks(heldout is not None))
 
     # 4. Train, save (every rank takes part, rank 0 writes the weights and the tokenizer), register
-    result = trainer.train(resume_from_checkpoint=run_args.resume_checkpoint(folder, "sft"))
-    trainer.save_model(str(tmp_dir))
+    result = run.train(trainer)
+    run.save(trainer)
     runtime = result.metrics["train_runtime"]
-    metrics = {
-        "train_loss": result.training_loss,
-        "train_runtime_s": runtime,
+    metrics = run.metrics(trainer, result, {
         "train_samples": len(dataset),
         "dropped_too_long": dropped,
-        "steps": trainer.state.global_step,
-        "processes": state.num_processes,
         "tokens_per_s": trainer.state.num_input_tokens_seen / runtime if runtime else None,  # all processes
-    }
-    metrics.update(run_args.best_choice(trainer))
-    name = publish_version(
-        store, tmp_dir, method="sft", technique=cfg.technique, parent=parent_name, base_model=base_model,
-        config=cfg, data_snapshot=snapshot, metrics=metrics,
-    )
-    run_args.finish_stage(folder, "sft", cfg.run_id)
-    return name
+    })
+    return run.publish(trainer, metrics, cfg.technique, run.parent_name)
