@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("chat_serving", 600, 240),
     ("generation", 1200, 420),
     ("write_load", 600, 240),
+    ("review_click", 300, 120),
     ("tutorial_walltime", 600, 240),
     ("memory", 900, 420),
     ("loop_quality", 14400, 3000),
