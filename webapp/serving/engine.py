@@ -109,13 +109,14 @@ class Engine:
     def forget(self, version: str) -> None:
         """Drop `version`'s cached prefix (its rows' adapter is the version name; a full-weight version has a lane
         of its own). The model service calls it under the model lock when the version is unloaded, so a version
-        reloaded under the same name never reuses keys and values of its old weights."""
-        with self._wake:
-            for lane, cache in list(self._prefixes.items()):
-                if lane.endswith(f":{version}"):
-                    del self._prefixes[lane]
-                else:
-                    cache.pop(version, None)
+        reloaded under the same name never reuses keys and values of its old weights. No engine lock here: the engine
+        thread, holding it, may wait for the model lock (a cancelled ticket releases its version), which the caller
+        holds. Single dict operations suffice: the version has no request in flight, so no prefill reads its entry."""
+        for lane, cache in list(self._prefixes.items()):
+            if lane.endswith(f":{version}"):
+                self._prefixes.pop(lane, None)
+            else:
+                cache.pop(version, None)
 
     def _run(self) -> None:
         while True:
