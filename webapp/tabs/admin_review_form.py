@@ -75,7 +75,7 @@ def build_review_form_tab(services, tab: gr.Tab) -> None:
             criteria = gr.Dataframe(pd.DataFrame(columns=CRITERIA_COLUMNS), label="Criteria on the form",
                                     interactive=False, wrap=True, elem_id="form-criteria",
                                     # widths: without them the last columns were squeezed to one letter per line
-                                    column_widths=["24%", "12%", "40%", "12%", "12%"])
+                                    column_widths=["22%", "11%", "35%", "17%", "15%"])
             name = gr.Textbox(label="Name (e.g. factually accurate)", elem_id="form-name")
             description = gr.Textbox(label="Description shown to reviewers", elem_id="form-description")
             with gr.Row():

@@ -208,7 +208,7 @@ def build_review_tab(services) -> gr.Markdown:
             comment = gr.Textbox(label="Comment (optional)", lines=2)
             submit = gr.Button("Submit (Enter)", variant="primary", elem_id="rv-submit")
         with gr.Group(visible=False) as pair_box:
-            with gr.Row(equal_height=True):
+            with gr.Row():  # not equal_height: that centred the shorter answer vertically, a gap above it
                 with gr.Column():
                     gr.Markdown("**Answer A**")
                     a_md = gr.Markdown(elem_classes="tl-response", elem_id="rv-answer-a")
