@@ -7,8 +7,8 @@ with pairs; `python -m training round --stages reward,dpo --max_steps <steps> --
 alone on the round's DPO version (`python -m training evaluate` with its defaults: 32 held-out prompts, 256 tokens,
 judge none: the store has no reviewers), timed. An uncapped round runs 2 epochs of 4 pairs per step (100 steps per
 stage on 200 pairs); the projection adds the steps the capped round skipped at each stage's measured training time
-per step (its train_runtime minus its evaluations; a round evaluates and checkpoints every 10 % of its steps, so 10
-times per stage either way). Target: gate <= 15 % of the round's wall time.
+per step (its train_runtime minus its evaluations) and the evaluations it skipped (a stage evaluates every 10 % of
+its steps: 10 times uncapped, once per step when capped below 10). Target: gate <= 15 % of the round's wall time.
 """
 
 import argparse
@@ -23,6 +23,7 @@ from feedback_db import FeedbackStore
 from training.base_model import load_tokenizer
 
 EPOCHS = 2.0  # the reward and DPO recipes' default num_train_epochs
+EVALS = 10  # a stage evaluates on the held-out pairs every 10 % of its steps (run_args eval_steps=0.1)
 
 
 def fill(store: FeedbackStore, tokenizer, pairs: int, heldout: int) -> None:
@@ -36,10 +37,12 @@ def stage_times(store: FeedbackStore, run_id: int) -> dict[str, dict]:
     """Per stage: steps run, steps of an uncapped run, training seconds per step (evaluations excluded)."""
     stages: dict[str, dict] = {}
     for metric in store.run_metrics(run_id):
-        stage = stages.setdefault(metric.stage, {"evals": 0.0, "steps": 0, "epoch": None, "runtime": None})
+        stage = stages.setdefault(metric.stage, {"evals": 0.0, "eval_count": 0, "steps": 0, "epoch": None,
+                                                 "runtime": None})
         values = metric.metrics
         if "eval_runtime" in values:
             stage["evals"] += values["eval_runtime"]
+            stage["eval_count"] += 1
         elif "loss" in values:  # a training step's row
             stage["steps"], stage["epoch"] = metric.step, values["epoch"]
         elif "train_runtime" in values:  # the trainer's summary row: the whole train() call, evaluations included
@@ -47,6 +50,7 @@ def stage_times(store: FeedbackStore, run_id: int) -> dict[str, dict]:
     for stage in stages.values():
         stage["full_steps"] = round(stage["steps"] / stage["epoch"] * EPOCHS)
         stage["step_s"] = (stage["runtime"] - stage["evals"]) / stage["steps"]
+        stage["eval_s"] = stage["evals"] / stage["eval_count"]
     return stages
 
 
@@ -80,7 +84,9 @@ def main() -> None:
     gate_s = time.perf_counter() - started
 
     stages = stage_times(store, run.id)
-    full_s = round_s + sum((s["full_steps"] - s["steps"]) * s["step_s"] for s in stages.values())
+    # the steps the capped round skipped, and its missing evaluations (fewer than 10 when capped below 10 steps)
+    full_s = round_s + sum((s["full_steps"] - s["steps"]) * s["step_s"] + (EVALS - s["eval_count"]) * s["eval_s"]
+                           for s in stages.values())
     rows = [[f"{name}: training s/step (evaluations excluded)", f"{s['step_s']:.1f}",
              f"{s['steps']} run, {s['full_steps']} uncapped"] for name, s in stages.items()]
     rows += [["round, capped, gate off", f"{round_s:.0f}", ""],
