@@ -9,6 +9,7 @@ side of CSRF and HTML injection is in tests/e2e/test_browser_attacks.py.
 import json
 import socket
 import sqlite3
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +27,7 @@ EVIL_ORIGINS = ["http://127.0.0.1:9999", "http://localhost:9999", "null", "http:
 def app(tmp_path_factory, base_model_path):
     data_dir = make_data_dir(tmp_path_factory.mktemp("attacks"), base_model_path)
     add_users(data_dir, {ADMIN: "admin", "rita": "reviewer", "vic": "viewer", "val": "viewer", "ada": "admin",
-                     "vera": "viewer"})
+                     "vera": "viewer", "flo": "viewer", "pat": "viewer"})
     from feedback_db.store import FeedbackStore
 
     store = FeedbackStore(data_dir / "tuneloop.db")
@@ -115,6 +116,47 @@ def test_parallel_chats_from_one_user_are_refused_and_others_still_chat(app, ses
     refused = [o for o in outcomes if o[0] == "error" and "already have 1 chat" in str(o[1])]
     assert len(done) >= 1 and len(done) + len(refused) == 8 and len(refused) >= 4, outcomes
     assert app.call(sessions["val"], "chat", ["Hi", [], "active", 16, 0.0])[0] == "complete"
+
+
+def first_text(app: LiveApp, client: httpx.Client, data: list) -> tuple[str, float | None, float]:
+    """One chat over HTTP: (last event, perf_counter time of the first streamed answer text or None, of the end)."""
+    posted = client.post("/gradio_api/call/chat", json={"data": data, "session_hash": app.sessions[id(client)]})
+    assert posted.status_code == 200, posted.text
+    event, first = "", None
+    with client.stream("GET", f"/gradio_api/call/chat/{posted.json()['event_id']}", timeout=300) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and event == "generating" and first is None:
+                shown = json.loads(line[5:])[1]
+                if shown and shown[-1]["content"] and shown[-1]["content"][0].get("text"):
+                    first = time.perf_counter()
+            elif line.startswith("data:") and event in ("complete", "error"):
+                break
+    return event, first, time.perf_counter()
+
+
+def test_a_flood_of_long_chats_does_not_hold_back_another_users_first_token(app):
+    """Finding 2 at a small scale: one viewer fires 8 parallel chats of the longest message allowed (8,000 chars,
+    1,024 new tokens): one runs, the rest are refused at once. Another viewer's short chat, sent while the
+    flooder's prompt is being prefilled, gets its first token before the flooder does: it used to wait for the
+    whole prefill (the engine prefilled one prompt at a time, and the 1,024-token budget was not applied: the
+    8,000 chars went in as ~1,600 tokens), seconds on a CPU; then, under the full flood, 25-46 s."""
+    long = ("Tell me everything about the history of computing, in detail. " * 130)[:8_000]
+    tabs = [app.session("flo") for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        flood = [pool.submit(first_text, app, tab, [long, [], "active", 1024, 0.7]) for tab in tabs]
+        time.sleep(0.5)  # the running flood chat is prefilling its ~1,000 tokens (16 passes of 64)
+        sent = time.perf_counter()
+        event, probe_first, _ = first_text(app, app.session("pat"), ["Name a primary colour.", [], "active", 16, 0.0])
+        for tab in tabs:  # end the flood: the app cancels its generation
+            tab.close()
+        outcomes = [f.result() if not f.exception() else ("closed", None, 0.0) for f in flood]
+    assert event == "complete" and probe_first is not None
+    flood_first = [first for _, first, _ in outcomes if first is not None]
+    assert [event for event, _, _ in outcomes].count("error") == 7 and len(flood_first) <= 1, outcomes
+    # the flooder's first token came after the probe was sent (else the probe raced nothing) and after the probe's
+    assert not flood_first or flood_first[0] < sent or probe_first < flood_first[0], (sent, probe_first, flood_first)
 
 
 @pytest.mark.parametrize("message", ["x" * 8_001, "y" * 3_000_010])

@@ -345,3 +345,34 @@ def test_a_lone_greedy_answer_is_the_same_before_and_after_other_requests(
     assert service.prepare_spare()
     assert service.generate(question, max_new_tokens=16) == alone
     assert not any(service._in_use.values())
+
+
+def test_a_short_chat_does_not_wait_for_another_users_long_prefill(base_model_path: str) -> None:
+    """Issue 13, finding 2: the engine prefilled one prompt group at a time per lane, so a chat arriving while a
+    flooder's 1,000-token prompt prefilled (16 passes of 64 tokens) waited for every pass of it (seconds on a CPU).
+    Now it starts its own prefill at once and, having fewer passes left, goes first: its first token comes after
+    at most one of the long prompt's passes. Both answers are still those each gives alone."""
+    from training.generation import Request
+
+    service = ModelService(base_model_path)
+    long = [{"role": "user", "content": "Tell me everything about the history of computing. " * 90}]
+    short = [{"role": "user", "content": "Name a primary colour."}]
+    alone = {"long": service.generate(long, max_new_tokens=4), "short": service.generate(short, max_new_tokens=8)}
+    assert len(service.tokenizer.apply_chat_template(long, add_generation_prompt=True)["input_ids"]) > 900
+    entered, gate, forward = threading.Event(), threading.Event(), service._engine.guard
+
+    @contextmanager
+    def held_first_pass() -> Iterator[None]:  # the long prefill's first pass waits until the short chat is queued
+        entered.set()
+        gate.wait()
+        with forward():
+            yield
+
+    service._engine.guard = held_first_pass
+    flood = service.submit(Request(long, max_new_tokens=4))
+    assert entered.wait(30)
+    chat = service.submit(Request(short, max_new_tokens=8))
+    gate.set()
+    (*_, (flood_text, _)), (*_, (chat_text, _)) = flood.updates(), chat.updates()
+    assert chat.started + chat.first_token_s < flood.started + flood.first_token_s
+    assert {"long": flood_text, "short": chat_text} == alone

@@ -4,6 +4,8 @@ A request (a chat turn, or one answer of a generation job) is a `Ticket`. The en
 into their lane's running batch between two decode steps (a lane: the shared LoRA model, whose rows may mix
 versions, or one full-weight model), prefills new prompts `chunk` tokens per forward pass with a decode step of the
 running rows in between (a long prompt cannot stall the others), and hands each ticket its text after every step.
+Prefills run side by side, the one with the fewest passes left first: a short chat arriving during another user's
+1,024-token prefill gets its first token after at most one of that prefill's passes (issue 13, finding 2).
 Jobs never take the last `reserved` rows of a lane, so a chat always finds room at the next step.
 The chat template's shared prefix is prefilled once per lane and version (training.generation's prefix cache); the
 cache outlives idle lanes and `forget(version)` drops a version's entries when its weights go.
@@ -67,11 +69,24 @@ class Ticket:
 
 
 @dataclass(eq=False)
+class _Prefill:
+    """Tickets whose prompts prefill together (left-padded), one chunk per forward pass."""
+
+    tickets: list[Ticket]
+    passes: Iterator[None]
+    passes_left: int
+    priority: int
+    order: int
+
+
+@dataclass(eq=False)
 class _Lane:
     batch: Batch
-    admitting: Iterator[None] | None = None
-    joining: list[Ticket] = field(default_factory=list)
+    prefills: list[_Prefill] = field(default_factory=list)
     tickets: dict[int, Ticket] = field(default_factory=dict)  # id(row) -> ticket, rows in the batch
+
+    def joining(self) -> list[Ticket]:
+        return [ticket for prefill in self.prefills for ticket in prefill.tickets]
 
 
 class Engine:
@@ -121,24 +136,28 @@ class Engine:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._waiting and not any(lane.batch.rows or lane.admitting
+                while not self._waiting and not any(lane.batch.rows or lane.prefills
                                                     for lane in self._lanes.values()):
                     self._wake.wait()
                 self._admit_waiting()
             for key, lane in list(self._lanes.items()):
-                if not (lane.batch.rows or lane.admitting):
+                if not (lane.batch.rows or lane.prefills):
                     del self._lanes[key]  # idle: a reloaded version gets a fresh lane with its new model
                     continue
                 try:
                     self._turn(lane)
                 except Exception as err:  # a failed forward pass fails that lane's requests, not the engine
                     log.exception("decode lane %s", key)
-                    for ticket in [*lane.tickets.values(), *lane.joining]:
+                    for ticket in [*lane.tickets.values(), *lane.joining()]:
                         self._finish(ticket, err)
                     del self._lanes[key]
 
     def _admit_waiting(self) -> None:
-        """Drop cancelled tickets; start a prefill of waiting tickets in each lane that has room (chats first)."""
+        """Drop cancelled tickets; start prefills of the waiting tickets that have room in their lane (chats first).
+
+        A prefill starts even while others are under way: a short prompt does not wait for a long one to finish
+        (`_turn` runs the prefill with the fewest passes left first). Tickets needing the same number of passes
+        prefill together, so no prompt is padded to a much longer one."""
         for lane in self._lanes.values():
             gone = [t for t in lane.tickets.values() if t.cancelled]
             if gone:
@@ -149,30 +168,35 @@ class Engine:
         for ticket in [t for t in self._waiting if t.cancelled]:
             self._waiting.remove(ticket)
             self._finish(ticket)
+        starting: dict[tuple[str, int, int], list[Ticket]] = {}  # (lane, priority, passes) -> tickets
         for ticket in sorted(self._waiting, key=lambda t: (t.priority, t._order)):
             lane = self._lanes.get(ticket.route.lane)
             if lane is None:
                 batch = Batch(ticket.route.forward, self._stops, self._pad, self.guard, self.prefix,
                               self._prefixes.setdefault(ticket.route.lane, {}))
                 lane = self._lanes[ticket.route.lane] = _Lane(batch)
-            if lane.admitting is not None:  # one prefill at a time per lane; the next one starts after it
-                continue
-            room = self.max_batch - len(lane.batch.rows) - len(lane.joining)
+            starting_here = sum(len(g) for (key, _, _), g in starting.items() if key == ticket.route.lane)
+            room = self.max_batch - len(lane.batch.rows) - len(lane.joining()) - starting_here
             if room > (self.reserved if ticket.priority == JOB else 0):
-                lane.joining.append(ticket)
+                passes = -(-len(ticket.row.prompt_ids) // self.chunk)
+                starting.setdefault((ticket.route.lane, ticket.priority, passes), []).append(ticket)
                 self._waiting.remove(ticket)
-        for lane in self._lanes.values():
-            if lane.joining and lane.admitting is None:
-                lane.admitting = lane.batch.admit([t.row for t in lane.joining], self.chunk)
+        for (key, priority, passes), tickets in starting.items():
+            lane = self._lanes[key]
+            lane.prefills.append(_Prefill(tickets, lane.batch.admit([t.row for t in tickets], self.chunk),
+                                          max(passes, 1), priority, tickets[0]._order))
 
     def _turn(self, lane: _Lane) -> None:
-        """One prefill chunk of the joining rows, then one decode step of the running rows."""
-        if lane.admitting is not None:
-            next(lane.admitting, None)
-            first = lane.joining[0].row
+        """One prefill chunk (chats first, then the prefill with the fewest passes left), then one decode step of
+        the running rows."""
+        if lane.prefills:
+            prefill = min(lane.prefills, key=lambda p: (p.priority, p.passes_left, p.order))
+            next(prefill.passes, None)
+            prefill.passes_left -= 1
+            first = prefill.tickets[0].row
             if first.done or first.new_ids:  # the last chunk ran: the joining rows are in the batch
-                lane.admitting, joined, lane.joining = None, lane.joining, []
-                for ticket in joined:
+                lane.prefills.remove(prefill)
+                for ticket in prefill.tickets:
                     ticket.first_token_s = time.perf_counter() - ticket.started
                     self._deliver(lane, ticket)
                 return
