@@ -27,7 +27,8 @@ EVIL_ORIGINS = ["http://127.0.0.1:9999", "http://localhost:9999", "null", "http:
 def app(tmp_path_factory, base_model_path):
     data_dir = make_data_dir(tmp_path_factory.mktemp("attacks"), base_model_path)
     add_users(data_dir, {ADMIN: "admin", "rita": "reviewer", "vic": "viewer", "val": "viewer", "ada": "admin",
-                     "vera": "viewer", "flo": "viewer", "pat": "viewer"})
+                     "vera": "viewer", "flo": "viewer", "pat": "viewer",
+                     **{f"user{i}": "viewer" for i in range(5)}})
     from feedback_db.store import FeedbackStore
 
     store = FeedbackStore(data_dir / "tuneloop.db")
@@ -157,6 +158,24 @@ def test_a_flood_of_long_chats_does_not_hold_back_another_users_first_token(app)
     assert [event for event, _, _ in outcomes].count("error") == 7 and len(flood_first) <= 1, outcomes
     # the flooder's first token came after the probe was sent (else the probe raced nothing) and after the probe's
     assert not flood_first or flood_first[0] < sent or probe_first < flood_first[0], (sent, probe_first, flood_first)
+
+
+def test_a_fifth_user_chats_while_four_long_answers_stream(app):
+    """Each streaming chat holds a slot of the chat event until its last token; with Gradio's default of 4 per
+    event, four users' long answers kept a fifth user's chat queued in Gradio until one of them ended (23 s in the
+    flood benchmark). Now the fifth user's first token comes while all four are still streaming."""
+    long_runs = [app.session(f"user{i}") for i in range(4)]
+    count = ["Count from 1 to 1000, one number per line.", [], "active", 1024, 0.0]
+    with ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(first_text, app, client, count) for client in long_runs]
+        time.sleep(3.0)  # all four are streaming (each far from its 1,024th token)
+        event, first, _ = first_text(app, app.session("user4"), ["Name a primary colour.", [], "active", 16, 0.0])
+        still_running = [not future.done() for future in running]
+        for client in long_runs:
+            client.close()
+        ended = [f.result() if not f.exception() else ("closed", None, 0.0) for f in running]
+    assert event == "complete" and first is not None
+    assert all(still_running), ended
 
 
 @pytest.mark.parametrize("message", ["x" * 8_001, "y" * 3_000_010])

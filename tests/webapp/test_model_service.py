@@ -355,7 +355,7 @@ def test_a_short_chat_does_not_wait_for_another_users_long_prefill(base_model_pa
     from training.generation import Request
 
     service = ModelService(base_model_path)
-    long = [{"role": "user", "content": "Tell me everything about the history of computing. " * 90}]
+    long = [{"role": "user", "content": "Tell me everything about the history of computing. " * 100}]
     short = [{"role": "user", "content": "Name a primary colour."}]
     alone = {"long": service.generate(long, max_new_tokens=4), "short": service.generate(short, max_new_tokens=8)}
     assert len(service.tokenizer.apply_chat_template(long, add_generation_prompt=True)["input_ids"]) > 900

@@ -16,6 +16,10 @@ from webapp.serving.errors import VersionLoadError
 from webapp.usage_limits import cap_history
 
 ACTIVE = "active"
+# Chats one Gradio event runs at once (its default is the app's 4). A streaming chat holds its slot until the last
+# token, so 4 users' answers made a 5th user's chat wait in Gradio's queue for one of them to finish (23 s under
+# the flood benchmark). The engine batches 16 rows; who may run how many is the per-user in-flight limit's job.
+CHAT_CONCURRENCY = 16
 
 
 def display(messages: list[dict]) -> list[dict]:
@@ -112,10 +116,11 @@ def build_chat_tab(services) -> None:
 
     # Both sides read the message box when the user sends; the main side clears it with its first update.
     gr.on([message.submit, send.click], chat, [message, chat_a, version_a, max_new_tokens, temperature, served_a],
-          [message, chat_a, served_a], api_name=auth.endpoint("chat", *EVERYONE))
+          [message, chat_a, served_a], api_name=auth.endpoint("chat", *EVERYONE),
+          concurrency_limit=CHAT_CONCURRENCY)
     gr.on([message.submit, send.click], chat_compare,
           [message, chat_b, version_b, max_new_tokens, temperature, served_b, side_by_side], [chat_b, served_b],
-          api_name=auth.endpoint("chat_compare", *EVERYONE))
+          api_name=auth.endpoint("chat_compare", *EVERYONE), concurrency_limit=CHAT_CONCURRENCY)
     chat_a.like(like, served_a, None, api_name=auth.endpoint("chat_thumbs", *EVERYONE))
     chat_b.like(like, served_b, None, api_name=auth.endpoint("chat_compare_thumbs", *EVERYONE))
     clear.click(lambda: ([], [], {}, {}), None, [chat_a, chat_b, served_a, served_b], api_visibility="private")
