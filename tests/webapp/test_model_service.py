@@ -357,18 +357,21 @@ def test_a_short_chat_does_not_wait_for_another_users_long_prefill(base_model_pa
     service = ModelService(base_model_path)
     long = [{"role": "user", "content": "Tell me everything about the history of computing. " * 100}]
     short = [{"role": "user", "content": "Name a primary colour."}]
-    alone = {"long": service.generate(long, max_new_tokens=4), "short": service.generate(short, max_new_tokens=8)}
-    assert len(service.tokenizer.apply_chat_template(long, add_generation_prompt=True)["input_ids"]) > 900
     entered, gate, forward = threading.Event(), threading.Event(), service._engine.guard
+    gate.set()
 
     @contextmanager
-    def held_first_pass() -> Iterator[None]:  # the long prefill's first pass waits until the short chat is queued
-        entered.set()
-        gate.wait()
+    def holding() -> Iterator[None]:  # while the gate is shut, a forward pass waits (the lane's batch keeps it)
+        if not gate.is_set():
+            entered.set()
+            gate.wait()
         with forward():
             yield
 
-    service._engine.guard = held_first_pass
+    service._engine.guard = holding
+    alone = {"long": service.generate(long, max_new_tokens=4), "short": service.generate(short, max_new_tokens=8)}
+    assert len(service.tokenizer.apply_chat_template(long, add_generation_prompt=True)["input_ids"]) > 900
+    gate.clear()  # the long prompt's first pass waits until the short chat is queued
     flood = service.submit(Request(long, max_new_tokens=4))
     assert entered.wait(30)
     chat = service.submit(Request(short, max_new_tokens=8))
