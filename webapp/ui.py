@@ -109,7 +109,7 @@ def build_ui(services) -> gr.Blocks:
         guide.click(onboarding_open, None, [onboarding, *steps], api_name=auth.endpoint("onboarding_open", *ADMINS))
         # outside the queue: it answers from 4 counts, and must not queue behind the reviewers' judgments
         reviewer_counts.change(onboarding_after_judgment, None, steps, queue=False, show_progress="hidden",
-                               api_visibility="private")
+                               api_name=auth.endpoint("onboarding_after_judgment", *EVERYONE))
         close.click(lambda: gr.update(visible=False), None, onboarding, api_visibility="private")
         to_review.click(lambda: gr.Tabs(selected="review"), None, tabs, api_visibility="private")
         gr.Timer(2.0).tick(banner, None, banner_md, api_name=auth.endpoint("banner", *EVERYONE),
