@@ -69,30 +69,25 @@ def agreement_from_votes(kind: str, votes: Votes) -> Agreement:
         method, overall = "krippendorff_alpha", krippendorff_alpha([list(b.values()) for b in shared.values()])
     else:
         method, overall = "none", None
+    return Agreement(kind, method, overall, len(shared), disagreements, shares_with_majority(shared))
+
+
+def shares_with_majority(votes: Votes, only: str | None = None) -> dict[str, float]:
+    """Each reviewer's (or only `only`'s) share of items where they gave the majority of the other reviewers'
+    judgments, over items with two or more judgments and a strict majority among the others."""
     agree: Counter = Counter()
     counted: Counter = Counter()
-    for by_user in shared.values():
+    for by_user in votes.values():
+        if len(by_user) < 2:
+            continue
         for user, value in by_user.items():
+            if only is not None and user != only:
+                continue
             others = majority(v for u, v in by_user.items() if u != user)
             if others is not None:
                 counted[user] += 1
                 agree[user] += value == others
-    per_reviewer = {u: agree[u] / counted[u] for u in reviewers if counted[u]}
-    return Agreement(kind, method, overall, len(shared), disagreements, per_reviewer)
-
-
-def _share_with_majority(votes: Votes, username: str) -> float | None:
-    """`username`'s share of items where they gave the majority of the other reviewers' judgments (items with a
-    strict majority among the others only): `agreement_from_votes(...).per_reviewer[username]`, one reviewer."""
-    agree = counted = 0
-    for by_user in votes.values():
-        if username not in by_user or len(by_user) < 2:
-            continue
-        others = majority(v for u, v in by_user.items() if u != username)
-        if others is not None:
-            counted += 1
-            agree += by_user[username] == others
-    return agree / counted if counted else None
+    return {u: agree[u] / counted[u] for u in sorted(counted)}
 
 
 def reviewer_agreement(store: FeedbackStore, username: str) -> dict[str, float | None]:
@@ -102,9 +97,9 @@ def reviewer_agreement(store: FeedbackStore, username: str) -> dict[str, float |
     the review tab shows it after each judgment."""
     ratings = store.ratings_on_items_of(username)
     comparisons, rankings = store.pairwise_on_prompts_of(username)
-    return {"pairwise": _share_with_majority(pair_votes(comparisons, rankings), username),
-            "thumbs": _share_with_majority(thumbs_votes(ratings), username),
-            "likert": _share_with_majority(likert_votes(ratings), username)}
+    votes = {"pairwise": pair_votes(comparisons, rankings), "thumbs": thumbs_votes(ratings),
+             "likert": likert_votes(ratings)}
+    return {kind: shares_with_majority(v, username).get(username) for kind, v in votes.items()}
 
 
 def agreement(store: FeedbackStore, kind: str, snapshot: Snapshot | None = None) -> Agreement:
