@@ -242,6 +242,10 @@ def build_kto_dataset(store: FeedbackStore, snapshot: Snapshot | None = None, sp
     return _dataset(kto_rows(store, snapshot, split)[0], KTO_FEATURES)
 
 
+KINDS = {"sft": (sft_rows, SFT_FEATURES), "preferences": (preference_rows, PREFERENCE_FEATURES),
+         "kto": (kto_rows, KTO_FEATURES)}  # dataset kind -> (its rows builder, its columns)
+
+
 class Builds:
     """One snapshot's datasets, each (kind, split) built at most once: a round's data check counts the very rows its
     stages train on, and reward and dpo share one build of the preference pairs (kind: `sft`, `preferences`, `kto`).
@@ -254,13 +258,11 @@ class Builds:
     def rows(self, kind: str, split: str = "train") -> tuple[list[dict], Counter]:
         """(rows, counts) as `sft_rows` / `preference_rows` / `kto_rows` return them, built on first use."""
         if (kind, split) not in self._built:
-            build = {"sft": sft_rows, "preferences": preference_rows, "kto": kto_rows}[kind]
-            self._built[kind, split] = build(self.store, self.snapshot, split)
+            self._built[kind, split] = KINDS[kind][0](self.store, self.snapshot, split)
         return self._built[kind, split]
 
     def dataset(self, kind: str, split: str = "train") -> Dataset:
-        features = {"sft": SFT_FEATURES, "preferences": PREFERENCE_FEATURES, "kto": KTO_FEATURES}[kind]
-        return _dataset(self.rows(kind, split)[0], features)
+        return _dataset(self.rows(kind, split)[0], KINDS[kind][1])
 
 
 def split_by_prompt(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
