@@ -92,14 +92,15 @@ def shares_with_majority(votes: Votes, only: str | None = None) -> dict[str, flo
 
 def reviewer_agreement(store: FeedbackStore, username: str) -> dict[str, float | None]:
     """One reviewer's agreement with the majority per kind (pairwise, thumbs, likert), equal to
-    `agreement(store, kind).per_reviewer.get(username)` but read from the items they judged only (every vote on
-    those items, so each item's latest-per-reviewer judgments are the same), not from every judgment in the store:
-    the review tab shows it after each judgment."""
-    ratings = store.ratings_on_items_of(username)
+    `agreement(store, kind).per_reviewer.get(username)` but read from the items they judged only, not from every
+    judgment in the store: the review tab shows it after each judgment. Thumbs and Likert are tallied in SQL
+    (`rating_agreement_counts`: the rows of every co-reviewer's rating never reach Python); pairwise votes from the
+    comparisons and rankings on the prompts they compared or ranked."""
     comparisons, rankings = store.pairwise_on_prompts_of(username)
-    votes = {"pairwise": pair_votes(comparisons, rankings), "thumbs": thumbs_votes(ratings),
-             "likert": likert_votes(ratings)}
-    return {kind: shares_with_majority(v, username).get(username) for kind, v in votes.items()}
+    shares = {"pairwise": shares_with_majority(pair_votes(comparisons, rankings), username).get(username)}
+    for kind, (agree, counted) in store.rating_agreement_counts(username).items():
+        shares[kind] = agree / counted if counted else None
+    return shares
 
 
 def agreement(store: FeedbackStore, kind: str, snapshot: Snapshot | None = None) -> Agreement:

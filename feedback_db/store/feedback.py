@@ -9,6 +9,8 @@ from feedback_db.models import Comparison, Correction, Ranking, Rating, ReviewIt
 from feedback_db.store.base import StoreBase, check, check_choice, now
 from feedback_db.vocab import COMPARISON_SOURCES, RATING_SOURCES, REVIEW_MODES, WINNERS
 
+RATING_VALUES = {"thumbs": (0, 1), "likert": (1, 2, 3, 4, 5)}  # what add_rating accepts
+
 
 class FeedbackMixin(StoreBase):
     """Judgments, and the queue that serves items to judge."""
@@ -87,13 +89,28 @@ class FeedbackMixin(StoreBase):
         )
         return {mode: count for mode, count in self._query(sql, {"user": username})}
 
-    def ratings_on_items_of(self, username: str) -> list[Rating]:
-        """Every rating (anyone's) of a response `username` rated, in id order: all the votes on their items."""
-        rows = self._query(
-            "SELECT * FROM ratings WHERE response_id IN (SELECT response_id FROM ratings WHERE username = ?) "
-            "ORDER BY id", (username,)
-        )
-        return [Rating(**dict(r)) for r in rows]
+    def rating_agreement_counts(self, username: str) -> dict[str, tuple[int, int]]:
+        """Per rating kind (thumbs, likert): (items where `username` gave the strict majority of the other reviewers'
+        values, items with such a majority that `username` also judged), each reviewer's latest non-empty value per
+        response; what `consensus.shares_with_majority` counts, tallied in SQL over the responses `username` rated
+        (one row back, not every rating on those items: the review tab asks after every judgment)."""
+        counts = {}
+        for kind, values in RATING_VALUES.items():
+            # the bare `v` next to MAX(id) is the value of the latest row of each (response, reviewer) group (SQLite);
+            # the others' majority is the one value (of the kind's few) held by more than half of them
+            majority = " ".join(f"WHEN 2 * SUM(username != :user AND v = {v}) > SUM(username != :user) THEN {v}"
+                                for v in values)
+            sql = f"""
+                SELECT COALESCE(SUM(mine = others), 0), COUNT(others) FROM (
+                    SELECT MAX(CASE WHEN username = :user THEN v END) AS mine, CASE {majority} END AS others
+                    FROM (SELECT response_id, username, {kind} AS v, MAX(id) FROM ratings
+                          WHERE {kind} IS NOT NULL
+                            AND response_id IN (SELECT response_id FROM ratings WHERE username = :user)
+                          GROUP BY response_id, username)
+                    GROUP BY response_id
+                ) WHERE mine IS NOT NULL"""
+            counts[kind] = tuple(self._query(sql, {"user": username})[0])
+        return counts
 
     def pairwise_on_prompts_of(self, username: str) -> tuple[list[Comparison], list[Ranking]]:
         """Every comparison and ranking (anyone's) on a prompt `username` compared or ranked, each in id order: all
