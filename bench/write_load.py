@@ -1,6 +1,6 @@
 """Benchmark 5: feedback write load through the app's HTTP APIs: ratings/s, p50/p99 latency, rows lost.
 
-    python -m bench.write_load [--quick] [--clients 32] [--seconds 60]
+    python -m bench.write_load [--quick] [--clients 32] [--seconds 60] [--think-s 3] [--ways rest,gradio,paced]
 
 Starts the real app (`python app.py`) on 127.0.0.1 over a fresh data dir seeded with reviewers, one REST API token
 each, and enough single-answer review items, then measures two ways of writing a rating, side by side in one run
@@ -12,6 +12,10 @@ each, and enough single-answer review items, then measures two ways of writing a
   (`review_next`, mode single), then calls `review_rate` (thumbs up, Likert 4) in a loop through Gradio's queued API
   (POST /gradio_api/call/review_rate, then read its event stream until `complete`); that handler also returns the
   reviewer's next item, queue progress and own counts and agreement, like the UI's Submit (issue 14: p99 < 300 ms).
+  Closed loop: each client clicks again the moment its answer arrives (no think time), so with `--clients` clients
+  always waiting, p99 is about clients / throughput: the figure measures the app's cost per event.
+- Gradio event, paced (human reviewers): the same clients and event, but each reviewer reads for a think time drawn
+  from an exponential distribution (mean `--think-s`, default 3 s) before each click; latency is the click's own wait.
 Latency runs from the POST to the 201 / the `complete` event. Rows lost = ratings acknowledged to a client that are
 not in the store afterwards (must be 0). The clients run in this process and the app in its own; both share the
 machine's cores (loopback only), so the CPU each side spent per rating is reported too.
@@ -21,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -41,6 +46,8 @@ from training.base_model import DEFAULT_BASE_MODEL
 PASSWORD = "bench-password-1"
 API = "/gradio_api"
 REST, GRADIO = "REST POST /api/v1/ratings", "Gradio event review_rate"
+PACED = "Gradio event review_rate, paced"  # the label gets the think time in main()
+WAYS = {"rest": REST, "gradio": GRADIO, "paced": PACED}
 REST_RESPONSES = 1000
 
 
@@ -191,8 +198,16 @@ async def open_session(client: httpx.AsyncClient, username: str, timeout: float)
 
 
 async def gradio_rater(client: httpx.AsyncClient, username: str, session: str, deadline: float, timeout: float,
-                       stats: Stats) -> None:
+                       stats: Stats, think_s: float = 0.0, rng: random.Random | None = None) -> None:
+    """Click Submit until the deadline: back to back (`think_s` 0), or after an exponential think time of mean
+    `think_s` before each click (a click that would start after the deadline is not made)."""
     while time.monotonic() < deadline:
+        if think_s:
+            pause = rng.expovariate(1 / think_s)
+            if time.monotonic() + pause >= deadline:
+                await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+                return
+            await asyncio.sleep(pause)
         started = time.perf_counter()
         try:
             ok, payload = await call(client, "review_rate", ["up", "4", ""], session, timeout)
@@ -260,19 +275,21 @@ async def rest_rater(client: RestConnection, username: str, response_ids: list[i
 
 
 # ----- the run ---------------------------------------------------------------------------------------------------
-async def load(app: subprocess.Popen, port: int, seeded: Seeded, seconds: float, slices: int,
-               timeout: float) -> dict[str, Stats]:
-    """Log the Gradio clients in and open their queues (not timed), then alternate REST and Gradio slices."""
+async def load(app: subprocess.Popen, port: int, seeded: Seeded, seconds: float, slices: int, timeout: float,
+               ways: list[str], think_s: float) -> dict[str, Stats]:
+    """Log the Gradio clients in and open their queues (not timed), then alternate slices of `ways` (REST, GRADIO,
+    PACED)."""
     url = f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
     gradio_clients = [httpx.AsyncClient(base_url=url, limits=limits) for _ in seeded.gradio_users]
     rest_clients = {u: RestConnection(port, t) for u, t in seeded.tokens.items()}
-    stats = {REST: Stats(), GRADIO: Stats()}
+    stats = {way: Stats() for way in ways}
+    rngs = [random.Random(i) for i in range(len(seeded.gradio_users))]
     try:
         sessions = await asyncio.gather(*(open_session(c, u, timeout)
                                           for c, u in zip(gradio_clients, seeded.gradio_users, strict=True)))
         for _ in range(slices):
-            for way in (REST, GRADIO):
+            for way in ways:
                 cpu_app, cpu_here, started = cpu_seconds(app.pid), time.process_time(), time.monotonic()
                 deadline = started + seconds / slices
                 if way == REST:
@@ -282,8 +299,10 @@ async def load(app: subprocess.Popen, port: int, seeded: Seeded, seconds: float,
                     # the app drops idle keep-alive connections after 5 s: the next slice opens fresh ones
                     await asyncio.gather(*(c.close() for c in rest_clients.values()))
                 else:
-                    await asyncio.gather(*(gradio_rater(c, u, s, deadline, timeout, stats[way]) for c, u, s in
-                                           zip(gradio_clients, seeded.gradio_users, sessions, strict=True)))
+                    think = think_s if way == PACED else 0.0
+                    await asyncio.gather(*(gradio_rater(c, u, s, deadline, timeout, stats[way], think, rng)
+                                           for c, u, s, rng in zip(gradio_clients, seeded.gradio_users, sessions,
+                                                                   rngs, strict=True)))
                 stats[way].elapsed += time.monotonic() - started
                 stats[way].client_cpu += time.process_time() - cpu_here
                 stats[way].server_cpu += cpu_seconds(app.pid) - cpu_app
@@ -294,22 +313,28 @@ async def load(app: subprocess.Popen, port: int, seeded: Seeded, seconds: float,
 
 def lost_rows(store: FeedbackStore, stats: dict[str, Stats]) -> dict[str, tuple[int, int]]:
     """Per way: (acknowledged but not stored, stored but not acknowledged). REST acks carry the row id; Gradio acks
-    are counted per reviewer (each reviewer rates through one way only)."""
+    are counted per reviewer, over the two Gradio ways together (the same reviewers click in both)."""
     stored: dict[str, list[int]] = {}
     for rating in store.list_ratings():
         stored.setdefault(rating.username, []).append(rating.id)
     result = {}
+    gradio_acked: dict[str, int] = {}
     for way, way_stats in stats.items():
-        lost = unacked = 0
-        for username, acked in way_stats.acked.items():
-            mine = stored.get(username, [])
-            if way == REST:
+        if way == REST:
+            lost = unacked = 0
+            for username, acked in way_stats.acked.items():
+                mine = stored.get(username, [])
                 lost += len(set(acked) - set(mine))
                 unacked += len(set(mine) - set(acked))
-            else:
-                lost += max(0, len(acked) - len(mine))
-                unacked += max(0, len(mine) - len(acked))
-        result[way] = (lost, unacked)
+            result[way] = (lost, unacked)
+        else:
+            for username, acked in way_stats.acked.items():
+                gradio_acked[username] = gradio_acked.get(username, 0) + len(acked)
+    lost = sum(max(0, n - len(stored.get(u, []))) for u, n in gradio_acked.items())
+    unacked = sum(max(0, len(stored.get(u, [])) - n) for u, n in gradio_acked.items())
+    for way in stats:
+        if way != REST:
+            result[way] = (lost, unacked)
     return result
 
 
@@ -321,7 +346,12 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=2, help="Alternating slices per way (REST, Gradio, ...).")
     parser.add_argument("--items", type=int, default=None, help="Review items seeded (default 350/s x duration).")
     parser.add_argument("--timeout", type=float, default=30.0, help="Per-request timeout in seconds.")
+    parser.add_argument("--think-s", type=float, default=3.0,
+                        help="Paced way: mean of each reviewer's exponential think time before a click.")
+    parser.add_argument("--ways", default="rest,gradio,paced",
+                        help="Comma-separated ways to measure, in slice order: rest, gradio (closed loop), paced.")
     args = parser.parse_args()
+    ways = [WAYS[name] for name in args.ways.split(",")]
     offline()
     seconds = args.seconds or (10.0 if args.quick else 60.0)
     items = args.items or int(350 * seconds)
@@ -338,7 +368,7 @@ def main() -> None:
     app = start_app(folder, port, folder / "app.log")
     load_before = os.getloadavg()[0]
     try:
-        stats = asyncio.run(load(app, port, seeded, seconds, args.slices, args.timeout))
+        stats = asyncio.run(load(app, port, seeded, seconds, args.slices, args.timeout, ways, args.think_s))
     finally:
         stop_app(app)
     store = FeedbackStore(folder / "tuneloop.db")
@@ -346,6 +376,7 @@ def main() -> None:
     store.close()
 
     rows, notes = [], []
+    paced = f"{PACED} (think time exp, mean {args.think_s:g} s)"
     for way, way_stats in stats.items():
         lat, done = way_stats.latencies, max(1, len(way_stats.latencies))
         rate = len(lat) / way_stats.elapsed
@@ -354,6 +385,8 @@ def main() -> None:
         # for, carries issue 14's p99 < 300 ms
         target = way == REST
         p99_target = 200 if way == REST else 300
+        floor = floors[REST if way == REST else GRADIO]
+        way = paced if way == PACED else way
         rows += [[way, "ratings/s", rate, ">= 300" if target else "", verdict(rate, 300) if target else ""],
                  [way, "p50 latency ms", p50, "", ""],
                  [way, "p99 latency ms", p99, f"< {p99_target}", verdict(p99, p99_target, higher_is_better=False)],
@@ -364,7 +397,7 @@ def main() -> None:
                  [way, "rows stored but not acknowledged (client timeout)", lost[way][1], "", ""],
                  [way, "app CPU ms per rating", 1000 * way_stats.server_cpu / done, "", ""],
                  [way, "client CPU ms per rating (load generator)", 1000 * way_stats.client_cpu / done, "", ""],
-                 [way, "store work per rating, in-process, 1 thread (ms)", floors[way], "", ""]]
+                 [way, "store work per rating, in-process, 1 thread (ms)", floor, "", ""]]
         if way_stats.errors:
             notes.append(f"{way}: first errors: {json.dumps(way_stats.errors[:3])}")
     notes += [f"Load average (1 min) when the load started: {load_before:.2f} on {os.cpu_count()} cores. The app's "
@@ -372,11 +405,16 @@ def main() -> None:
               "cores available to it means the app is the bottleneck.",
               "REST: one uvicorn worker, sync FastAPI handler in the threadpool (token lookup + one INSERT). Gradio: "
               "queue (default_concurrency_limit as app.py sets it), event stream, next item + queue progress + the "
-              "reviewer's counts and agreement (webapp/tabs/review.py `mine`)."]
+              "reviewer's counts and agreement (webapp/tabs/review.py `mine`).",
+              f"Gradio event review_rate is closed loop: {args.clients} reviewers each click again the moment the "
+              "answer arrives (no think time), so p99 ~ clients / events per s; the paced way gives each reviewer "
+              "an exponential think time before each click (human reviewers); rows lost for the two Gradio ways "
+              "are counted together (the same reviewers)."]
     if not any(s.errors for s in stats.values()):
         notes.append("No errors.")
     report("Feedback write load through the HTTP APIs (bench/write_load.py)",
-           f"app.py, {args.clients} clients x {seconds:.0f} s per way ({args.slices} alternating slices), "
+           f"app.py, {args.clients} clients x {seconds:.0f} s per way ({args.slices} alternating slices: "
+           f"{args.ways}), "
            f"{items} single-answer items seeded, loopback",
            ["way", "metric", "value", "target", "met?"], rows, notes)
     shutil.rmtree(folder, ignore_errors=True)
