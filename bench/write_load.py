@@ -9,16 +9,18 @@ each, and enough single-answer review items, then measures two ways of writing a
   `Authorization: Bearer <token>` -> 201 {"id"}; each client, one keep-alive connection (a minimal HTTP/1.1
   client: httpx costs more CPU per request than the app), rates seeded responses round-robin.
 - Gradio event (what the browser's Submit uses): each client logs in (POST /login), opens its queue once
-  (`review_next`, mode single), then calls `review_rate` (thumbs up, Likert 4) in a loop through Gradio's queued API
-  (POST /gradio_api/call/review_rate, then read its event stream until `complete`); that handler also returns the
+  (`review_next`, mode single), then calls `review_rate` (thumbs up, Likert 4) in a loop the way the browser does:
+  through Gradio's queue (POST /gradio_api/call/review_rate, then read its event stream until `complete`), or, when
+  the app registers the event with queue=False (its /config says), one POST /gradio_api/run/review_rate answered
+  with the outputs; that handler also returns the
   reviewer's next item, queue progress and own counts and agreement, like the UI's Submit (issue 14: p99 < 300 ms).
   Closed loop: each client clicks again the moment its answer arrives (no think time), so with `--clients` clients
   always waiting, p99 is about clients / throughput: the figure measures the app's cost per event.
 - Gradio event, paced (human reviewers): the same clients and event, but each reviewer reads for a think time drawn
   from an exponential distribution (mean `--think-s`, default 3 s) before each click; latency is the click's own wait.
-Latency runs from the POST to the 201 / the `complete` event. Rows lost = ratings acknowledged to a client that are
-not in the store afterwards (must be 0). The clients run in this process and the app in its own; both share the
-machine's cores (loopback only), so the CPU each side spent per rating is reported too.
+Latency runs from the POST to the 201 / the `complete` event / the answer. Rows lost = ratings acknowledged to a
+client that are not in the store afterwards (must be 0). The clients run in this process and the app in its own;
+both share the machine's cores (loopback only), so the CPU each side spent per rating is reported too.
 """
 
 import argparse
@@ -168,8 +170,25 @@ def cpu_seconds(pid: int) -> float:
 
 
 # ----- Gradio event path -----------------------------------------------------------------------------------------
-async def call(client: httpx.AsyncClient, api_name: str, data: list, session: str, timeout: float) -> tuple[bool, str]:
-    """One Gradio API call through the queue: (succeeded, last event payload)."""
+@dataclass
+class Endpoint:
+    """How the browser calls a Gradio event: through the queue or not, and which inputs are State (sent as null)."""
+
+    queued: bool = True
+    state_inputs: tuple[bool, ...] = ()
+
+
+async def call(client: httpx.AsyncClient, api_name: str, data: list, session: str, timeout: float,
+               endpoint: Endpoint | None = None) -> tuple[bool, str]:
+    """One Gradio API call as the browser makes it: through the queue (POST /call, then read its event stream until
+    `complete`), or for an event registered with queue=False one POST /run with every input (null for State)
+    answered with the outputs; (succeeded, last event payload)."""
+    if endpoint is not None and not endpoint.queued:
+        values = iter(data)
+        full = [None if state else next(values) for state in endpoint.state_inputs]
+        posted = await client.post(f"{API}/run/{api_name}", json={"data": full, "session_hash": session},
+                                   timeout=timeout)
+        return posted.status_code == 200, posted.text
     posted = await client.post(f"{API}/call/{api_name}", json={"data": data, "session_hash": session},
                                timeout=timeout)
     if posted.status_code != 200:
@@ -185,6 +204,14 @@ async def call(client: httpx.AsyncClient, api_name: str, data: list, session: st
     return False, f"stream ended after event {event!r}"
 
 
+async def endpoint_of(client: httpx.AsyncClient, api_name: str) -> Endpoint:
+    """How the browser calls `api_name`, from the app's page config."""
+    config = (await client.get("/config")).json()
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    (dependency,) = [d for d in config["dependencies"] if d["api_name"] == api_name]
+    return Endpoint(dependency.get("queue") is not False, tuple(kinds[i] == "state" for i in dependency["inputs"]))
+
+
 async def open_session(client: httpx.AsyncClient, username: str, timeout: float) -> str:
     """Log in as `username` and open the single-answer queue; returns the Gradio session hash."""
     login = await client.post("/login", data={"username": username, "password": PASSWORD}, timeout=timeout)
@@ -198,7 +225,8 @@ async def open_session(client: httpx.AsyncClient, username: str, timeout: float)
 
 
 async def gradio_rater(client: httpx.AsyncClient, username: str, session: str, deadline: float, timeout: float,
-                       stats: Stats, think_s: float = 0.0, rng: random.Random | None = None) -> None:
+                       stats: Stats, endpoint: Endpoint, think_s: float = 0.0, rng: random.Random | None = None
+                       ) -> None:
     """Click Submit until the deadline: back to back (`think_s` 0), or after an exponential think time of mean
     `think_s` before each click (a click that would start after the deadline is not made)."""
     while time.monotonic() < deadline:
@@ -210,7 +238,7 @@ async def gradio_rater(client: httpx.AsyncClient, username: str, session: str, d
             await asyncio.sleep(pause)
         started = time.perf_counter()
         try:
-            ok, payload = await call(client, "review_rate", ["up", "4", ""], session, timeout)
+            ok, payload = await call(client, "review_rate", ["up", "4", ""], session, timeout, endpoint)
         except httpx.HTTPError as err:
             ok, payload = False, f"{type(err).__name__}: {err}"
         if not ok:
@@ -276,7 +304,7 @@ async def rest_rater(client: RestConnection, username: str, response_ids: list[i
 
 # ----- the run ---------------------------------------------------------------------------------------------------
 async def load(app: subprocess.Popen, port: int, seeded: Seeded, seconds: float, slices: int, timeout: float,
-               ways: list[str], think_s: float) -> dict[str, Stats]:
+               ways: list[str], think_s: float) -> tuple[dict[str, Stats], Endpoint]:
     """Log the Gradio clients in and open their queues (not timed), then alternate slices of `ways` (REST, GRADIO,
     PACED)."""
     url = f"http://127.0.0.1:{port}"
@@ -288,6 +316,7 @@ async def load(app: subprocess.Popen, port: int, seeded: Seeded, seconds: float,
     try:
         sessions = await asyncio.gather(*(open_session(c, u, timeout)
                                           for c, u in zip(gradio_clients, seeded.gradio_users, strict=True)))
+        endpoint = await endpoint_of(gradio_clients[0], "review_rate")
         for _ in range(slices):
             for way in ways:
                 cpu_app, cpu_here, started = cpu_seconds(app.pid), time.process_time(), time.monotonic()
@@ -300,7 +329,7 @@ async def load(app: subprocess.Popen, port: int, seeded: Seeded, seconds: float,
                     await asyncio.gather(*(c.close() for c in rest_clients.values()))
                 else:
                     think = think_s if way == PACED else 0.0
-                    await asyncio.gather(*(gradio_rater(c, u, s, deadline, timeout, stats[way], think, rng)
+                    await asyncio.gather(*(gradio_rater(c, u, s, deadline, timeout, stats[way], endpoint, think, rng)
                                            for c, u, s, rng in zip(gradio_clients, seeded.gradio_users, sessions,
                                                                    rngs, strict=True)))
                 stats[way].elapsed += time.monotonic() - started
@@ -308,7 +337,7 @@ async def load(app: subprocess.Popen, port: int, seeded: Seeded, seconds: float,
                 stats[way].server_cpu += cpu_seconds(app.pid) - cpu_app
     finally:
         await asyncio.gather(*(c.aclose() for c in gradio_clients), *(c.close() for c in rest_clients.values()))
-    return stats
+    return stats, endpoint
 
 
 def lost_rows(store: FeedbackStore, stats: dict[str, Stats]) -> dict[str, tuple[int, int]]:
@@ -368,7 +397,7 @@ def main() -> None:
     app = start_app(folder, port, folder / "app.log")
     load_before = os.getloadavg()[0]
     try:
-        stats = asyncio.run(load(app, port, seeded, seconds, args.slices, args.timeout, ways, args.think_s))
+        stats, endpoint = asyncio.run(load(app, port, seeded, seconds, args.slices, args.timeout, ways, args.think_s))
     finally:
         stop_app(app)
     store = FeedbackStore(folder / "tuneloop.db")
@@ -385,16 +414,16 @@ def main() -> None:
         # for, carries issue 14's p99 < 300 ms
         target = way == REST
         p99_target = 200 if way == REST else 300
-        floor = floors[REST if way == REST else GRADIO]
+        floor, lost_here = floors[REST if way == REST else GRADIO], lost[way]
         way = paced if way == PACED else way
         rows += [[way, "ratings/s", rate, ">= 300" if target else "", verdict(rate, 300) if target else ""],
                  [way, "p50 latency ms", p50, "", ""],
                  [way, "p99 latency ms", p99, f"< {p99_target}", verdict(p99, p99_target, higher_is_better=False)],
                  [way, "ratings acknowledged", len(lat), "", ""],
                  [way, "requests failed", way_stats.failed, "0", verdict(way_stats.failed, 0, higher_is_better=False)],
-                 [way, "rows lost (acknowledged, not stored)", lost[way][0], "0",
-                  verdict(lost[way][0], 0, higher_is_better=False)],
-                 [way, "rows stored but not acknowledged (client timeout)", lost[way][1], "", ""],
+                 [way, "rows lost (acknowledged, not stored)", lost_here[0], "0",
+                  verdict(lost_here[0], 0, higher_is_better=False)],
+                 [way, "rows stored but not acknowledged (client timeout)", lost_here[1], "", ""],
                  [way, "app CPU ms per rating", 1000 * way_stats.server_cpu / done, "", ""],
                  [way, "client CPU ms per rating (load generator)", 1000 * way_stats.client_cpu / done, "", ""],
                  [way, "store work per rating, in-process, 1 thread (ms)", floor, "", ""]]
@@ -404,8 +433,8 @@ def main() -> None:
               "and the load generator's CPU per rating show where the cores went: app CPU x ratings/s near the "
               "cores available to it means the app is the bottleneck.",
               "REST: one uvicorn worker, sync FastAPI handler in the threadpool (token lookup + one INSERT). Gradio: "
-              "queue (default_concurrency_limit as app.py sets it), event stream, next item + queue progress + the "
-              "reviewer's counts and agreement (webapp/tabs/review.py `mine`).",
+              f"{'queue and event stream' if endpoint.queued else 'queue=False: one POST /gradio_api/run'}, next "
+              "item + queue progress + the reviewer's counts and agreement (webapp/tabs/review.py `mine`).",
               f"Gradio event review_rate is closed loop: {args.clients} reviewers each click again the moment the "
               "answer arrives (no think time), so p99 ~ clients / events per s; the paced way gives each reviewer "
               "an exponential think time before each click (human reviewers); rows lost for the two Gradio ways "
