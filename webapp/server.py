@@ -58,9 +58,12 @@ def build_app(services, demo: gr.Blocks, origins: Origins, max_upload_bytes: int
         return PlainTextResponse("Log out with a POST (the Log out button).", status_code=405)
 
     throttle = LoginThrottle(services.auth.login)
+    # run_history off: Gradio 6 would record every public event's inputs and outputs (in the browser's storage, or a
+    # Hugging Face bucket a request header names); judgments and chats belong in the store only, and each event
+    # skips the recording task
     gr.mount_gradio_app(app, demo, path="/", auth=throttle.login, max_file_size=max_upload_bytes,
                         auth_message="Tuneloop: sign in with your Tuneloop account.", head=SHORTCUTS_JS, css=CSS,
-                        theme=gr.themes.Soft(), footer_links=["api"],
+                        theme=gr.themes.Soft(), footer_links=["api"], run_history=False,
                         app_kwargs={"openapi_url": None, "docs_url": None, "redoc_url": None})
     (gradio_app,) = [route.app for route in app.routes if isinstance(route, Mount)]
     sessions.attach(gradio_app, services.store)

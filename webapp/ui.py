@@ -36,6 +36,12 @@ document.addEventListener("keydown", (e) => {
 </script>
 """
 
+# A guard for events only admins' pages need: it throws on other pages (the header's First-run guide button, shown
+# to admins only, is not on screen), so the `.success` step after it never calls the server.
+ADMIN_PAGE_ONLY = """() => {
+  if (document.getElementById("ob-open")?.offsetParent == null) throw new Error("not an admin's page");
+}"""
+
 # Logout is a POST (a GET could be triggered by any page with an <img>); the HTTP guard checks its Origin.
 LOGOUT_FORM = '<form method="post" action="/logout"><button class="tl-logout" type="submit">Log out</button></form>'
 
@@ -107,9 +113,12 @@ def build_ui(services) -> gr.Blocks:
         demo.load(onboarding_show, None, [onboarding, *steps, guide_box],
                   api_name=auth.endpoint("onboarding_show", *EVERYONE))
         guide.click(onboarding_open, None, [onboarding, *steps], api_name=auth.endpoint("onboarding_open", *ADMINS))
-        # outside the queue: it answers from 4 counts, and must not queue behind the reviewers' judgments
-        reviewer_counts.change(onboarding_after_judgment, None, steps, queue=False, show_progress="hidden",
-                               api_name=auth.endpoint("onboarding_after_judgment", *EVERYONE))
+        # outside the queue: it answers from 4 counts, and must not queue behind the reviewers' judgments; asked by
+        # admins' pages only (the browser's guard throws where the header has no guide button, so the server call
+        # never starts): a reviewer's judgment costs no second request. The handler still checks the role itself.
+        reviewer_counts.change(None, js=ADMIN_PAGE_ONLY).success(
+            onboarding_after_judgment, None, steps, queue=False, show_progress="hidden",
+            api_name=auth.endpoint("onboarding_after_judgment", *EVERYONE))
         close.click(lambda: gr.update(visible=False), None, onboarding, api_visibility="private")
         to_review.click(lambda: gr.Tabs(selected="review"), None, tabs, api_visibility="private")
         gr.Timer(2.0).tick(banner, None, banner_md, api_name=auth.endpoint("banner", *EVERYONE),

@@ -84,8 +84,10 @@ def test_every_endpoint_is_enumerated_and_registered(live_app, setup):
     assert public == named == set(roles), "an event is exposed without a role registration (auth.endpoint)"
     assert all(r in (ADMINS, REVIEWERS, EVERYONE) for r in roles.values())
     private = [d for d in config["dependencies"] if d.get("api_visibility") == "private"]
-    # private events are UI-only lambdas (clear, show/hide, refresh choices): no handler with side effects
-    assert all(str(d["api_name"]).startswith("lambda") for d in private), private
+    # private events are UI-only lambdas (clear, show/hide, refresh choices) or run in the browser only (js, no
+    # backend function): no handler with side effects
+    assert all(str(d["api_name"]).startswith("lambda") or (d["js"] and d["backend_fn"] is False)
+               for d in private), private
 
 
 def test_role_restricted_endpoints_refuse_lower_roles(live_app, setup):

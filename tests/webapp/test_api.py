@@ -163,3 +163,36 @@ def test_viewer_can_chat_but_not_review(app):
     assert event == "complete" and history[-1]["content"] == [{"type": "text", "text": "[base] answer to: Hi"}]
     event, message = call(viewer, "review_next", ["pairwise"])
     assert event == "error" and "Permission denied" in str(message)
+
+
+def test_judgments_outside_the_queue_keep_session_state_identity_and_role_checks(app):
+    """The review judgments run with queue=False: the browser POSTs /gradio_api/run/<name> with every input (null for
+    the gr.State) and gets the outputs back. The session's item (gr.State), the caller's identity from the session
+    cookie and the role check hold on that path too, and a page on another origin cannot post there."""
+    services, url = app
+    store = services.store
+    prompt_id = store.add_prompt("Rate me")
+    store.add_response(prompt_id, "an answer", "base")
+    config = session(url, "rita").get("/config").json()
+    (rate,) = [d for d in config["dependencies"] if d["api_name"] == "review_rate"]
+    assert rate["queue"] is False  # what makes the browser use /run
+    body = {"data": [None, "up", "4", "fine"], "session_hash": "rita-page"}
+
+    rita = session(url, "rita")
+    assert call(rita, "review_next", ["single"])[0] == "complete"  # an item, but in another session (the API's own)
+    refused = rita.post("/gradio_api/run/review_rate", json=body)
+    assert refused.status_code == 500 and "No single item loaded" in refused.text
+    opened = rita.post("/gradio_api/run/review_next", json={"data": ["single", None], "session_hash": "rita-page"})
+    assert opened.status_code == 200
+    rated = rita.post("/gradio_api/run/review_rate", json=body)
+    assert rated.status_code == 200 and "1 ratings" in rated.json()["data"][-1]
+    (rating,) = store.list_ratings()
+    assert (rating.username, rating.thumbs, rating.likert, rating.comment) == ("rita", 1, 4, "fine")
+
+    viewer = session(url, "vic")
+    refused = viewer.post("/gradio_api/run/review_rate", json={**body, "session_hash": "vic-page"})
+    assert refused.status_code == 500 and "Permission denied" in refused.text
+    assert session(url, None).post("/gradio_api/run/review_rate", json=body).status_code == 401
+    foreign = rita.post("/gradio_api/run/review_rate", json=body, headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    assert len(store.list_ratings()) == 1

@@ -10,6 +10,7 @@ import pytest
 from feedback_db.models import Snapshot
 from tests.webapp.conftest import PASSWORD, call, handler, make_services
 from webapp.tabs.common import safe_markdown
+from webapp.tabs.review import AGREEMENT_EVERY
 from webapp.ui import build_ui
 
 
@@ -451,3 +452,28 @@ def test_human_gate_with_losing_votes_is_not_promoted(demo, services, store, tmp
     assert services.check_gates() == ["v2-dpo"] and services.models.active == "base"
     table = call(demo, "versions_list", user="alice")[0]
     assert table[table.name == "v2-dpo"].iloc[0].gate.startswith("❌ not better (human judge): win-rate 0.50")
+
+
+def test_agreement_after_a_judgment_is_recomputed_every_few_judgments(demo, store):
+    """The reviewer's counts refresh with every judgment; their agreement with the majority (every vote on their
+    items) on Next item and every AGREEMENT_EVERY judgments."""
+    shared = store.add_prompt("shared?")
+    answer = store.add_response(shared, "shared answer", "base")
+    store.add_rating(answer, "alice", thumbs=1)
+    store.add_rating(answer, "rita", thumbs=1)
+    for i in range(AGREEMENT_EVERY + 1):
+        store.add_response(store.add_prompt(f"q{i}?"), f"answer {i}", "base")
+    item = call(demo, "review_next", "single", user="rita")[0]
+    assert "agreement with the majority: thumbs 100%" in call(demo, "review_form", "single", user="rita")[1]
+    store.add_rating(answer, "rita", thumbs=0)  # rita changes her vote: she now disagrees with alice
+    shown = call(demo, "review_rate", item, "up", None, "", user="rita")
+    assert "3 ratings" in shown[-1] and "thumbs 100%" in shown[-1]  # counts now, agreement from before
+    shown = call(demo, "review_next", "single", user="rita")
+    assert "thumbs 0%" in shown[-1]  # Next item recomputes it
+    store.add_rating(answer, "rita", thumbs=1)  # agrees again: one more judgment since the recomputation
+    texts = []
+    for _ in range(AGREEMENT_EVERY - 1):
+        shown = call(demo, "review_rate", shown[0], "up", None, "", user="rita")
+        texts.append(shown[-1])
+    assert all("thumbs 0%" in text for text in texts[:-1])
+    assert "thumbs 100%" in texts[-1]  # AGREEMENT_EVERY judgments after the last recomputation

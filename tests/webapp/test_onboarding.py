@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 
 from feedback_db.importers import STARTER_PROMPTS
-from tests.webapp.conftest import FakeModels, call, make_services
+from tests.webapp.conftest import FakeModels, call, handler, make_services
 from webapp.jobs import finished_part
 from webapp.serving.service import Generation
 from webapp.ui import build_ui
@@ -68,7 +68,7 @@ def test_onboarding_panel_walks_an_empty_store_through_one_loop(store, tmp_path)
     with pytest.raises(gr.Error, match="Not enough votes"):
         call(demo, "onboarding_train", user="alice")
 
-    after_judgment = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "onboarding_after_judgment")
+    after_judgment = handler(demo, "onboarding_after_judgment")
     for winner in ("a", "b", "a", "b"):
         item = call(demo, "review_next", "pairwise", user="alice")[0]
         assert {store.get_response(i).model_version for i in item["response_ids"]} == {"base"}  # samples of 1

@@ -16,6 +16,8 @@ from webapp import limits
 from webapp.auth import REVIEWERS
 from webapp.tabs.common import safe_markdown
 
+MODES = ("single", "pairwise", "ranking")  # the order of their boxes in `shown`
+AGREEMENT_EVERY = 20  # judgments between two recomputations of a reviewer's agreement while they judge
 MAX_CRITERIA = 5  # criteria slots on the form (admins add them in Admin › Guidelines & criteria)
 KEYS = "Keys (outside text boxes): `a` `b` `t` `x` vote · `1`–`5` Likert · `u`/`d` thumbs · `Enter` submit · `s` skip"
 GUIDELINES = """
@@ -48,9 +50,19 @@ def build_review_tab(services) -> gr.Markdown:
     auth, store = services.auth, services.store
 
     def show(username: str, mode: str, on_page: dict | None = None) -> tuple:
-        """Fetch the reviewer's next item in `mode` and lay it out, with the reviewer's own counts and agreement
-        (refreshed after each judgment); every review handler ends with this. `on_page`: the item the page shows."""
+        """Fetch the reviewer's next item in `mode` and lay it out, with the reviewer's own counts and agreement,
+        for the `shown` outputs. `on_page`: the item the page shows."""
         return *layout(username, mode, on_page), mine(username)
+
+    def show_next(username: str, mode: str) -> tuple:
+        """After a judgment in `mode` (its box is on the page): `show` cut to what changes, for the
+        `judged_shown[mode]` outputs. Each output costs the Gradio event its processing, so the other modes' answers
+        and boxes are not sent, and this mode's box is left as it is (gr.skip) unless the queue ran out (then it
+        hides and the message shows)."""
+        item, progress, prompt, *boxes, single, a, b, ranked, which = layout(username, mode, None)
+        box = boxes[MODES.index(mode)] if item is None else gr.skip()
+        answers = {"single": (single,), "pairwise": (a, b), "ranking": (ranked,)}[mode]
+        return item, progress, prompt, box, *answers, which, mine(username, fresh=False)
 
     def layout(username: str, mode: str, on_page: dict | None) -> tuple:
         item = store.next_item(username, mode, services.annotators_per_item)
@@ -103,14 +115,14 @@ def build_review_tab(services) -> gr.Markdown:
         judged(item, "ratings", user.username, lambda: store.add_rating(
             item["response_ids"][0], user.username, thumbs=None if thumbs is None else int(thumbs == "up"),
             likert=int(likert) if likert else None, comment=comment.strip()))
-        return show(user.username, "single")
+        return show_next(user.username, "single")
 
     def vote(winner: str):
         def review_compare(item: dict | None, request: gr.Request) -> tuple:
             user = auth.require(request, *REVIEWERS)
             a, b = current(item, "pairwise")["response_ids"]
             judged(item, "comparisons", user.username, lambda: store.add_comparison(a, b, winner, user.username))
-            return show(user.username, "pairwise")
+            return show_next(user.username, "pairwise")
         return review_compare
 
     def review_rank(item: dict | None, order: str, request: gr.Request) -> tuple:
@@ -123,7 +135,7 @@ def build_review_tab(services) -> gr.Markdown:
         if sorted(picks) != list(range(1, len(ids) + 1)):
             raise gr.Error(f"Ranking {order!r}: give each of 1..{len(ids)} exactly once, best first.")
         judged(item, "rankings", user.username, lambda: store.add_ranking([ids[p - 1] for p in picks], user.username))
-        return show(user.username, "ranking")
+        return show_next(user.username, "ranking")
 
     def review_correct(item: dict | None, response_id: int | None, text: str, request: gr.Request) -> tuple[str, str]:
         user = auth.require(request, *REVIEWERS)
@@ -136,11 +148,19 @@ def build_review_tab(services) -> gr.Markdown:
         gr.Info("Correction saved: it will be used as a demonstration.")
         return "", mine(user.username)
 
-    def mine(username: str) -> str:
+    agreement_at: dict[str, tuple[int, dict]] = {}  # reviewer -> (their judgments then, their agreement figures)
+
+    def mine(username: str, fresh: bool = True) -> str:
         """The reviewer's own counts and agreement with the majority; read from their judgments and the items they
-        judged only (it runs after every judgment, so its cost must not grow with the whole store)."""
+        judged only. Counts are index counts, fresh every time; agreement reads every vote on the reviewer's items
+        (its cost grows with their history and their co-reviewers), so after a judgment (`fresh` False) it is
+        recomputed only every AGREEMENT_EVERY judgments, and always on Next item, the form and a correction."""
         counts = store.reviewer_counts(username)
-        shares = reviewer_agreement(store, username)
+        total = sum(counts.values())
+        at, shares = agreement_at.get(username, (None, {}))
+        if fresh or at is None or not 0 <= total - at < AGREEMENT_EVERY:
+            shares = reviewer_agreement(store, username)
+            agreement_at[username] = (total, shares)
         agree = ", ".join(f"{kind} {share:.0%}" for kind, share in shares.items() if share is not None)
         return (f"**Your judgments:** {counts['rating']} ratings · {counts['comparison']} A/B votes · "
                 f"{counts['ranking']} rankings · {counts['correction']} corrections"
@@ -234,25 +254,31 @@ def build_review_tab(services) -> gr.Markdown:
             undo = gr.Button("Undo my last judgment", elem_id="rv-undo", size="sm")
 
     shown = [item, progress, prompt_md, single_box, pair_box, rank_box, single_md, a_md, b_md, rank_md, which, mine_md]
-    clear = [thumbs, likert, comment, order]
-    reset = (lambda: (None, None, "", ""), None, clear)
+    judged_shown = {mode: [item, progress, prompt_md, box, *answers, which, mine_md] for mode, box, answers in (
+        ("single", single_box, [single_md]), ("pairwise", pair_box, [a_md, b_md]), ("ranking", rank_box, [rank_md]))}
+    # clearing the form is the browser's own work (no request): text boxes emptied, radios unset
+    clear = dict(fn=None, inputs=None, outputs=[thumbs, likert, comment, order], js="() => [null, null, '', '']")
+    # the judgments (the click a reviewer repeats all day) skip Gradio's queue: one POST answered with the outputs,
+    # instead of joining the queue and reading its event stream (issue 14: a click's cost, not a wait, at 32
+    # reviewers); every handler still derives the user from the request's session and checks the role
+    fast = dict(queue=False, show_progress="hidden")
     gr.on([next_btn.click, mode.change], review_next, [mode, item], shown,
-          api_name=auth.endpoint("review_next", *REVIEWERS)).then(*reset, api_visibility="private")
+          api_name=auth.endpoint("review_next", *REVIEWERS)).then(**clear)
     gr.on([next_btn.click, mode.change], review_form, mode, [guidelines_md, mine_md, form, *slots],
           api_name=auth.endpoint("review_form", *REVIEWERS))
     for i, slot in enumerate(slots):
         slot.input(pick(i), [item, form, slot], item, api_name=auth.endpoint(f"review_criterion_{i}", *REVIEWERS))
     judgments = [submit.click, rank_btn.click, undo.click, *(b.click for b in (a_btn, b_btn, tie_btn, bad_btn))]
-    gr.on(judgments, lambda: [gr.update(value=None)] * MAX_CRITERIA, None, slots, api_visibility="private")
+    gr.on(judgments, None, None, slots, js=f"() => Array({MAX_CRITERIA}).fill(null)")
     undo.click(review_undo, mode, shown, api_name=auth.endpoint("review_undo", *REVIEWERS))
-    submit.click(review_rate, [item, thumbs, likert, comment], shown,
-                 api_name=auth.endpoint("review_rate", *REVIEWERS)).then(*reset, api_visibility="private")
+    submit.click(review_rate, [item, thumbs, likert, comment], judged_shown["single"],
+                 api_name=auth.endpoint("review_rate", *REVIEWERS), **fast).then(**clear)
     for button, winner in ((a_btn, "a"), (b_btn, "b"), (tie_btn, "tie"), (bad_btn, "both_bad")):
-        button.click(vote(winner), item, shown, api_name=auth.endpoint(f"review_vote_{winner}", *REVIEWERS))
-    rank_btn.click(review_rank, [item, order], shown, api_name=auth.endpoint("review_rank", *REVIEWERS)).then(
-        *reset, api_visibility="private")
+        button.click(vote(winner), item, judged_shown["pairwise"],
+                     api_name=auth.endpoint(f"review_vote_{winner}", *REVIEWERS), **fast)
+    rank_btn.click(review_rank, [item, order], judged_shown["ranking"],
+                   api_name=auth.endpoint("review_rank", *REVIEWERS), **fast).then(**clear)
     correct_btn.click(review_correct, [item, which, correction], [correction, mine_md],
                       api_name=auth.endpoint("review_correct", *REVIEWERS))
-    skip.click(review_skip, [item, mode], shown, api_name=auth.endpoint("review_skip", *REVIEWERS)).then(
-        *reset, api_visibility="private")
+    skip.click(review_skip, [item, mode], shown, api_name=auth.endpoint("review_skip", *REVIEWERS)).then(**clear)
     return mine_md
