@@ -21,6 +21,7 @@ from bench.common import ROOT, machine, markdown_table, offline
 BENCHMARKS = [
     ("sft_throughput", 1500, 420),
     ("dpo_throughput", 1500, 420),
+    ("grpo_throughput", 1200, 420),
     ("hot_swap", 600, 240),
     ("chat_serving", 600, 240),
     ("generation", 1200, 420),

@@ -12,6 +12,11 @@ reference copy (GRPO computes reference log-probs on freshly generated text, so 
 copy is the parent too when a full/freeze stage starts from a LoRA parent: TRL builds it from the policy config's
 `_name_or_path`, which names the base after a merge, so the merged parent is saved beside the stage's data and
 named there while the trainer is built (`kl_reference_at_parent`).
+
+Rollouts: TRL samples through `model.generate` on the policy as it trains; for a LoRA policy every decode step then
+runs each adapted projection three times (base, A, B). `merged_lora_rollouts` samples the same way (the trainer's
+generation config, prompts rendered with the chat template) with the adapter merged into the base weights for the
+rollout and unmerged afterwards (what TRL itself does around a vLLM weight sync).
 """
 
 from collections.abc import Iterator
@@ -19,8 +24,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from datasets import Dataset
+from peft import PeftModel
 from trl import GRPOConfig, GRPOTrainer
+from trl.models import unwrap_model_for_generation
 
 from feedback_db.models import Snapshot
 from training import run_args
@@ -104,6 +112,40 @@ def kl_reference_at_parent(model, parent_dir: Path | None, technique: str, folde
         model.config._name_or_path = original
 
 
+@contextmanager
+def lora_merged(model) -> Iterator[None]:
+    """A PeftModel's active adapter merged into its base weights inside the block (other models: as they are)."""
+    if not isinstance(model, PeftModel):
+        yield
+        return
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()
+
+
+def merged_lora_rollouts(prompts: list[list[dict]], trainer: GRPOTrainer) -> dict:
+    """GRPO's rollouts as TRL samples them without vLLM (left-padded prompts through `generate` with the trainer's
+    generation config; a completion ends after its first end-of-sequence token), with a LoRA policy's adapter merged
+    while it decodes. `prompts` holds each prompt once per sampled answer (TRL's sampler repeats them)."""
+    tokenizer, device = trainer.processing_class, trainer.accelerator.device
+    prompt_ids = [tokenizer.apply_chat_template(prompt, add_generation_prompt=True)["input_ids"] for prompt in prompts]
+    width, pad = max(len(ids) for ids in prompt_ids), tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompt_ids], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompt_ids], device=device)
+    with (unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                      generation_kwargs=trainer.generation_kwargs) as model,
+          torch.no_grad(), lora_merged(model)):
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                generation_config=trainer.generation_config)
+    stops, completion_ids = set(trainer.eos_token_ids), []
+    for row in output[:, width:].tolist():
+        end = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))
+        completion_ids.append(row[:end])
+    return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": None}
+
+
 def build_trainer(cfg: OnlineRLRecipeConfig, args: GRPOConfig, model, parent_dir: Path | None, reward_model,
                   tokenizer, dataset: Dataset, reference_dir: Path, callbacks: list) -> GRPOTrainer:
     """GRPO on the policy, the reward model as the reward function, the KL reference = the parent."""
@@ -117,6 +159,7 @@ def build_trainer(cfg: OnlineRLRecipeConfig, args: GRPOConfig, model, parent_dir
             processing_class=tokenizer,
             eval_dataset=None,  # online RL scores its own samples; there is no held-out loss to track
             callbacks=callbacks,
+            rollout_func=merged_lora_rollouts,
         )
 
 
