@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("hot_swap", 600, 240),
     ("chat_serving", 600, 240),
     ("generation", 1200, 420),
+    ("job_probe", 1500, 240),
     ("gate_share", 1800, 900),
     ("write_load", 600, 240),
     ("review_click", 300, 120),
