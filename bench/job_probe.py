@@ -78,6 +78,7 @@ class Probe:
         self.gap_s = every_s / users
         self.turn = 0
         self.last = -1e9
+        self.timeline: list[tuple[float, float | None]] = []  # (monotonic start, TTFT) of every chat: outliers' times
 
     def chat_once(self) -> tuple[str, float | None]:
         time.sleep(max(0.0, self.last + self.gap_s - time.monotonic()))
@@ -85,6 +86,7 @@ class Probe:
         client = self.clients[self.turn % len(self.clients)]
         self.turn += 1
         outcome, first, _ = chat(client, uuid.uuid4().hex[:11], QUESTION, [], 16, 0.0)
+        self.timeline.append((self.last, first))
         return outcome, first
 
     def run(self, keep_going, ttfts: list[float], outcomes: Counter) -> None:
@@ -165,7 +167,7 @@ def main() -> None:
     finally:
         stop_app(app)
     (folder / "result.json").write_text(json.dumps({"idle": idle, "during": probed["ttfts"], "samples": {
-        "probed": probed["samples"], "alone": alone["samples"]}}))
+        "probed": probed["samples"], "alone": alone["samples"]}, "probe_timeline": probe.timeline}))
     fmt = lambda c: json.dumps(dict(sorted(c.items())))  # noqa: E731
     during = probed["ttfts"]
     p99 = percentile(during, 99)
