@@ -1,7 +1,7 @@
 """Run every benchmark, one fresh process each, and print a summary; each script appends its table to
 docs/BENCHMARKS.md.
 
-    python -m bench.run_all            # `make bench`: full settings (about 25 min on 2 CPU cores)
+    python -m bench.run_all            # `make bench`: full settings (about 40 min on 2 CPU cores)
     python -m bench.run_all --quick    # `make bench-quick`: smoke settings (a few minutes)
     python -m bench.run_all --only sft_throughput,chat_serving
 
