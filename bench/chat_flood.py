@@ -6,7 +6,8 @@ The real app (`python app.py`, default settings) on a free port. First the probe
 for `--flood-s` seconds one viewer (the flooder, in its own process so its client work does not slow the probes'
 clocks) sends, from `--threads` parallel connections (one session each), the longest message allowed (8,000
 characters), a history as long as the client can send (the server ignores it and keeps its own, capped),
-max_new_tokens 1024 and temperature 0.7, as fast as the app answers (refusals included). Meanwhile `--probes`
+max_new_tokens 1024 and temperature 0.7, as fast as the app answers (refusals included: "http 429" is refused by
+the HTTP guard before the body is read, "refused" by the chat handler). Meanwhile `--probes`
 other viewers each send a short question every `--probe-every-s` seconds (staggered; max_new_tokens 16) — each at
 the rate its own per-user limit allows (one request per 5 s after a burst of 6), so no probe is refused and the
 percentiles are over every probe chat. TTFT is measured like a browser sees it: from the POST to the first
@@ -111,8 +112,10 @@ def flood_connection(client: httpx.Client, session: str, halt: threading.Event, 
     while not halt.is_set():
         try:
             outcome, _, _ = chat(client, session, LONG_MESSAGE, HUGE_HISTORY, 1024, 0.7)
-        except (httpx.HTTPError, RuntimeError):  # closed when the flood ends
-            return
+        except (httpx.HTTPError, RuntimeError) as err:  # closed when the flood ends
+            if halt.is_set():
+                return
+            outcome = f"client error {type(err).__name__}"
         outcomes[outcome] += 1
 
 
@@ -198,7 +201,9 @@ def main() -> None:
               "flooder outcomes", f"p99 < {TARGET_P99_S:.0f} s"]
     notes = ["`python -m bench.chat_flood`; TTFT from the POST to the first streamed event with answer text.",
              "The flooder is held to 1 chat in flight (+1 side-by-side lane) and 6 requests then 1 per 5 s; its "
-             "model input is cut to 1,024 tokens. Each probe user chats at the rate its own limit allows."]
+             "model input is cut to 1,024 tokens. Each probe user chats at the rate its own limit allows.",
+             "Flooder outcomes: `http 429` = refused by the HTTP guard from the session cookie before its body was "
+             "read; `refused` = by the chat handler (sent while its limits still allowed it)."]
     if args.no_report:
         print(title, settings, " | ".join(header), *(" | ".join(map(str, row)) for row in rows), sep="\n")
     else:

@@ -19,6 +19,11 @@ MAX_CHAT_CHARS = 8_000  # ~2k tokens: the model's useful context on CPU
 MAX_HISTORY_CHARS = 24_000  # one message of a stored chat conversation (webapp.usage_limits caps the whole one)
 MAX_REVIEW_TEXT_CHARS = 20_000  # corrections and comments (a demonstration longer than this is not one)
 MAX_API_BODY_BYTES = 6 * MAX_REVIEW_TEXT_CHARS + 4_096  # the longest comment with every character \uXXXX-escaped
+# A model event's request body (webapp/http_guard.py refuses a larger declared Content-Length before reading it). The
+# chat's is the largest: the browser sends the message (<= MAX_CHAT_CHARS) with the conversation the Chatbot shows
+# (<= 24,000 characters kept by the server, webapp/usage_limits.py, plus one answer of <= 1,024 tokens): ~40k
+# characters, at most 6 bytes each JSON-escaped (~240 KB; ~50 KB for plain text); 4x that leaves room for the rest.
+MAX_MODEL_BODY_BYTES = 1024 * 1024
 MAX_USERNAME_CHARS = 64
 MAX_TOKEN_LABEL_CHARS = 200
 MAX_PASSWORD_CHARS = 1_024

@@ -5,7 +5,8 @@
 
 Mounting Gradio (instead of `launch()`) lets the app own what sits in front of it: the CSRF origin check, a
 strict CORS allow-list (Gradio's own middleware echoes any localhost-alias Origin with credentials), framing and
-cookie policies, upload rules (webapp/http_guard.py), logout as a POST, and no anonymous /openapi.json.
+cookie policies, upload rules and refusing over-limit model requests before Gradio reads them
+(webapp/http_guard.py), logout as a POST, and no anonymous /openapi.json.
 """
 
 from pathlib import Path
@@ -19,12 +20,14 @@ from starlette.routing import Mount
 from webapp.auth import Sessions
 from webapp.http_guard import HttpGuard, Origins, origin_of
 from webapp.ingest_api import ingest_routes
+from webapp.limits import MAX_MODEL_BODY_BYTES
 from webapp.ratelimit import LoginThrottle
 from webapp.rest_api import rest_routes
 from webapp.ui import CSS, SHORTCUTS_JS
 
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024  # one request (the largest dataset file an admin imports)
 UPLOAD_QUOTA_BYTES = 2 * 1024 * 1024 * 1024  # everything in the upload folder; delete_cache empties it hourly
+REFUSAL_DELAY_S = 0.25  # one user's over-limit model requests are answered (429) one at a time, this far apart
 
 
 def public_origins(public_url: str | None, host: str, port: int) -> Origins:
@@ -69,8 +72,11 @@ def build_app(services, demo: gr.Blocks, origins: Origins, max_upload_bytes: int
     sessions.attach(gradio_app, services.store)
     app.add_middleware(CORSMiddleware, allow_origins=list(origins.public), allow_credentials=True,
                        allow_methods=["GET", "POST"], allow_headers=["content-type", "authorization"])
+    event_names = {fn_index: fn.api_name for fn_index, fn in demo.fns.items()}  # the queue names events by index
     app.add_middleware(HttpGuard, origins=origins, upload_role=sessions.role, upload_dir=lambda: Path(
-        gradio_app.uploaded_file_dir), max_upload_bytes=max_upload_bytes, upload_quota_bytes=upload_quota_bytes)
+        gradio_app.uploaded_file_dir), max_upload_bytes=max_upload_bytes, upload_quota_bytes=upload_quota_bytes,
+        username=sessions.username, usage=services.usage, event_name=event_names.get,
+        max_model_body_bytes=MAX_MODEL_BODY_BYTES, refusal_delay_s=REFUSAL_DELAY_S)
     app.state.sessions = sessions
     app.state.throttle = throttle
     return app

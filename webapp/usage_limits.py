@@ -1,11 +1,14 @@
 """Per-user limits on model work (chat, side-by-side, compare, candidate generation), so that one user cannot
 starve the others: at most `max_in_flight` requests per user and lane at a time, and a token bucket per user and
 lane (`burst` requests at once, then one every `refill_s` seconds). Refusals are immediate gr.Errors that say
-what to wait for; nothing is queued on the model.
+what to wait for; nothing is queued on the model. Events are registered with their lane (`limited`), so the HTTP
+guard can refuse an over-limit request before Gradio reads its body (`refusal` peeks without taking anything);
+the handler's `slot` checks again.
 
 The conversation's length is bounded too: `fit_context` keeps the newest turns within `MAX_PROMPT_TOKENS` of
 model input and says how many older messages it left out.
 
+    gr.on(..., api_name=services.usage.limited(auth.endpoint("chat", *EVERYONE), "chat"))
     with services.usage.slot(user.username, "chat"):
         for text in services.models.stream(messages, ...): ...
 """
@@ -38,6 +41,17 @@ class UsageLimits:
         self._in_flight: dict[tuple[str, str], int] = {}
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._lock = threading.Lock()
+        self.lanes: dict[str, str] = {}  # event api_name -> its lane
+
+    def limited(self, api_name: str, lane: str) -> str:
+        """Record that event `api_name` runs under `lane`'s limits; returns `api_name` (for `api_name=`)."""
+        self.lanes[api_name] = lane
+        return api_name
+
+    def refusal(self, username: str, lane: str) -> str | None:
+        """Why `username`'s next request in `lane` would be refused now, or None; takes no slot and no token."""
+        with self._lock:
+            return self._refusal((username, lane), self.clock())
 
     @contextmanager
     def slot(self, username: str, lane: str) -> Iterator[None]:
@@ -45,23 +59,31 @@ class UsageLimits:
         user's rate is exhausted."""
         key = (username, lane)
         with self._lock:
-            if self._in_flight.get(key, 0) >= self.max_in_flight:
-                raise gr.Error(f"You already have {self.max_in_flight} {lane} request(s) running: wait for the "
-                               "answer (or stop it) before sending another.")
-            bucket = self._buckets.setdefault(key, _Bucket(float(self.burst), self.clock()))
             now = self.clock()
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) / self.refill_s)
-            bucket.stamp = now
-            if bucket.tokens < 1:
-                wait_s = (1 - bucket.tokens) * self.refill_s
-                raise gr.Error(f"Too many {lane} requests: try again in {wait_s:.0f} s.")
-            bucket.tokens -= 1
+            refused = self._refusal(key, now)
+            if refused:
+                raise gr.Error(refused)
+            self._buckets[key] = _Bucket(self._tokens(key, now) - 1, now)
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
             yield
         finally:
             with self._lock:
                 self._in_flight[key] -= 1
+
+    def _tokens(self, key: tuple[str, str], now: float) -> float:
+        bucket = self._buckets.get(key)
+        return self.burst if bucket is None else min(self.burst, bucket.tokens + (now - bucket.stamp) / self.refill_s)
+
+    def _refusal(self, key: tuple[str, str], now: float) -> str | None:
+        lane = key[1]
+        if self._in_flight.get(key, 0) >= self.max_in_flight:
+            return (f"You already have {self.max_in_flight} {lane} request(s) running: wait for the answer (or stop "
+                    "it) before sending another.")
+        tokens = self._tokens(key, now)
+        if tokens < 1:
+            return f"Too many {lane} requests: try again in {(1 - tokens) * self.refill_s:.0f} s."
+        return None
 
 
 def cap_history(messages: list[dict], max_chars: int = MAX_HISTORY_CHARS) -> list[dict]:

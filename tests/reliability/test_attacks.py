@@ -9,6 +9,7 @@ side of CSRF and HTML injection is in tests/e2e/test_browser_attacks.py.
 import json
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ EVIL_ORIGINS = ["http://127.0.0.1:9999", "http://localhost:9999", "null", "http:
 def app(tmp_path_factory, base_model_path):
     data_dir = make_data_dir(tmp_path_factory.mktemp("attacks"), base_model_path)
     add_users(data_dir, {ADMIN: "admin", "rita": "reviewer", "vic": "viewer", "val": "viewer", "ada": "admin",
-                     "vera": "viewer", "flo": "viewer", "pat": "viewer",
+                     "vera": "viewer", "flo": "viewer", "pat": "viewer", "fay": "viewer",
                      **{f"user{i}": "viewer" for i in range(5)}})
     from feedback_db.store import FeedbackStore
 
@@ -114,7 +115,8 @@ def test_parallel_chats_from_one_user_are_refused_and_others_still_chat(app, ses
         outcomes = list(pool.map(lambda i: app.call(tabs[i], "chat", [f"Count to {i}.", [], "active", 64, 0.0],
                                                     timeout_s=60), range(8)))
     done = [o for o in outcomes if o[0] == "complete"]
-    refused = [o for o in outcomes if o[0] == "error" and "already have 1 chat" in str(o[1])]
+    # refused by the HTTP guard (429, the first chat already running) or, sent at the same instant, by the handler
+    refused = [o for o in outcomes if o[0] in ("error", "http 429") and "already have 1 chat" in str(o[1])]
     assert len(done) >= 1 and len(done) + len(refused) == 8 and len(refused) >= 4, outcomes
     assert app.call(sessions["val"], "chat", ["Hi", [], "active", 16, 0.0])[0] == "complete"
 
@@ -122,6 +124,8 @@ def test_parallel_chats_from_one_user_are_refused_and_others_still_chat(app, ses
 def first_text(app: LiveApp, client: httpx.Client, data: list) -> tuple[str, float | None, float]:
     """One chat over HTTP: (last event, perf_counter time of the first streamed answer text or None, of the end)."""
     posted = client.post("/gradio_api/call/chat", json={"data": data, "session_hash": app.sessions[id(client)]})
+    if posted.status_code == 429:  # refused by the HTTP guard before Gradio read the body
+        return "http 429", None, time.perf_counter()
     assert posted.status_code == 200, posted.text
     event, first = "", None
     with client.stream("GET", f"/gradio_api/call/chat/{posted.json()['event_id']}", timeout=300) as stream:
@@ -155,7 +159,7 @@ def test_a_flood_of_long_chats_does_not_hold_back_another_users_first_token(app)
         outcomes = [f.result() if not f.exception() else ("closed", None, 0.0) for f in flood]
     assert event == "complete" and probe_first is not None
     flood_first = [first for _, first, _ in outcomes if first is not None]
-    assert [event for event, _, _ in outcomes].count("error") == 7 and len(flood_first) <= 1, outcomes
+    assert sum(event in ("error", "http 429") for event, _, _ in outcomes) == 7 and len(flood_first) <= 1, outcomes
     # the flooder's first token came after the probe was sent (else the probe raced nothing) and after the probe's
     assert not flood_first or flood_first[0] < sent or probe_first < flood_first[0], (sent, probe_first, flood_first)
 
@@ -178,17 +182,83 @@ def test_a_fifth_user_chats_while_four_long_answers_stream(app):
     assert all(still_running), ended
 
 
-@pytest.mark.parametrize("message", ["x" * 8_001, "y" * 3_000_010])
-def test_oversized_chat_message_is_refused(app, sessions, message):
+# the handler refuses a message over 8,000 chars; a request body over 1 MiB the HTTP guard refuses unread
+@pytest.mark.parametrize("message, refused", [("x" * 8_001, "error"), ("y" * 3_000_010, "http 413")])
+def test_oversized_chat_message_is_refused(app, sessions, message, refused):
     event, error = app.call(sessions["val"], "chat", [message, [], "active", 16, 0.0])
-    assert event == "error" and "limit" in str(error)
+    assert event == refused and "limit" in str(error)
 
 
 def test_rate_limit_stops_a_chat_flood(app):
     flooder = app.session("ada")
     outcomes = [app.call(flooder, "chat", ["Hi", [], "active", 16, 0.0]) for _ in range(6)]
     assert [event for event, _ in outcomes[:4]] == ["complete"] * 4
-    assert all(event == "error" and "Too many chat requests" in str(error) for event, error in outcomes[4:])
+    # refused at the door: the guard peeks at the user's token bucket before Gradio reads the request
+    assert all(event == "http 429" and "Too many chat requests" in json.loads(error)["detail"]
+               for event, error in outcomes[4:]), outcomes
+
+
+def raw_post(app: LiveApp, path: str, cookie: str, content_length: int) -> str:
+    """A POST's headers only, declaring `content_length` bytes it never sends: the status line of the answer, which
+    comes only if the server answered without reading the body."""
+    with socket.create_connection(("127.0.0.1", app.port), timeout=30) as conn:
+        conn.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{app.port}\r\nCookie: {cookie}\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {content_length}\r\n\r\n".encode())
+        return conn.recv(4096).decode(errors="replace").split("\r\n")[0]
+
+
+def test_over_limit_chats_are_refused_before_gradio_reads_them(app, sessions):
+    """The flood benchmark's remaining load was ~100 refusals a second, each a 320 KB body that Gradio read, parsed
+    and queued before the handler refused it. Now a user with a chat running is answered 429 by the HTTP guard from
+    the session cookie alone: through the named API and the browser's queue, with or without a body; a declared
+    body over the model-request limit is 413 unread. The user's other events, another user's chat and the user's
+    next chat once the first has ended all work."""
+    fay_tabs = [app.session("fay") for _ in range(9)]
+    streaming, ended = threading.Event(), threading.Event()
+
+    def long_chat() -> str:
+        body = {"data": ["Count from 1 to 1000, one number per line.", [], "active", 1024, 0.0],
+                "session_hash": app.sessions[id(fay_tabs[0])]}
+        posted = fay_tabs[0].post("/gradio_api/call/chat", json=body)
+        assert posted.status_code == 200, posted.text
+        try:
+            with fay_tabs[0].stream("GET", f"/gradio_api/call/chat/{posted.json()['event_id']}") as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("event:") and "generating" in line:
+                        streaming.set()
+                    if ended.is_set():
+                        return "closed by the test"
+        finally:
+            streaming.set()
+        return "ended early"
+
+    history = [{"role": r, "content": [{"type": "text", "text": "padding " * 5_000}]} for r in ("user", "assistant")]
+    flood = {"data": [("Tell me everything. " * 400)[:8_000], history * 4, "active", 1024, 0.7]}  # 320 KB
+    with ThreadPoolExecutor(8) as pool:
+        running = pool.submit(long_chat)
+        assert streaming.wait(60) and not running.done()
+        posts = list(pool.map(lambda tab: tab.post("/gradio_api/call/chat", json={
+            **flood, "session_hash": app.sessions[id(tab)]}), fay_tabs[1:]))
+        joined = fay_tabs[1].post("/gradio_api/queue/join", json={
+            **flood, "fn_index": fn_index(fay_tabs[1], "chat"), "session_hash": app.sessions[id(fay_tabs[1])]})
+        cookie = "; ".join(f"{k}={v}" for k, v in fay_tabs[2].cookies.items())
+        unsent = raw_post(app, "/gradio_api/call/chat", cookie, 300_000)
+        too_big = raw_post(app, "/gradio_api/call/chat", cookie, 50_000_000)
+        others = [app.call(sessions["val"], "chat", ["Name a primary colour.", [], "active", 16, 0.0])[0],
+                  app.call(fay_tabs[3], "banner", [])[0], queue(app, fay_tabs[4], "banner", [])]
+        still_streaming = not running.done()
+        ended.set()
+        fay_tabs[0].close()
+        running.exception(60)
+    assert [p.status_code for p in posts] == [429] * 8, [p.text for p in posts]
+    assert all("already have 1 chat" in p.json()["detail"] for p in [*posts, joined]) and joined.status_code == 429
+    assert unsent == "HTTP/1.1 429 Too Many Requests" and too_big == "HTTP/1.1 413 Request Entity Too Large"
+    assert others == ["complete"] * 3 and still_streaming
+    deadline = time.monotonic() + 60  # closing the stream cancels the long chat; then fay chats again
+    while (outcome := app.call(fay_tabs[5], "chat", ["Say yes.", [], "active", 16, 0.0]))[0] == "http 429":
+        assert "already have 1 chat" in outcome[1] and time.monotonic() < deadline, outcome
+        time.sleep(0.5)
+    assert outcome[0] == "complete", outcome
 
 
 # ----- 3. CSRF ---------------------------------------------------------------------------------------------------

@@ -42,6 +42,20 @@ def test_rate_limit_is_a_token_bucket_per_user():
         pass
 
 
+def test_refusal_peeks_without_taking_a_slot_or_a_token():
+    clock = Clock()
+    limits = UsageLimits(max_in_flight=1, burst=1, refill_s=10, clock=clock)
+    assert [limits.refusal("vic", "chat") for _ in range(5)] == [None] * 5  # looking takes nothing
+    with limits.slot("vic", "chat"):
+        assert "already have 1 chat" in limits.refusal("vic", "chat")
+        assert limits.refusal("vic", "arena") is None and limits.refusal("rita", "chat") is None
+    assert limits.refusal("vic", "chat") == "Too many chat requests: try again in 10 s."
+    clock.now = 10
+    assert limits.refusal("vic", "chat") is None
+    assert limits.limited("chat_compare", "chat_compare") == "chat_compare"
+    assert limits.lanes == {"chat_compare": "chat_compare"}
+
+
 def count(messages: list[dict]) -> int:
     return sum(len(m["content"]) for m in messages)  # one token a character
 

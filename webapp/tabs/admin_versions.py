@@ -170,4 +170,4 @@ def build_versions_tab(services, tab: gr.Tab) -> None:
                  api_name=auth.endpoint("versions_export", *ADMINS))
     report_btn.click(versions_gate_report, pick, report, api_name=auth.endpoint("versions_gate_report", *ADMINS))
     compare.click(versions_compare, [version_a, version_b, count], answers,
-                  api_name=auth.endpoint("versions_compare", *ADMINS))
+                  api_name=services.usage.limited(auth.endpoint("versions_compare", *ADMINS), "compare"))

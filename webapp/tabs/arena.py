@@ -80,7 +80,7 @@ def build_arena_tab(services) -> None:
     battle = gr.State(None)
 
     gr.on([message.submit, send.click], arena_ask, message, [message, chat_a, chat_b, battle, status, *buttons],
-          api_name=auth.endpoint("arena_ask", *EVERYONE))
+          api_name=services.usage.limited(auth.endpoint("arena_ask", *EVERYONE), "arena"))
     for button, (_, key) in zip(buttons, VOTES, strict=True):
         button.click(vote(key), battle, [battle, status, *buttons], api_name=auth.endpoint(f"arena_vote_{key}",
                                                                                              *EVERYONE))

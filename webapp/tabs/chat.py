@@ -116,11 +116,12 @@ def build_chat_tab(services) -> None:
 
     # Both sides read the message box when the user sends; the main side clears it with its first update.
     gr.on([message.submit, send.click], chat, [message, chat_a, version_a, max_new_tokens, temperature, served_a],
-          [message, chat_a, served_a], api_name=auth.endpoint("chat", *EVERYONE),
+          [message, chat_a, served_a], api_name=services.usage.limited(auth.endpoint("chat", *EVERYONE), "chat"),
           concurrency_limit=CHAT_CONCURRENCY)
     gr.on([message.submit, send.click], chat_compare,
           [message, chat_b, version_b, max_new_tokens, temperature, served_b, side_by_side], [chat_b, served_b],
-          api_name=auth.endpoint("chat_compare", *EVERYONE), concurrency_limit=CHAT_CONCURRENCY)
+          api_name=services.usage.limited(auth.endpoint("chat_compare", *EVERYONE), "chat_compare"),
+          concurrency_limit=CHAT_CONCURRENCY)
     chat_a.like(like, served_a, None, api_name=auth.endpoint("chat_thumbs", *EVERYONE))
     chat_b.like(like, served_b, None, api_name=auth.endpoint("chat_compare_thumbs", *EVERYONE))
     clear.click(lambda: ([], [], {}, {}), None, [chat_a, chat_b, served_a, served_b], api_visibility="private")
