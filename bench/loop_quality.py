@@ -3,6 +3,11 @@
     python -m bench.loop_quality --quick               # 1 round + a flipped round + an unchanged model, small sizes
     python -m bench.loop_quality                       # 2 rounds per oracle, flipped rounds over --flip_seeds seeds
     python -m bench.loop_quality --oracle plain --rounds 2 --seeds 0,1
+    python -m bench.loop_quality --oracle short --kinds flipped --flip_seeds 10 --resume   # add seeds later
+
+Each finished scenario's rows are appended to `--results` (default bench/loop_quality_rows.jsonl, kept in git) with
+the settings they ran under; `--resume` skips scenarios already there with the same settings and reports all of
+them, so the long full run (hours on 2 CPU cores) can be spread over several sessions.
 
 Runs the real loop end to end on a fresh data dir with the real app (`python app.py`) serving REST and hot-swaps:
 1. prompts are added without a split, so `--heldout-share` of them are held out by text hash (the default path);
@@ -54,7 +59,8 @@ TOPICS = ["sleep", "coffee", "running", "saving money", "learning a language", "
           "hiking safety", "cleaning a kitchen", "buying a laptop", "walking a dog", "hosting a dinner",
           "choosing running shoes", "winter driving"]
 TEMPLATES = ["Give me some tips about {t}.", "Explain {t} to a beginner.", "What should I know about {t}?",
-             "How do I get better at {t}?"]
+             "How do I get better at {t}?", "What are common mistakes with {t}?", "Tell me about {t}.",
+             "How do I start with {t}?", "Why does {t} matter?"]
 MARKDOWN = re.compile(r"^\s*([-*+]|\d+[.)]|#+)\s|\*\*", re.MULTILINE)
 
 
@@ -222,7 +228,7 @@ def scenario(args: argparse.Namespace, oracle: str, seed: int, kind: str, rounds
                         "--judge", "human", "--votes_per_item", "2", "--gate_prompts", str(args.gate_prompts),
                         "--max_new_tokens", str(args.max_new_tokens)]
             subprocess.run(gate_cmd, cwd=ROOT, check=True, capture_output=True)
-            gate = vote_gate(loop, name, oracle, rng, args.noise, 120)
+            gate = vote_gate(loop, name, oracle, rng, args.noise, 1800)
             same = [None, None, None, 0, 0, 0]  # its answers are the base's: no oracle comparison to make
             rows.append(row(oracle, seed, kind, 0, gate, store, same, same, {"gate": time.perf_counter() - started}))
             return rows
@@ -239,7 +245,7 @@ def scenario(args: argparse.Namespace, oracle: str, seed: int, kind: str, rounds
             name = run_round(loop, args, f"{number}")
             times["round+gate answers"] = time.perf_counter() - started
             started = time.perf_counter()
-            gate = vote_gate(loop, name, oracle, rng, args.noise, 180)
+            gate = vote_gate(loop, name, oracle, rng, args.noise, 1800)
             times["gate votes+decision"] = time.perf_counter() - started
             started = time.perf_counter()
             quality = oracle_win_rate(loop, base_model, tokenizer, oracle, args.max_new_tokens)
@@ -255,6 +261,27 @@ def scenario(args: argparse.Namespace, oracle: str, seed: int, kind: str, rounds
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     return rows
+
+
+ROWS = Path(__file__).with_name("loop_quality_rows.jsonl")
+
+
+def settings_key(args: argparse.Namespace) -> dict:
+    """What a scenario's figures depend on; rows are only combined across runs with equal keys."""
+    names = ("quick", "rounds", "noise", "heldout_share", "gate_prompts", "train_prompts", "max_new_tokens",
+             "max_steps", "seed")
+    return {**{n: getattr(args, n) for n in names}, "prompts": len(TOPICS) * len(TEMPLATES)}
+
+
+def previous_rows(path: Path, key: dict) -> dict:
+    """(oracle, seed, kind) -> rows of earlier runs with these settings (the latest run of each wins)."""
+    found = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if entry["settings"] == key:
+                found[(entry["oracle"], entry["seed"], entry["kind"])] = entry["rows"]
+    return found
 
 
 def start_app_with_share(folder: Path, port: int, share: float) -> subprocess.Popen:
@@ -293,25 +320,44 @@ def main() -> None:
     parser.add_argument("--flip_seeds", type=int, default=10, help="Seeds of the flipped-preferences round.")
     parser.add_argument("--noise", type=float, default=0.15, help="Share of each reviewer's votes flipped.")
     parser.add_argument("--heldout_share", type=float, default=0.2)
-    parser.add_argument("--gate_prompts", type=int, default=32)
+    parser.add_argument("--gate_prompts", type=int, default=64,
+                        help="Held-out A/B items the gate asks for (the app's default is 32; 64 gives the "
+                             "Wilson bound the power to pass a true ~0.7 winner through 2 noisy reviewers).")
     parser.add_argument("--train_prompts", type=int, default=96, help="Train prompts answered (A/B) per round.")
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--max_steps", type=int, default=30, help="Steps per stage.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the gate's prompt sample.")
     parser.add_argument("--keep", action="store_true", help="Keep the data dirs (printed).")
+    parser.add_argument("--kinds", default="loop,flipped,unchanged", help="Scenarios to run.")
+    parser.add_argument("--results", default=str(ROWS), help="JSON lines: every finished scenario's rows.")
+    parser.add_argument("--resume", action="store_true",
+                        help="Skip scenarios already in --results with the same settings; report all of them.")
     args = parser.parse_args()
     if args.quick:
         args.oracle, args.rounds, args.flip_seeds, args.max_new_tokens, args.max_steps = "short", 1, 1, 32, 12
-        args.train_prompts = 40
+        args.train_prompts, args.gate_prompts = 40, 32
     offline()
-    oracles = args.oracle.split(",")
+    kinds = args.kinds.split(",")
+    key = settings_key(args)
+    done = previous_rows(Path(args.results), key) if args.resume else {}
     rows = []
-    for oracle in oracles:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            rows += scenario(args, oracle, seed, "loop", args.rounds)
-        for seed in range(args.flip_seeds):
-            rows += scenario(args, oracle, 100 + seed, "flipped", 1)
-        rows += scenario(args, oracle, 0, "unchanged", 0)
+    for oracle in args.oracle.split(","):
+        plan = [(s, "loop", args.rounds) for s in (int(s) for s in args.seeds.split(",")) if "loop" in kinds]
+        plan += [(100 + s, "flipped", 1) for s in range(args.flip_seeds) if "flipped" in kinds]
+        plan += [(0, "unchanged", 0)] if "unchanged" in kinds else []
+        for seed, kind, rounds in plan:
+            if (oracle, seed, kind) in done:
+                rows += done.pop((oracle, seed, kind))
+                continue
+            found = scenario(args, oracle, seed, kind, rounds)
+            rows += found
+            if not args.quick:
+                with open(args.results, "a") as out:
+                    out.write(json.dumps({"settings": key, "oracle": oracle, "seed": seed, "kind": kind,
+                                          "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                          "rows": found}) + "\n")
+    for extra in done.values():  # scenarios of earlier sessions outside this run's plan
+        rows += extra
     improving = [r for r in rows if r[2] == "loop" and r[3] == args.rounds]
     flipped = [r for r in rows if r[2] == "flipped"]
     unchanged = [r for r in rows if r[2] == "unchanged"]
