@@ -48,8 +48,12 @@ def test_feedback_loop_end_to_end(data_dir, monkeypatch):
     _, _, run = call(demo, "rounds_start", ["sft"], "lora", 4, "active", 1, None, 8, 0.1, False, False, user="alice")
     wait_for_run(services, run["value"])
     candidate = store.get_run(run["value"]).versions[-1]
-    message, _ = call(demo, "data_generate", "pairwise", candidate, 3, "train", 12, 0.7, user="alice")
-    assert "24 answers" in message
+    message = call(demo, "data_generate", "pairwise", candidate, 3, "train", 12, 0.7, user="alice")
+    assert "Generation job #1" in message  # a job on the worker thread, as the Data tab starts it
+    deadline = time.monotonic() + 300
+    while store.get_generation_job(1).active and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "✅ generated (24/24 answers" in call(demo, "data_job", user="alice")
 
     votes = 0
     for reviewer in REVIEWERS:
