@@ -5,17 +5,22 @@
 - clickjacking: that page frames the app;
 - HTML/CSS injection: a reviewer opens the Review tab on prompts and answers carrying overlays, forms, links and
   tracking images;
-- logout is a POST from the Log out button.
+- logout is a POST from the Log out button;
+- chat flood: a viewer with a chat already running sends another from the Chat tab; the HTTP guard refuses it
+  before Gradio reads it, and the page says why and stays usable.
 """
 
 import http.server
+import re
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
+from tests.e2e.conftest import ARTIFACTS
 from tests.e2e.live_app import ADMIN, PASSWORD, LiveApp, add_users, free_port, make_data_dir
 from tests.e2e.test_browser_loop import TIMEOUT_MS, login
 from tests.webapp.test_safe_markdown import PAYLOADS
@@ -129,3 +134,50 @@ def test_logout_button_posts_and_ends_the_session(browser, live_app):
     expect(page.get_by_label("username")).to_be_visible()
     page.goto(live_app.url + "/logout")
     expect(page.get_by_text("Log out with a POST")).to_be_visible()
+
+
+def test_a_chat_refused_at_the_door_says_why_and_the_next_one_is_answered(browser, live_app):
+    """vic has a long chat streaming (another tab; here an HTTP client) and sends a message from the Chat tab: the
+    HTTP guard answers the browser's queue/join with 429 before Gradio reads it. The page shows the reason; once the
+    other chat has ended, the same page's next message is answered (the refusal left its Gradio session intact)."""
+    other_tab = live_app.session("vic")
+    streaming, stop = threading.Event(), threading.Event()
+
+    def long_chat() -> None:
+        body = {"data": ["Count from 1 to 1000, one number per line.", [], "active", 1024, 0.0],
+                "session_hash": live_app.sessions[id(other_tab)]}
+        event_id = other_tab.post("/gradio_api/call/chat", json=body).json()["event_id"]
+        with other_tab.stream("GET", f"/gradio_api/call/chat/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if "generating" in line:
+                    streaming.set()
+                if stop.is_set():
+                    return
+
+    running = threading.Thread(target=long_chat)
+    running.start()
+    try:
+        page = login(browser, live_app.url, "vic")
+        page.get_by_role("tab", name="Chat").click()
+        assert streaming.wait(60)
+        box = page.get_by_placeholder("Ask something")
+        box.fill("Name a primary colour.")
+        box.press("Enter")
+        expect(page.get_by_text("already have 1 chat request(s) running").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "e2e-chat-refused-at-the-door.png"), full_page=True)
+        assert running.is_alive()
+    finally:
+        stop.set()
+        running.join(60)
+    probe = live_app.session("vic")  # the guard answers 429 until the cancelled chat has released vic's slot
+    deadline = time.monotonic() + 60
+    while probe.post("/gradio_api/call/chat", json={}).status_code == 429 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    box.fill("Name a primary colour.")
+    box.press("Enter")
+    conversation = page.get_by_role("log", name="chatbot conversation").filter(visible=True)
+    expect(box).to_have_value("")  # the chat's first update clears the box: the event ran in this page's session
+    rows = conversation.locator(".message-row")
+    expect(rows).to_have_count(2)  # the question and its answer
+    expect(rows.nth(1)).to_contain_text(re.compile(r"\w"))
+    page.screenshot(path=str(ARTIFACTS / "e2e-chat-after-refusal.png"), full_page=True)
