@@ -1,6 +1,7 @@
 """Benchmark 1: SFT LoRA throughput of our recipe against a plain TRL SFTTrainer script, side by side.
 
     python -m bench.sft_throughput [--quick] [--steps 5] [--repeats 2]
+    python -m bench.sft_throughput --profile          # where one of our steps spends its time (torch.profiler)
 
 Contenders, alternated (ABC CBA ...) on the same model, data, batch size, LoRA config and number of steps:
 - `ours`: `training.recipes.sft.main` exactly as the app runs it (padding-free batches, no gradient checkpointing,
@@ -88,6 +89,64 @@ def run_plain_trl(dataset_file: Path, steps: int, batch: int, bf16: bool) -> dic
     return {"tokens_s": logs[-1].rate("tokens"), "tokens": sum(logs[-1].tokens), "wall_s": wall}
 
 
+CATEGORIES = [  # (category, substrings of aten op names), first match wins
+    ("matmul (mm/addmm/bmm)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")),
+    ("attention (SDPA fwd+bwd)", ("scaled_dot_product", "flash_attention")),
+    ("loss over the vocabulary (log-softmax, NLL, fwd+bwd)", ("log_softmax", "nll_loss", "cross_entropy")),
+    ("optimizer (AdamW, grad clip)", ("_foreach", "adam", "norm")),
+    ("casts and copies (autocast, contiguous)", ("aten::copy_", "aten::_to_copy", "aten::to", "clone", "contiguous")),
+]
+
+
+def category(name: str) -> str:
+    return next((label for label, keys in CATEGORIES if any(k in name for k in keys)), "other element-wise / misc")
+
+
+def profile_ours(dataset_file: Path, steps: int, batch: int) -> None:
+    """torch.profiler over our recipe's steps 2..end (forward, backward and optimizer step), ops grouped by kind."""
+    from transformers import Trainer
+
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    original_step, original_train = Trainer.training_step, Trainer.train
+    calls: list[float] = []
+
+    def training_step(self, *args, **kwargs):
+        calls.append(time.perf_counter())
+        if len(calls) == 2:
+            profiler.start()
+        return original_step(self, *args, **kwargs)
+
+    def train(self, *args, **kwargs):
+        try:
+            return original_train(self, *args, **kwargs)
+        finally:
+            if len(calls) >= 2:
+                profiler.stop()
+                calls.append(time.perf_counter())
+
+    Trainer.training_step, Trainer.train = training_step, train
+    try:
+        result = run_ours(dataset_file, steps, batch)
+    finally:
+        Trainer.training_step, Trainer.train = original_step, original_train
+    events = [e for e in profiler.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    shares: dict[str, float] = {}
+    for event in events:
+        shares[category(event.key)] = shares.get(category(event.key), 0) + event.self_cpu_time_total
+    wall = calls[-1] - calls[1]
+    rows = [[label, f"{100 * t / total:.1f}%", f"{t / 1e6 / (steps - 1):.2f}"]
+            for label, t in sorted(shares.items(), key=lambda kv: -kv[1])]
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
+    notes = [f"profiled steps 2-{steps} ({wall:.1f} s wall, {wall / (steps - 1):.2f} s per step; aten self CPU time "
+             f"{total / 1e6:.1f} s summed over the 2 threads' ops); run's tokens/s {result['tokens_s']:.1f}",
+             "top ops by self CPU time: " + ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.1f}%"
+                                                       for e in top)]
+    report("SFT LoRA step profile, ours (bench/sft_throughput.py --profile)",
+           f"SmolLM2-135M, LoRA r={LORA_R}, {steps} steps x {batch} rows, precision {trainer_precision_kwargs()}",
+           ["op kind", "share of aten self CPU time", "s per step"], rows, notes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="Fewer steps and one repeat (a smoke run).")
@@ -95,6 +154,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="Rows per step for every contender (our default).")
     parser.add_argument("--repeats", type=int, default=None, help="Runs per contender (default 2, quick 1).")
     parser.add_argument("--skip-trl-defaults", action="store_true", help="Leave out the bf16 + checkpointing run.")
+    parser.add_argument("--profile", action="store_true", help="Only profile our recipe's steps (torch.profiler).")
     args = parser.parse_args()
     offline()
     steps = args.steps or (3 if args.quick else 5)
@@ -102,6 +162,9 @@ def main() -> None:
 
     tokenizer = load_tokenizer(base_model_path())
     dataset_file = write_jsonl(sft_rows(tokenizer, steps * args.batch, seed=1), data_dir() / "sft_bench.jsonl")
+    if args.profile:
+        profile_ours(dataset_file, steps, args.batch)
+        return
     n_params = matmul_params(load_causal_lm(base_model_path(), dtype=torch.float32))
     # the MFU's peak is the matmul peak of the precision our recipe trains in: bf16 on a GPU and on a CPU with native
     # bf16 (autocast), fp32 otherwise; the fp32 peak is shown beside it on such a CPU
