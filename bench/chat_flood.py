@@ -29,8 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import data_dir as bench_data_dir
-from bench.common import median, offline, percentile, report, verdict
+from bench.common import app_data_dir, median, offline, percentile, report, verdict
 from bench.write_load import PASSWORD, free_port, start_app, stop_app
 from feedback_db.store import FeedbackStore
 
@@ -152,11 +151,7 @@ def main() -> None:
     parser.add_argument("--no-report", action="store_true", help="print the figures, leave docs/BENCHMARKS.md")
     args = parser.parse_args()
     offline()
-    folder = bench_data_dir() / f"chat-flood-{uuid.uuid4().hex[:6]}"
-    models = folder / "models"
-    models.mkdir(parents=True)
-    for model in (bench_data_dir() / "models").iterdir():
-        (models / model.name).symlink_to(model.resolve(), target_is_directory=True)
+    folder = app_data_dir("chat-flood")
     store = FeedbackStore(folder / "tuneloop.db")
     probe_users = [f"probe{i}" for i in range(args.probes)]
     for name in ("admin", "flooder", *probe_users):

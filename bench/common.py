@@ -13,6 +13,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -287,3 +288,14 @@ def report(title: str, settings: str, headers: list[str], rows: list[list], note
 def verdict(value: float, target: float, higher_is_better: bool = True) -> str:
     met = value >= target if higher_is_better else value <= target
     return "yes" if met else "no"
+
+
+def app_data_dir(prefix: str) -> Path:
+    """A fresh data dir under the bench data dir for one app started by a benchmark, its models folder linking every
+    converted model of the bench data dir (no copy, no conversion)."""
+    folder = data_dir() / f"{prefix}-{uuid.uuid4().hex[:6]}"
+    models = folder / "models"
+    models.mkdir(parents=True)
+    for model in (data_dir() / "models").iterdir():
+        (models / model.name).symlink_to(model.resolve(), target_is_directory=True)
+    return folder

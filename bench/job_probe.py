@@ -26,8 +26,7 @@ from pathlib import Path
 import httpx
 
 from bench.chat_flood import chat, login
-from bench.common import ROOT, median, offline, percentile, report, verdict
-from bench.common import data_dir as bench_data_dir
+from bench.common import ROOT, app_data_dir, median, offline, percentile, report, verdict
 from bench.write_load import PASSWORD, free_port, start_app, stop_app
 from feedback_db.store import FeedbackStore
 from feedback_db.vocab import SPLITS
@@ -145,11 +144,7 @@ def main() -> None:
     args.prompts = args.prompts or (40 if args.quick else 200)
     args.max_new_tokens = args.max_new_tokens or (32 if args.quick else 128)
     offline()
-    folder = bench_data_dir() / f"job-probe-{uuid.uuid4().hex[:6]}"
-    models = folder / "models"
-    models.mkdir(parents=True)
-    for model in (bench_data_dir() / "models").iterdir():
-        (models / model.name).symlink_to(model.resolve(), target_is_directory=True)
+    folder = app_data_dir("job-probe")
     seed(folder, args.prompts, args.probes)
     port = free_port()
     app = start_app(folder, port, folder / "app.log")
