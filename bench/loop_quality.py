@@ -170,7 +170,10 @@ def vote_gate(loop: Loop, version: str, oracle: str, rng: random.Random, noise: 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         gate = loop.store.get_version(version).metrics["gate"]
-        if gate["status"] != "waiting":
+        active = loop.store.active_version()
+        # a pass is decided before the app has hot-swapped the version in: wait for the promotion too
+        if gate["status"] != "waiting" and not (gate.get("verdict", {}).get("promote")
+                                                  and (active is None or active.name != version)):
             return gate
         time.sleep(0.5)
     raise RuntimeError(f"the app did not decide the gate of {version} within {timeout_s} s")
