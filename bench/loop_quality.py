@@ -179,6 +179,19 @@ def vote_gate(loop: Loop, version: str, oracle: str, rng: random.Random, noise: 
     raise RuntimeError(f"the app did not decide the gate of {version} within {timeout_s} s")
 
 
+_BASE_ANSWERS: dict[str, list] = {}
+
+
+@torch.no_grad()
+def base_answers(base_model: str, tokenizer, messages: list[list[dict]], max_new_tokens: int) -> list:
+    """The base model's greedy answers, decoded once per process: every scenario holds out the same prompts (by
+    text hash), so the second and later scenarios reuse them (same batch, same answers)."""
+    key = json.dumps([base_model, max_new_tokens, messages])
+    if key not in _BASE_ANSWERS:
+        _BASE_ANSWERS[key] = greedy_answers(load_causal_lm(base_model).eval(), tokenizer, messages, max_new_tokens)
+    return _BASE_ANSWERS[key]
+
+
 @torch.no_grad()
 def oracle_win_rate(loop: Loop, base_model: str, tokenizer, oracle: str, max_new_tokens: int,
                     version: str | None = None) -> list:
@@ -187,11 +200,11 @@ def oracle_win_rate(loop: Loop, base_model: str, tokenizer, oracle: str, max_new
     chosen = loop.store.get_version(version) if version else loop.store.active_version()
     if chosen is None:
         return [None, None, None, 0, 0, 0]
-    policy, base = load_version_model(base_model, chosen.path).eval(), load_causal_lm(base_model).eval()
+    policy = load_version_model(base_model, chosen.path).eval()
     tally = {"a": 0, "b": 0, "tie": 0}
     messages = [p.as_messages() for p in loop.store.list_prompts(split="heldout")]
     for (new, _), (old, _) in zip(greedy_answers(policy, tokenizer, messages, max_new_tokens),
-                                  greedy_answers(base, tokenizer, messages, max_new_tokens), strict=True):
+                                  base_answers(base_model, tokenizer, messages, max_new_tokens), strict=True):
         tally[oracle_judgment(oracle, new, old) if new != old else "tie"] += 1
     decisive = tally["a"] + tally["b"]
     low, high = wilson_interval(tally["a"], decisive)
