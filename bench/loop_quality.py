@@ -19,10 +19,10 @@ Runs the real loop end to end on a fresh data dir with the real app (`python app
    the app decides once every item has two votes and hot-swaps a pass;
 6. the oracle (noise-free) judges greedy answers of the active version vs the base on every held-out prompt:
    win-rate among decisive judgments with its 95 % Wilson interval.
-Oracles: `short` prefers the answer with fewer words; `plain` prefers the answer with fewer markdown marks (list
-bullets, numbered lines, headings, bold). A *flipped* round trains on inverted votes while the gate is still voted
-by the true oracle: it must never be promoted. An *unchanged* model (a zero LoRA: same answers as the base) must
-never be promoted either. Wall time of each phase is reported.
+Oracles: `short` prefers the answer with fewer words; `plain` prefers plain prose: fewer markdown marks (list
+bullets, numbered lines, headings, bold), then fewer line breaks (one paragraph). A *flipped* round trains on
+inverted votes while the gate is still voted by the true oracle: it must never be promoted. An *unchanged* model (a
+zero LoRA: same answers as the base) must never be promoted either. Wall time of each phase is reported.
 """
 
 import argparse
@@ -65,13 +65,23 @@ MARKDOWN = re.compile(r"^\s*([-*+]|\d+[.)]|#+)\s|\*\*", re.MULTILINE)
 
 
 # ----- oracles ------------------------------------------------------------------------------------------------
-def oracle_score(oracle: str, answer: str) -> float:
-    """Higher is better: fewer words (`short`) or fewer markdown marks (`plain`); an empty answer is worst."""
+# Each oracle's rule, as stored with its rows: a changed rule never mixes with rows of the old one.
+ORACLE_RULES = {
+    "short": "fewer words",
+    # Markdown marks alone were at stake on too few prompts: the base answered 49 of 64 gate prompts without any, so
+    # a perfect candidate could reach at most 15 decisive comparisons, below the gate's 20 (BENCHMARKS, 12:14 UTC).
+    "plain": "fewer markdown marks, then fewer line breaks",
+}
+
+
+def oracle_score(oracle: str, answer: str) -> tuple:
+    """Higher is better: fewer words (`short`); fewer markdown marks, then fewer line breaks — one plain paragraph
+    (`plain`). An empty answer is worst."""
     if not answer.strip():
-        return -1e9
+        return (-1e9,)
     if oracle == "short":
-        return -len(answer.split())
-    return -len(MARKDOWN.findall(answer))
+        return (-len(answer.split()),)
+    return (-len(MARKDOWN.findall(answer)), -answer.strip().count("\n"))
 
 
 def oracle_judgment(oracle: str, a: str, b: str) -> str:
@@ -282,20 +292,21 @@ def scenario(args: argparse.Namespace, oracle: str, seed: int, kind: str, rounds
 ROWS = Path(__file__).with_name("loop_quality_rows.jsonl")
 
 
-def settings_key(args: argparse.Namespace) -> dict:
+def settings_key(args: argparse.Namespace, oracle: str) -> dict:
     """What a scenario's figures depend on; rows are only combined across runs with equal keys."""
     names = ("quick", "rounds", "noise", "heldout_share", "gate_prompts", "train_prompts", "max_new_tokens",
              "max_steps", "seed")
-    return {**{n: getattr(args, n) for n in names}, "prompts": len(TOPICS) * len(TEMPLATES)}
+    return {**{n: getattr(args, n) for n in names}, "prompts": len(TOPICS) * len(TEMPLATES),
+            "oracle_rule": ORACLE_RULES[oracle]}
 
 
-def previous_rows(path: Path, key: dict) -> dict:
+def previous_rows(path: Path, args: argparse.Namespace) -> dict:
     """(oracle, seed, kind) -> rows of earlier runs with these settings (the latest run of each wins)."""
     found = {}
     if path.is_file():
         for line in path.read_text().splitlines():
             entry = json.loads(line)
-            if entry["settings"] == key:
+            if entry["oracle"] in ORACLE_RULES and entry["settings"] == settings_key(args, entry["oracle"]):
                 found[(entry["oracle"], entry["seed"], entry["kind"])] = entry["rows"]
     return found
 
@@ -354,8 +365,7 @@ def main() -> None:
         args.train_prompts, args.gate_prompts = 40, 32
     offline()
     kinds = args.kinds.split(",")
-    key = settings_key(args)
-    done = previous_rows(Path(args.results), key) if args.resume else {}
+    done = previous_rows(Path(args.results), args) if args.resume else {}
     rows = []
     for oracle in args.oracle.split(","):
         plan = [(s, "loop", args.rounds) for s in (int(s) for s in args.seeds.split(",")) if "loop" in kinds]
@@ -369,8 +379,8 @@ def main() -> None:
             rows += found
             if not args.quick:
                 with open(args.results, "a") as out:
-                    out.write(json.dumps({"settings": key, "oracle": oracle, "seed": seed, "kind": kind,
-                                          "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    out.write(json.dumps({"settings": settings_key(args, oracle), "oracle": oracle, "seed": seed,
+                                          "kind": kind, "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                           "rows": found}) + "\n")
     for extra in done.values():  # scenarios of earlier sessions outside this run's plan
         rows += extra
@@ -383,6 +393,7 @@ def main() -> None:
                     for r in improving),
         f"flipped-preference rounds promoted: {sum(r[7] for r in flipped)} of {len(flipped)} (target 0)",
         f"unchanged model promoted: {sum(r[7] for r in unchanged)} of {len(unchanged)} (target 0)",
+        "Oracles: " + "; ".join(f"{o}: {ORACLE_RULES[o]}" for o in ORACLE_RULES) + ".",
         "Reviewers: 2 per item, each flipping 15 % of votes; the gate needs the Wilson 95 % lower bound > 0.5 over "
         ">= 20 decisive items (a split vote is a tie).",
     ]
