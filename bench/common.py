@@ -174,10 +174,12 @@ def _count(inputs: dict) -> tuple[int, int]:
 
 
 @contextmanager
-def trainer_steps() -> Iterator[list[StepLog]]:
+def trainer_steps(before_step: Callable[[StepLog], None] | None = None,
+                  after_train: Callable[[StepLog], None] | None = None) -> Iterator[list[StepLog]]:
     """Record every `Trainer.training_step` (TRL's trainers all call it) of every `train()` run inside the block.
 
-    Used to time a recipe from outside, without changing it: one StepLog per `train()` call.
+    Used to time a recipe from outside, without changing it: one StepLog per `train()` call. `before_step` runs
+    after a step's start is recorded, `after_train` before the run's end is (e.g. to start and stop a profiler).
     """
     from transformers import Trainer
 
@@ -189,6 +191,8 @@ def trainer_steps() -> Iterator[list[StepLog]]:
         logs[-1].starts.append(time.perf_counter())
         logs[-1].tokens.append(tokens)
         logs[-1].rows.append(rows)
+        if before_step:
+            before_step(logs[-1])
         return original_step(self, model, inputs, *args, **kwargs)
 
     def train(self, *args, **kwargs):
@@ -196,6 +200,8 @@ def trainer_steps() -> Iterator[list[StepLog]]:
         try:
             return original_train(self, *args, **kwargs)
         finally:
+            if after_train:
+                after_train(logs[-1])
             logs[-1].ended = time.perf_counter()
 
     Trainer.training_step, Trainer.train = training_step, train

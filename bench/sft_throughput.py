@@ -104,37 +104,24 @@ def category(name: str) -> str:
 
 def profile_ours(dataset_file: Path, steps: int, batch: int) -> None:
     """torch.profiler over our recipe's steps 2..end (forward, backward and optimizer step), ops grouped by kind."""
-    from transformers import Trainer
-
     profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-    original_step, original_train = Trainer.training_step, Trainer.train
-    calls: list[float] = []
 
-    def training_step(self, *args, **kwargs):
-        calls.append(time.perf_counter())
-        if len(calls) == 2:
+    def start(log) -> None:
+        if len(log.starts) == 2:
             profiler.start()
-        return original_step(self, *args, **kwargs)
 
-    def train(self, *args, **kwargs):
-        try:
-            return original_train(self, *args, **kwargs)
-        finally:
-            if len(calls) >= 2:
-                profiler.stop()
-                calls.append(time.perf_counter())
+    def stop(log) -> None:
+        if len(log.starts) >= 2:
+            profiler.stop()
 
-    Trainer.training_step, Trainer.train = training_step, train
-    try:
+    with trainer_steps(before_step=start, after_train=stop) as logs:
         result = run_ours(dataset_file, steps, batch)
-    finally:
-        Trainer.training_step, Trainer.train = original_step, original_train
     events = [e for e in profiler.key_averages() if e.key.startswith("aten::")]
     total = sum(e.self_cpu_time_total for e in events) or 1
     shares: dict[str, float] = {}
     for event in events:
         shares[category(event.key)] = shares.get(category(event.key), 0) + event.self_cpu_time_total
-    wall = calls[-1] - calls[1]
+    wall = logs[-1].ended - logs[-1].starts[1]
     rows = [[label, f"{100 * t / total:.1f}%", f"{t / 1e6 / (steps - 1):.2f}"]
             for label, t in sorted(shares.items(), key=lambda kv: -kv[1])]
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
