@@ -182,8 +182,8 @@ def vote_gate(loop: Loop, version: str, oracle: str, rng: random.Random, noise: 
         gate = loop.store.get_version(version).metrics["gate"]
         active = loop.store.active_version()
         # a pass is decided before the app has hot-swapped the version in: wait for the promotion too
-        if gate["status"] != "waiting" and not (gate.get("verdict", {}).get("promote")
-                                                  and (active is None or active.name != version)):
+        swapped_in = active is not None and active.name == version
+        if gate["status"] != "waiting" and (not gate.get("verdict", {}).get("promote") or swapped_in):
             return gate
         time.sleep(0.5)
     raise RuntimeError(f"the app did not decide the gate of {version} within {timeout_s} s")
