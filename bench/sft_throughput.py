@@ -55,15 +55,18 @@ from training.versions import LORA_TARGETS
 LORA_R, LORA_ALPHA = 16, 32
 
 
-def run_ours(dataset_file: Path, steps: int, batch: int, bf16: bool | None = None) -> dict:
-    """Our recipe as the app runs it; `bf16` swaps in the proposed precision (autocast bf16) for this run only."""
-    with recipe_data_dir("sft-ours-", bf16) as out, trainer_steps() as logs:
+def run_ours(dataset_file: Path, steps: int, batch: int, bf16: bool | None = None, **hooks) -> dict:
+    """Our recipe as the app runs it; `bf16` swaps in the proposed precision (autocast bf16) for this run only.
+
+    `hooks` (before_step, after_train) go to the run's `trainer_steps`; the result's `log` is its StepLog.
+    """
+    with recipe_data_dir("sft-ours-", bf16) as out, trainer_steps(**hooks) as logs:
         cfg = sft_recipe.SFTRecipeConfig(dataset_file=str(dataset_file), data_dir=str(out), parent="base",
                                          max_steps=steps, batch_size=batch, logging_steps=steps)
         started = time.perf_counter()
         sft_recipe.main(cfg)
         wall = time.perf_counter() - started
-    return {"tokens_s": logs[-1].rate("tokens"), "tokens": sum(logs[-1].tokens), "wall_s": wall}
+    return {"tokens_s": logs[-1].rate("tokens"), "tokens": sum(logs[-1].tokens), "wall_s": wall, "log": logs[-1]}
 
 
 def run_plain_trl(dataset_file: Path, steps: int, batch: int, bf16: bool) -> dict:
@@ -114,14 +117,13 @@ def profile_ours(dataset_file: Path, steps: int, batch: int) -> None:
         if len(log.starts) >= 2:
             profiler.stop()
 
-    with trainer_steps(before_step=start, after_train=stop) as logs:
-        result = run_ours(dataset_file, steps, batch)
+    result = run_ours(dataset_file, steps, batch, before_step=start, after_train=stop)
     events = [e for e in profiler.key_averages() if e.key.startswith("aten::")]
     total = sum(e.self_cpu_time_total for e in events) or 1
     shares: dict[str, float] = {}
     for event in events:
         shares[category(event.key)] = shares.get(category(event.key), 0) + event.self_cpu_time_total
-    wall = logs[-1].ended - logs[-1].starts[1]
+    wall = result["log"].ended - result["log"].starts[1]
     rows = [[label, f"{100 * t / total:.1f}%", f"{t / 1e6 / (steps - 1):.2f}"]
             for label, t in sorted(shares.items(), key=lambda kv: -kv[1])]
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
